@@ -1,0 +1,127 @@
+// CLAN's cosine-discrepancy-weighted adversarial BCE (SPEC section 3, CLAN Eq. 5):
+// loss = (epsilon + lambda_local * M) * BCEWithLogits(d, target) per pixel.
+#include "cosine.h"
+
+namespace uda_ops {
+namespace cpu {
+
+// BCE with logits and d(BCE)/dd = sigmoid(d) - t, both stable for any d.
+template <typename acc_t>
+UDA_INLINE void bce_with_logits(acc_t d, acc_t t, acc_t* loss, acc_t* dloss) {
+  const acc_t e = exp_nonpos(-std::abs(d));  // e^{-|d|} in (0, 1]
+  *loss = (d > 0 ? d : acc_t(0)) - d * t + std::log1p(e);
+  *dloss = (d >= 0 ? acc_t(1) / (acc_t(1) + e) : e / (acc_t(1) + e)) - t;
+}
+
+template <typename acc_t>
+UDA_MULTIVERSION void clan_forward_tile(const acc_t* __restrict Z1, const acc_t* __restrict Z2,
+                                        acc_t* __restrict P1, acc_t* __restrict P2, int64_t C, int64_t T,
+                                        int64_t n, const acc_t* __restrict d, acc_t target, acc_t lam,
+                                        acc_t eps, acc_t* __restrict out) {
+  acc_t lse[kMaxLanes], cos[kMaxLanes], i12[kMaxLanes], i11[kMaxLanes], i22[kMaxLanes];
+  softmax_tile(Z1, P1, lse, C, T, n);
+  softmax_tile(Z2, P2, lse, C, T, n);
+  cosine_stats(P1, P2, C, T, n, cos, i12, i11, i22);
+  for (int64_t i = 0; i < n; ++i) {
+    acc_t l, dl;
+    bce_with_logits(d[i], target, &l, &dl);
+    out[i] = (eps + lam * (acc_t(1) - cos[i])) * l;
+  }
+}
+
+// Writes gd[i]; when need_logits, overwrites Z1, Z2 with the gradients through the weight map.
+template <typename acc_t>
+UDA_MULTIVERSION void clan_backward_tile(acc_t* __restrict Z1, acc_t* __restrict Z2, acc_t* __restrict P1,
+                                         acc_t* __restrict P2, int64_t C, int64_t T, int64_t n,
+                                         const acc_t* __restrict d, const acc_t* __restrict g, int64_t gs,
+                                         acc_t target, acc_t lam, acc_t eps, bool need_logits,
+                                         acc_t* __restrict gd) {
+  acc_t lse[kMaxLanes], cos[kMaxLanes], i12[kMaxLanes], i11[kMaxLanes], i22[kMaxLanes], gm[kMaxLanes];
+  softmax_tile(Z1, P1, lse, C, T, n);
+  softmax_tile(Z2, P2, lse, C, T, n);
+  cosine_stats(P1, P2, C, T, n, cos, i12, i11, i22);
+  for (int64_t i = 0; i < n; ++i) {
+    acc_t l, dl;
+    bce_with_logits(d[i], target, &l, &dl);
+    gd[i] = g[i * gs] * (eps + lam * (acc_t(1) - cos[i])) * dl;
+    gm[i] = g[i * gs] * lam * l;
+  }
+  if (need_logits) cosine_grad(P1, P2, C, T, n, cos, i12, i11, i22, gm, Z1, Z2);
+}
+
+// d: discriminator logits with the map's shape (N, *).
+at::Tensor clan_adversarial_cpu(const at::Tensor& d, const at::Tensor& z1, const at::Tensor& z2,
+                                double target, double lambda_local, double epsilon, int64_t dim) {
+  check_pair("clan_adversarial", z1, z2);
+  const ClassLayout L = class_layout(z1, dim);
+  check_classes("clan_adversarial", L);
+  TORCH_CHECK(d.numel() == L.pixels(), "clan_adversarial: d has ", d.numel(), " elements, expected one per pixel (",
+              L.pixels(), ")");
+  const at::Tensor ac = to_layout(z1, dim, L), bc = to_layout(z2, dim, L);
+  const at::Tensor dc = d.to(acc_dtype(z1)).contiguous();
+  at::Tensor out = at::empty(map_shape(z1, dim), z1.options().dtype(acc_dtype(z1)));
+  const TileGrid g(L);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, z1.scalar_type(), "clan_adversarial_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const scalar_t* pa = ac.const_data_ptr<scalar_t>();
+    const scalar_t* pb = bc.const_data_ptr<scalar_t>();
+    const acc_t* pd = dc.const_data_ptr<acc_t>();
+    acc_t* po = out.mutable_data_ptr<acc_t>();
+    for_each_tile<acc_t>(g, 4, [&](const Tile& t, acc_t* buf) {
+      acc_t *A = buf, *B = A + g.C * g.T, *P = B + g.C * g.T, *Q = P + g.C * g.T;
+      load_tile(pa, g, t, A);
+      load_tile(pb, g, t, B);
+      clan_forward_tile(A, B, P, Q, g.C, g.T, t.n, pd + t.p0, acc_t(target), acc_t(lambda_local),
+                        acc_t(epsilon), po + t.p0);
+    });
+  });
+  return out;
+}
+
+// Returns (d/dd, d/dz1, d/dz2); the last two are empty tensors when need_logit_grads is false.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> clan_adversarial_backward_cpu(
+    const at::Tensor& grad, const at::Tensor& d, const at::Tensor& z1, const at::Tensor& z2, double target,
+    double lambda_local, double epsilon, int64_t dim, bool need_logit_grads) {
+  check_pair("clan_adversarial_backward", z1, z2);
+  const ClassLayout L = class_layout(z1, dim);
+  check_classes("clan_adversarial_backward", L);
+  TORCH_CHECK(d.numel() == L.pixels(), "clan_adversarial_backward: d has ", d.numel(),
+              " elements, expected ", L.pixels());
+  const at::Tensor ac = to_layout(z1, dim, L), bc = to_layout(z2, dim, L);
+  const at::Tensor dc = d.to(acc_dtype(z1)).contiguous();
+  const PixelGrad pg = pixel_grad(grad, acc_dtype(z1), L.pixels());
+  at::Tensor gd = at::empty(d.sizes(), d.options().dtype(acc_dtype(z1)));
+  at::Tensor g1 = need_logit_grads ? empty_in_layout(z1, dim, L, z1.scalar_type()) : at::empty({0}, z1.options());
+  at::Tensor g2 = need_logit_grads ? empty_in_layout(z1, dim, L, z1.scalar_type()) : at::empty({0}, z1.options());
+  const TileGrid g(L);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, z1.scalar_type(), "clan_adversarial_backward_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const scalar_t* pa = ac.const_data_ptr<scalar_t>();
+    const scalar_t* pb = bc.const_data_ptr<scalar_t>();
+    const acc_t* pd = dc.const_data_ptr<acc_t>();
+    const acc_t* pg_ = pg.storage.const_data_ptr<acc_t>();
+    acc_t* pgd = gd.mutable_data_ptr<acc_t>();
+    scalar_t* pg1 = need_logit_grads ? g1.mutable_data_ptr<scalar_t>() : nullptr;
+    scalar_t* pg2 = need_logit_grads ? g2.mutable_data_ptr<scalar_t>() : nullptr;
+    for_each_tile<acc_t>(g, 4, [&](const Tile& t, acc_t* buf) {
+      acc_t *A = buf, *B = A + g.C * g.T, *P = B + g.C * g.T, *Q = P + g.C * g.T;
+      load_tile(pa, g, t, A);
+      load_tile(pb, g, t, B);
+      clan_backward_tile(A, B, P, Q, g.C, g.T, t.n, pd + t.p0, pg_ + t.p0 * pg.stride, pg.stride,
+                         acc_t(target), acc_t(lambda_local), acc_t(epsilon), need_logit_grads, pgd + t.p0);
+      if (need_logit_grads) {
+        store_tile(A, g, t, pg1);
+        store_tile(B, g, t, pg2);
+      }
+    });
+  });
+  return {gd.to(d.scalar_type()), g1, g2};
+}
+
+}  // namespace cpu
+}  // namespace uda_ops
+
+TORCH_LIBRARY_IMPL(uda_ops, CPU, m) {
+  m.impl("clan_adversarial", &uda_ops::cpu::clan_adversarial_cpu);
+  m.impl("clan_adversarial_backward", &uda_ops::cpu::clan_adversarial_backward_cpu);
+}

@@ -1,0 +1,184 @@
+// CPU kernel helpers shared by every op: pixel tiling, dtype conversion, a vectorisable exp, and the
+// softmax pass every op starts with.
+//
+// Every op works on tiles of up to `T` pixels: a tile's logits are loaded once into an fp32 (fp64 for
+// fp64 input) buffer laid out [C][T], so that all arithmetic runs over contiguous lanes that the
+// compiler vectorises whatever the input layout or dtype. Hot tile functions are compiled for several
+// x86-64 levels (AVX-512, AVX2, baseline) and picked at load time (UDA_MULTIVERSION).
+#pragma once
+
+#include <ATen/ATen.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "../layout.h"
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && \
+    !defined(UDA_OPS_NO_MULTIVERSION)
+#define UDA_MULTIVERSION __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define UDA_MULTIVERSION
+#endif
+
+#define UDA_INLINE inline __attribute__((always_inline))
+
+namespace uda_ops {
+namespace cpu {
+
+// ------------------------------------------------------------------------------------------------
+// exp for arguments <= 0 (every softmax exponent is z - max z). float: Cephes-style polynomial,
+// branch-free so that lane loops vectorise; max relative error ~1e-7. Below -87.3 it returns exactly
+// 0 (masked classes), NaN stays NaN. double: std::exp (fp64 is for gradcheck, not speed).
+// ------------------------------------------------------------------------------------------------
+UDA_INLINE float exp_nonpos(float x) {
+  constexpr float lo = -87.3f;
+  const float xc = x < lo ? lo : x;
+  const float t = xc * 1.44269504088896341f + 12582912.0f;  // round to nearest via 1.5 * 2^23
+  const float n = t - 12582912.0f;
+  float r = xc - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof(scale));
+  float y = p * scale;
+  y = x < lo ? 0.0f : y;
+  return x != x ? x : y;
+}
+UDA_INLINE double exp_nonpos(double x) { return std::exp(x); }
+
+// 0 * anything = 0: the p log p -> 0 convention for p == 0 (masked classes), NaN weights stay NaN.
+template <typename T>
+UDA_INLINE T mul0(T w, T x) { return w == T(0) ? T(0) : w * x; }
+// a - b, but 0 where a == b (two -inf logits give 0, not NaN).
+template <typename T>
+UDA_INLINE T diff0(T a, T b) { return a == b ? T(0) : a - b; }
+
+// ------------------------------------------------------------------------------------------------
+// Tiling: tile k covers `n` pixels starting at pixel p0; lane i, class c is at
+// base + i * lane_stride + c * class_stride in the canonical tensor (see layout.h).
+// ------------------------------------------------------------------------------------------------
+constexpr int64_t kMaxLanes = 64;
+constexpr int64_t kTileElems = 8192;  // per [C][T] buffer: 32 KiB in fp32
+
+struct Tile {
+  int64_t p0, n, base;
+};
+
+struct TileGrid {
+  int64_t C, inner, T, per_outer, count, lane_stride, class_stride;
+
+  explicit TileGrid(const ClassLayout& L) : C(L.classes), inner(L.inner) {
+    T = std::max<int64_t>(1, std::min<int64_t>(kMaxLanes, kTileElems / std::max<int64_t>(C, 1)));
+    if (inner == 1) {  // rows: tiles run over all pixels, classes contiguous
+      per_outer = 0;
+      count = (L.outer + T - 1) / T;
+      lane_stride = C;
+      class_stride = 1;
+      total = L.outer;
+    } else {  // planes: tiles stay inside one outer index, lanes contiguous
+      per_outer = (inner + T - 1) / T;
+      count = L.outer * per_outer;
+      lane_stride = 1;
+      class_stride = inner;
+      total = L.outer * inner;
+    }
+  }
+
+  Tile tile(int64_t k) const {
+    if (per_outer == 0) {
+      const int64_t p0 = k * T;
+      return {p0, std::min(T, total - p0), p0 * C};
+    }
+    const int64_t o = k / per_outer, i0 = (k % per_outer) * T;
+    return {o * inner + i0, std::min(T, inner - i0), o * C * inner + i0};
+  }
+
+  // Tiles per parallel task: enough work (~32K elements) to amortise scheduling.
+  int64_t grain() const { return std::max<int64_t>(1, 32768 / std::max<int64_t>(C * T, 1)); }
+
+ private:
+  int64_t total;
+};
+
+// src (input dtype, canonical layout) -> dst [C][T] in acc_t.
+template <typename scalar_t, typename acc_t>
+UDA_INLINE void load_tile(const scalar_t* __restrict src, const TileGrid& g, const Tile& t,
+                          acc_t* __restrict dst) {
+  const scalar_t* s = src + t.base;
+  if (g.lane_stride == 1) {
+    for (int64_t c = 0; c < g.C; ++c)
+      for (int64_t i = 0; i < t.n; ++i) dst[c * g.T + i] = static_cast<acc_t>(s[c * g.class_stride + i]);
+  } else {
+    for (int64_t i = 0; i < t.n; ++i)
+      for (int64_t c = 0; c < g.C; ++c) dst[c * g.T + i] = static_cast<acc_t>(s[i * g.lane_stride + c]);
+  }
+}
+
+// src [C][T] in acc_t -> dst (output dtype, canonical layout).
+template <typename scalar_t, typename acc_t>
+UDA_INLINE void store_tile(const acc_t* __restrict src, const TileGrid& g, const Tile& t,
+                           scalar_t* __restrict dst) {
+  scalar_t* d = dst + t.base;
+  if (g.lane_stride == 1) {
+    for (int64_t c = 0; c < g.C; ++c)
+      for (int64_t i = 0; i < t.n; ++i) d[c * g.class_stride + i] = static_cast<scalar_t>(src[c * g.T + i]);
+  } else {
+    for (int64_t i = 0; i < t.n; ++i)
+      for (int64_t c = 0; c < g.C; ++c) d[i * g.lane_stride + c] = static_cast<scalar_t>(src[c * g.T + i]);
+  }
+}
+
+// Runs body(tile, scratch) over all tiles in parallel; scratch holds `buffers` [C][T] acc_t buffers
+// (allocated once per task, not per tile).
+template <typename acc_t, typename Body>
+void for_each_tile(const TileGrid& g, int64_t buffers, const Body& body) {
+  if (g.count == 0) return;
+  at::parallel_for(0, g.count, g.grain(), [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> scratch(static_cast<size_t>(buffers * g.C * g.T));
+    for (int64_t k = begin; k < end; ++k) body(g.tile(k), scratch.data());
+  });
+}
+
+// ------------------------------------------------------------------------------------------------
+// Softmax over the class rows of a tile: P = softmax(X), lse = logsumexp(X) per lane.
+// A lane whose logits are all -inf, or that holds a NaN, gets NaN (never hidden).
+// ------------------------------------------------------------------------------------------------
+template <typename acc_t>
+UDA_INLINE void softmax_tile(const acc_t* __restrict X, acc_t* __restrict P, acc_t* __restrict lse,
+                             int64_t C, int64_t T, int64_t n) {
+  acc_t m[kMaxLanes], s[kMaxLanes];
+  for (int64_t i = 0; i < n; ++i) m[i] = -std::numeric_limits<acc_t>::infinity();
+  for (int64_t c = 0; c < C; ++c)
+    for (int64_t i = 0; i < n; ++i) m[i] = X[c * T + i] > m[i] ? X[c * T + i] : m[i];
+  for (int64_t i = 0; i < n; ++i) s[i] = 0;
+  for (int64_t c = 0; c < C; ++c)
+    for (int64_t i = 0; i < n; ++i) {
+      const acc_t e = exp_nonpos(X[c * T + i] - m[i]);  // NaN for all -inf lanes: (-inf) - (-inf)
+      P[c * T + i] = e;
+      s[i] += e;
+    }
+  for (int64_t i = 0; i < n; ++i) {
+    lse[i] = m[i] + std::log(s[i]);
+    s[i] = acc_t(1) / s[i];
+  }
+  for (int64_t c = 0; c < C; ++c)
+    for (int64_t i = 0; i < n; ++i) P[c * T + i] *= s[i];
+}
+
+}  // namespace cpu
+}  // namespace uda_ops

@@ -1,0 +1,69 @@
+"""Build of uda_ops._C: a CppExtension on CPU-only torch, a CUDAExtension where torch has CUDA and nvcc exists.
+
+The choice is made from the installed torch (``torch.version.cuda``) and the CUDA toolkit (CUDA_HOME), never
+from whether a GPU is present, so a CUDA build can be made on a machine without one. Overrides:
+
+    UDA_OPS_CPU_ONLY=1     build the CPU extension even where CUDA is available
+    UDA_OPS_FORCE_CUDA=1   build the CUDA extension (fails clearly if torch or nvcc lacks CUDA)
+    UDA_OPS_NO_EXTENSION=1 build nothing: uda_ops runs every op through its eager PyTorch path
+    TORCH_CUDA_ARCH_LIST   CUDA architectures (default below: Volta to Hopper, plus PTX)
+    MAX_JOBS               parallel compile jobs (ninja)
+"""
+import glob
+import os
+
+from setuptools import setup
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_CUDA_ARCHS = "7.0;7.5;8.0;8.6;8.9;9.0+PTX"
+
+
+def _flag(name):
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _sources(pattern):
+    return sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, pattern)))
+
+
+def extensions():
+    if _flag("UDA_OPS_NO_EXTENSION"):
+        return [], {}
+    import torch
+    from torch.utils import cpp_extension
+
+    cuda_sources = _sources("csrc/cuda/*.cu") + _sources("csrc/cuda/*.cpp")
+    want_cuda = (
+        _flag("UDA_OPS_FORCE_CUDA")
+        or (torch.version.cuda is not None and cpp_extension.CUDA_HOME is not None)
+    ) and not _flag("UDA_OPS_CPU_ONLY")
+    if want_cuda and torch.version.cuda is None:
+        raise RuntimeError("UDA_OPS_FORCE_CUDA=1 but the installed torch has no CUDA support")
+    if want_cuda and not cuda_sources:
+        want_cuda = False  # no CUDA kernels in this tree yet: build the CPU extension
+
+    sources = ["csrc/uda_ops.cpp"] + _sources("csrc/cpu/*.cpp")
+    cxx = ["-O3", "-fopenmp", "-Wall", "-Wno-unknown-pragmas"]
+    define_macros = []
+    if want_cuda:
+        os.environ.setdefault("TORCH_CUDA_ARCH_LIST", DEFAULT_CUDA_ARCHS)
+        ext = cpp_extension.CUDAExtension(
+            "uda_ops._C",
+            sources + cuda_sources,
+            define_macros=define_macros + [("UDA_OPS_WITH_CUDA", None)],
+            extra_compile_args={"cxx": cxx, "nvcc": ["-O3", "--use_fast_math", "-lineinfo"]},
+            extra_link_args=["-fopenmp"],
+        )
+    else:
+        ext = cpp_extension.CppExtension(
+            "uda_ops._C",
+            sources,
+            define_macros=define_macros,
+            extra_compile_args={"cxx": cxx},
+            extra_link_args=["-fopenmp"],
+        )
+    return [ext], {"build_ext": cpp_extension.BuildExtension.with_options(use_ninja=True)}
+
+
+ext_modules, cmdclass = extensions()
+setup(ext_modules=ext_modules, cmdclass=cmdclass)

@@ -1,0 +1,228 @@
+"""Custom-op glue: loads uda_ops._C (which defines torch.ops.uda_ops.*), registers their fake kernels and
+autograd formulas, and decides per call whether the compiled kernels or the eager reference run.
+
+Backends: "auto" (the compiled kernel where one exists for the tensor's device, else the reference),
+"native" (compiled kernels only: an error where none exists), "reference" (eager PyTorch everywhere).
+Chosen with ``uda_ops.set_backend(name)`` or the environment variable ``UDA_OPS_BACKEND``.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Dict, Optional
+
+import torch
+from torch import Tensor
+
+BACKENDS = ("auto", "native", "reference")
+OPS = ("sym_kl", "kl_div", "entropy", "self_information", "cosine_discrepancy", "clan_adversarial",
+       "adversarial_dropout_mask", "channel_adversarial_dropout_mask")
+
+_C = None
+_C_ERROR: Optional[str] = None
+if os.environ.get("UDA_OPS_DISABLE_EXTENSION", "") not in ("", "0"):
+    _C_ERROR = "disabled by UDA_OPS_DISABLE_EXTENSION"
+else:
+    try:
+        from . import _C  # noqa: F401  (registers torch.ops.uda_ops.*)
+    except ImportError as exc:  # not built, or built against another torch
+        _C_ERROR = f"{type(exc).__name__}: {exc}"
+if _C is None:
+    warnings.warn(f"uda_ops: compiled extension not available ({_C_ERROR}); every op runs through the "
+                  "eager PyTorch reference. Build it with `pip install -e . --no-build-isolation`.",
+                  RuntimeWarning, stacklevel=2)
+
+
+def _check_backend(name: str) -> str:
+    if name not in BACKENDS:
+        raise ValueError(f"uda_ops: backend must be one of {BACKENDS}, got {name!r}")
+    return name
+
+
+_backend = _check_backend(os.environ.get("UDA_OPS_BACKEND", "auto") or "auto")
+
+
+def set_backend(name: str) -> None:
+    """Select the backend for every op: "auto", "native" or "reference"."""
+    global _backend
+    _backend = _check_backend(name)
+
+
+def get_backend() -> str:
+    return _backend
+
+
+def has_kernel(op: str, device_type: str) -> bool:
+    """True when the compiled extension has a kernel for `op` on `device_type` ("cpu", "cuda")."""
+    if _C is None:
+        return False
+    key = {"cpu": "CPU", "cuda": "CUDA"}.get(device_type)
+    return key is not None and torch._C._dispatch_has_kernel_for_dispatch_key(f"uda_ops::{op}", key)
+
+
+def use_native(op: str, x: Tensor) -> bool:
+    """Whether `op` on `x` runs the compiled kernel (True) or the eager reference (False)."""
+    if _backend == "reference":
+        return False
+    if has_kernel(op, x.device.type):
+        return True
+    if _backend == "native":
+        raise RuntimeError(f"uda_ops: backend 'native' has no {op} kernel for device {x.device} "
+                           f"(extension: {'loaded' if _C is not None else _C_ERROR})")
+    return False
+
+
+def backend_info() -> Dict[str, object]:
+    """Which backends are compiled and available, and which one each op uses on each device type."""
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    info: Dict[str, object] = {
+        "backend": _backend,
+        "extension": _C is not None,
+        "extension_error": _C_ERROR,
+        "build": dict(_C.build_info()) if _C is not None else None,
+        "torch": torch.__version__,
+        "cuda_available": torch.cuda.is_available(),
+    }
+    ops = {}
+    for op in OPS:
+        ops[op] = {dev: ("native" if _backend != "reference" and has_kernel(op, dev) else "reference")
+                   for dev in devices}
+    info["ops"] = ops
+    return info
+
+
+# ---------------------------------------------------------------------------------------------------
+# Fake (meta) kernels: mirror csrc/layout.h exactly (shapes, dtypes and strides).
+# ---------------------------------------------------------------------------------------------------
+def _acc_dtype(x: Tensor) -> torch.dtype:
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+def _map_like(x: Tensor, dim: int) -> Tensor:
+    dim = dim % x.dim()
+    shape = [s for i, s in enumerate(x.shape) if i != dim]
+    return x.new_empty(shape, dtype=_acc_dtype(x))
+
+
+def _like_layout(x: Tensor, dim: int, dtype: Optional[torch.dtype] = None) -> Tensor:
+    """empty_in_layout: channels_last-like inputs keep their layout, anything else is contiguous."""
+    dim = dim % x.dim()
+    dtype = dtype or x.dtype
+    if not x.is_contiguous() and x.movedim(dim, -1).is_contiguous():
+        return x.movedim(dim, -1).new_empty(x.movedim(dim, -1).shape, dtype=dtype).movedim(-1, dim)
+    return x.new_empty(x.shape, dtype=dtype)
+
+
+def _register() -> None:
+    lib = "uda_ops::"
+    fake = torch.library.register_fake
+
+    @fake(lib + "sym_kl")
+    def _(a, b, dim, detach_targets):
+        return _map_like(a, dim)
+
+    @fake(lib + "sym_kl_backward")
+    def _(grad, a, b, dim, detach_targets):
+        return _like_layout(a, dim), _like_layout(a, dim)
+
+    @fake(lib + "kl_div")
+    def _(input, target, dim):
+        return _map_like(input, dim)
+
+    @fake(lib + "kl_div_backward")
+    def _(grad, input, target, dim, need_target):
+        return _like_layout(input, dim), (_like_layout(input, dim) if need_target else input.new_empty(0))
+
+    @fake(lib + "entropy")
+    def _(z, dim):
+        return _map_like(z, dim)
+
+    @fake(lib + "entropy_backward")
+    def _(grad, z, dim):
+        return _like_layout(z, dim)
+
+    @fake(lib + "self_information")
+    def _(z, dim):
+        return _like_layout(z, dim)
+
+    @fake(lib + "self_information_backward")
+    def _(grad, z, dim):
+        return _like_layout(z, dim)
+
+    @fake(lib + "cosine_discrepancy")
+    def _(z1, z2, dim):
+        return _map_like(z1, dim)
+
+    @fake(lib + "cosine_discrepancy_backward")
+    def _(grad, z1, z2, dim):
+        return _like_layout(z1, dim), _like_layout(z1, dim)
+
+    @fake(lib + "clan_adversarial")
+    def _(d, z1, z2, target, lambda_local, epsilon, dim):
+        return _map_like(z1, dim)
+
+    @fake(lib + "clan_adversarial_backward")
+    def _(grad, d, z1, z2, target, lambda_local, epsilon, dim, need_logit_grads):
+        gz = (lambda: _like_layout(z1, dim)) if need_logit_grads else (lambda: z1.new_empty(0))
+        return d.new_empty(d.shape), gz(), gz()
+
+    @fake(lib + "adversarial_dropout_mask")
+    def _(jacobian, base_mask, max_flips, rescale):
+        return jacobian.new_empty(jacobian.shape)
+
+    @fake(lib + "channel_adversarial_dropout_mask")
+    def _(grad, activation, base_mask, max_flips, rescale):
+        return grad.new_empty(grad.shape[:2])
+
+    # -----------------------------------------------------------------------------------------------
+    # Autograd: save the inputs only; every backward is itself an op that recomputes from them.
+    # -----------------------------------------------------------------------------------------------
+    def save_inputs(n_tensors):
+        def setup_context(ctx, inputs, output):
+            ctx.save_for_backward(*inputs[:n_tensors])
+            ctx.args = inputs[n_tensors:]
+        return setup_context
+
+    ops = torch.ops.uda_ops
+
+    def sym_kl_bwd(ctx, grad):
+        a, b = ctx.saved_tensors
+        ga, gb = ops.sym_kl_backward(grad, a, b, *ctx.args)
+        return ga, gb, None, None
+
+    def kl_div_bwd(ctx, grad):
+        x, y = ctx.saved_tensors
+        need_target = ctx.needs_input_grad[1]
+        gx, gy = ops.kl_div_backward(grad, x, y, ctx.args[0], need_target)
+        return gx, (gy if need_target else None), None
+
+    def entropy_bwd(ctx, grad):
+        (z,) = ctx.saved_tensors
+        return ops.entropy_backward(grad, z, *ctx.args), None
+
+    def self_information_bwd(ctx, grad):
+        (z,) = ctx.saved_tensors
+        return ops.self_information_backward(grad, z, *ctx.args), None
+
+    def cosine_bwd(ctx, grad):
+        z1, z2 = ctx.saved_tensors
+        g1, g2 = ops.cosine_discrepancy_backward(grad, z1, z2, *ctx.args)
+        return g1, g2, None
+
+    def clan_bwd(ctx, grad):
+        d, z1, z2 = ctx.saved_tensors
+        need = ctx.needs_input_grad[1] or ctx.needs_input_grad[2]
+        gd, g1, g2 = ops.clan_adversarial_backward(grad, d, z1, z2, *ctx.args, need)
+        return gd, (g1 if need else None), (g2 if need else None), None, None, None, None
+
+    reg = torch.library.register_autograd
+    reg(lib + "sym_kl", sym_kl_bwd, setup_context=save_inputs(2))
+    reg(lib + "kl_div", kl_div_bwd, setup_context=save_inputs(2))
+    reg(lib + "entropy", entropy_bwd, setup_context=save_inputs(1))
+    reg(lib + "self_information", self_information_bwd, setup_context=save_inputs(1))
+    reg(lib + "cosine_discrepancy", cosine_bwd, setup_context=save_inputs(2))
+    reg(lib + "clan_adversarial", clan_bwd, setup_context=save_inputs(3))
+
+
+if _C is not None:
+    _register()
