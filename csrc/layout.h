@@ -75,6 +75,14 @@ inline at::ScalarType acc_dtype(const at::Tensor& x) {
 
 // A per-pixel gradient (N, *) read as `ptr[p * stride]`: an expanded scalar (all strides 0, as the
 // backward of "mean"/"sum" gives) is read in place with stride 0; anything else is made contiguous.
+// True for an expanded scalar: every stride 0 (what the backward of .sum() / .mean() hands over).
+inline bool is_expanded_scalar(const at::Tensor& t) {
+  if (t.dim() == 0 || t.numel() == 0) return false;
+  for (int64_t d = 0; d < t.dim(); ++d)
+    if (t.stride(d) != 0 && t.size(d) != 1) return false;
+  return true;
+}
+
 struct PixelGrad {
   at::Tensor storage;
   int64_t stride = 1;
@@ -84,9 +92,7 @@ inline PixelGrad pixel_grad(const at::Tensor& grad, at::ScalarType dtype, int64_
   TORCH_CHECK(grad.numel() == pixels, "uda_ops: gradient has ", grad.numel(), " elements, expected ",
               pixels);
   PixelGrad g;
-  bool all_zero = grad.dim() > 0;
-  for (int64_t d = 0; d < grad.dim(); ++d) all_zero = all_zero && grad.stride(d) == 0;
-  if (all_zero && pixels > 0) {
+  if (is_expanded_scalar(grad)) {
     g.storage = grad.as_strided({1}, {1}).to(dtype);
     g.stride = 0;
   } else {

@@ -65,25 +65,32 @@ at::Tensor self_information_backward_cpu(const at::Tensor& grad, const at::Tenso
   const ClassLayout L = class_layout(z, dim);
   check_classes("self_information_backward", L);
   // The upstream gradient of an output in z's dtype arrives in that dtype; anything else is cast once.
-  const at::Tensor zc = to_layout(z, dim, L), gc = to_layout(grad.to(z.scalar_type()), dim, L);
+  // An expanded scalar (the backward of .sum()) is read as one value, never materialised.
+  const bool scalar_grad = is_expanded_scalar(grad);
+  const at::Tensor zc = to_layout(z, dim, L);
+  const at::Tensor gc = scalar_grad ? grad.as_strided({1}, {1}).to(acc_dtype(z))
+                                    : to_layout(grad.to(z.scalar_type()), dim, L);
   at::Tensor gz = empty_in_layout(z, dim, L, z.scalar_type());
   const TileGrid g(L);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, z.scalar_type(), "self_information_backward_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const scalar_t* pz = zc.const_data_ptr<scalar_t>();
-    const scalar_t* pgi = gc.const_data_ptr<scalar_t>();
+    const acc_t gscalar = scalar_grad ? gc.const_data_ptr<acc_t>()[0] : acc_t(0);
+    const scalar_t* pgi = scalar_grad ? nullptr : gc.const_data_ptr<scalar_t>();
     scalar_t* pgz = gz.mutable_data_ptr<scalar_t>();
     for_each_tile<acc_t>(g, 3, [&](const Tile& t, acc_t* buf) {
       acc_t *X = buf, *G = X + g.C * g.T, *P = G + g.C * g.T;
       load_tile(pz, g, t, X);
-      load_tile(pgi, g, t, G);
+      if (scalar_grad)
+        std::fill(G, G + g.C * g.T, gscalar);
+      else
+        load_tile(pgi, g, t, G);
       self_information_backward_tile(X, G, P, g.C, g.T, t.n);
       store_tile(X, g, t, pgz);
     });
   });
   return gz;
 }
-
 }  // namespace cpu
 }  // namespace uda_ops
 

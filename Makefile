@@ -1,0 +1,43 @@
+# make test: the suite; make demo: the main job (benchmark summary + MinEnt adaptation demo).
+# Both set up what they need on a fresh machine: a venv in .venv (seeing the system's site-packages,
+# so an installed CUDA torch is used as is), torch 2.13.0 if no torch is importable, the test and demo
+# packages, and the extension, built once (rebuilt only when csrc/ or setup.py change).
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH_SPEC ?= torch==2.13.0
+MAX_JOBS ?= 2
+PYTEST := $(PY) -m pytest -p no:cacheprovider
+EXT_SRCS := setup.py $(wildcard csrc/*.cpp csrc/*.h csrc/*/*.cpp csrc/*/*.h csrc/*/*.cu csrc/*/*.cuh)
+
+.PHONY: all test demo bench build clean
+
+all: test
+
+$(VENV)/.ready: pyproject.toml
+	$(PYTHON) -m venv --system-site-packages $(VENV)
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q pytest hypothesis pytest-benchmark tqdm matplotlib ninja setuptools wheel
+	touch $@
+
+uda_ops/.built: $(VENV)/.ready $(EXT_SRCS)
+	MAX_JOBS=$(MAX_JOBS) $(PY) setup.py -q build_ext --inplace
+	touch $@
+
+build: uda_ops/.built
+
+test: build
+	$(PYTEST) tests -q
+	UDA_BENCH_SHAPE=2,19,16,24 $(PYTEST) benchmarks -q --benchmark-disable -k "not compile"
+
+bench: build
+	$(PY) benchmarks/summary.py --save
+
+demo: build
+	@mkdir -p demo_out
+	$(PY) benchmarks/summary.py --save --json demo_out/benchmark_summary.json
+	$(PY) -m models.minent_toy --seeds 5
+
+clean:
+	rm -rf build uda_ops/_C*.so uda_ops/.built demo_out .benchmarks
