@@ -61,6 +61,36 @@ UDA_INLINE float exp_nonpos(float x) {
 }
 UDA_INLINE double exp_nonpos(double x) { return std::exp(x); }
 
+// log for arguments >= 1 (every softmax normaliser sum_c exp(z_c - max z) lies in [1, C]): Cephes-style
+// polynomial on the mantissa, branch-free; max relative error ~1e-7. NaN stays NaN.
+UDA_INLINE float log_ge1(float x) {
+  int32_t bits;
+  std::memcpy(&bits, &x, sizeof(bits));
+  float e = static_cast<float>(((bits >> 23) & 0xff) - 126);
+  bits = (bits & 0x807fffff) | 0x3f000000;  // mantissa in [0.5, 1)
+  float m;
+  std::memcpy(&m, &bits, sizeof(m));
+  const bool small = m < 0.707106781186547524f;
+  e = small ? e - 1.0f : e;
+  m = small ? m + m - 1.0f : m - 1.0f;
+  const float z = m * m;
+  float y = 7.0376836292e-2f;
+  y = y * m - 1.1514610310e-1f;
+  y = y * m + 1.1676998740e-1f;
+  y = y * m - 1.2420140846e-1f;
+  y = y * m + 1.4249322787e-1f;
+  y = y * m - 1.6668057665e-1f;
+  y = y * m + 2.0000714765e-1f;
+  y = y * m - 2.4999993993e-1f;
+  y = y * m + 3.3333331174e-1f;
+  y = y * m * z;
+  y += -2.12194440e-4f * e;
+  y += -0.5f * z;
+  const float r = m + y + 0.693359375f * e;
+  return x != x ? x : r;
+}
+UDA_INLINE double log_ge1(double x) { return std::log(x); }
+
 // 0 * anything = 0: the p log p -> 0 convention for p == 0 (masked classes), NaN weights stay NaN.
 template <typename T>
 UDA_INLINE T mul0(T w, T x) { return w == T(0) ? T(0) : w * x; }
@@ -173,7 +203,7 @@ UDA_INLINE void softmax_tile(const acc_t* __restrict X, acc_t* __restrict P, acc
       s[i] += e;
     }
   for (int64_t i = 0; i < n; ++i) {
-    lse[i] = m[i] + std::log(s[i]);
+    lse[i] = m[i] + log_ge1(s[i]);
     s[i] = acc_t(1) / s[i];
   }
   for (int64_t c = 0; c < C; ++c)
