@@ -52,12 +52,23 @@ def get_backend() -> str:
     return _backend
 
 
+def _kernel_table() -> Dict[tuple, bool]:
+    """(op, device type) -> whether the extension registered a kernel; computed once, at import, so
+    that the per-call lookup is a plain dict access that torch.compile traces without a graph break."""
+    table = {}
+    for op in OPS:
+        for dev, key in (("cpu", "CPU"), ("cuda", "CUDA")):
+            table[(op, dev)] = _C is not None and torch._C._dispatch_has_kernel_for_dispatch_key(
+                f"uda_ops::{op}", key)
+    return table
+
+
+_KERNELS = _kernel_table()
+
+
 def has_kernel(op: str, device_type: str) -> bool:
     """True when the compiled extension has a kernel for `op` on `device_type` ("cpu", "cuda")."""
-    if _C is None:
-        return False
-    key = {"cpu": "CPU", "cuda": "CUDA"}.get(device_type)
-    return key is not None and torch._C._dispatch_has_kernel_for_dispatch_key(f"uda_ops::{op}", key)
+    return _KERNELS.get((op, device_type), False)
 
 
 def use_native(op: str, x: Tensor) -> bool:
