@@ -48,13 +48,14 @@ def reduce(map_: Tensor, reduction: str) -> Tensor:
 
 
 def _mul0(w: Tensor, x: Tensor) -> Tensor:
-    """``w * x`` with ``0 * x = 0`` even for infinite ``x`` (``p log p -> 0``), gradients included."""
-    return w * torch.where(w == 0, torch.zeros_like(x), x)
+    """``w * x`` with ``0 * (+-inf) = 0`` (``p log p -> 0``); elsewhere the plain product and its gradient."""
+    return w * torch.where((w == 0) & torch.isinf(x), torch.zeros_like(x), x)
 
 
 def _diff0(a: Tensor, b: Tensor) -> Tensor:
-    """``a - b`` that is 0 where ``a == b`` (so two ``-inf`` logits give 0, not NaN)."""
-    return torch.where(a == b, torch.zeros_like(a), a - b)
+    """``a - b`` that is 0 where both are the same infinity (two ``-inf`` logits give 0, not NaN); the
+    gradient of a finite tie is the plain one (1, -1)."""
+    return torch.where((a == b) & torch.isinf(a), torch.zeros_like(a), a - b)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,92 @@
+"""The custom ops as torch sees them: gradcheck in float64 through the public API, and
+torch.library.opcheck (schema, fake kernel, autograd registration, AOT dispatch) on every registered op."""
+import pytest
+import torch
+
+import uda_ops
+from conftest import CLAN_ARGS, OP_IDS, OPS, logits, requires_ext
+
+pytestmark = requires_ext
+
+
+@pytest.mark.parametrize("op", OPS, ids=OP_IDS)
+@pytest.mark.parametrize("shape,dim,layout", [((2, 4, 3, 5), 1, "contiguous"), ((2, 4, 3, 5), 1, "channels_last"),
+                                              ((3, 2), 1, "contiguous"), ((2, 3, 5, 4), -1, "strided")])
+def test_gradcheck(op, shape, dim, layout):
+    xs = [x.requires_grad_(True) for x in op.make(shape, torch.float64, layout=layout, dim=dim)]
+    assert torch.autograd.gradcheck(lambda *x: op.fn(list(x), dim), xs, eps=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("op", OPS, ids=OP_IDS)
+def test_gradcheck_masked_classes(op):
+    """Finite differences are valid off the -inf entries; their gradient is exactly zero."""
+    xs = op.make((1, 4, 2, 3), torch.float64, kind="neg_inf")
+    mask = [~torch.isinf(x) for x in xs]
+    free = [x[m].clone().requires_grad_(True) for x, m in zip(xs, mask)]
+
+    def f(*vals):
+        full = []
+        for x, m, v in zip(xs, mask, vals):
+            y = x.clone()
+            y = y.masked_scatter(m, v)
+            full.append(y)
+        return op.fn(full, 1)
+
+    assert torch.autograd.gradcheck(f, free, eps=1e-6, atol=1e-7)
+
+
+def _samples():
+    """(op overload, args) for every op in the extension, forward and backward, in two layouts."""
+    ops = torch.ops.uda_ops
+    out = []
+    for layout in ("contiguous", "channels_last"):
+        for dtype in (torch.float32, torch.float64):
+            a = logits((2, 5, 3, 4), dtype, layout=layout, seed=1)
+            b = logits((2, 5, 3, 4), dtype, layout=layout, seed=2)
+            g = torch.randn(2, 3, 4, dtype=torch.float64 if dtype == torch.float64 else torch.float32)
+            d = torch.randn(2, 3, 4, dtype=dtype)
+            gs = torch.randn(2, 5, 3, 4, dtype=dtype)
+            t, lam, eps = CLAN_ARGS["target"], CLAN_ARGS["lambda_local"], CLAN_ARGS["epsilon"]
+            out += [
+                (ops.sym_kl.default, (a, b, 1, False)),
+                (ops.sym_kl.default, (a, b, 1, True)),
+                (ops.sym_kl_backward.default, (g, a, b, 1, False)),
+                (ops.kl_div.default, (a, b, 1)),
+                (ops.kl_div_backward.default, (g, a, b, 1, True)),
+                (ops.kl_div_backward.default, (g, a, b, 1, False)),
+                (ops.entropy.default, (a, 1)),
+                (ops.entropy_backward.default, (g, a, 1)),
+                (ops.self_information.default, (a, 1)),
+                (ops.self_information_backward.default, (gs, a, 1)),
+                (ops.cosine_discrepancy.default, (a, b, 1)),
+                (ops.cosine_discrepancy_backward.default, (g, a, b, 1)),
+                (ops.clan_adversarial.default, (d, a, b, t, lam, eps, 1)),
+                (ops.clan_adversarial_backward.default, (g, d, a, b, t, lam, eps, 1, True)),
+                (ops.clan_adversarial_backward.default, (g, d, a, b, t, lam, eps, 1, False)),
+            ]
+        j = torch.randn(3, 20)
+        out += [
+            (ops.adversarial_dropout_mask.default, (j, None, 4, True)),
+            (ops.adversarial_dropout_mask.default, (j, (torch.rand(3, 20) < 0.5).float(), 4, False)),
+            (ops.channel_adversarial_dropout_mask.default, (gs.float(), torch.rand(2, 5, 3, 4), None, 2, True)),
+        ]
+    return out
+
+
+SAMPLES = _samples()
+
+
+@pytest.mark.parametrize("overload,args", SAMPLES, ids=[f"{o.name()}-{i}" for i, (o, _) in enumerate(SAMPLES)])
+def test_opcheck(overload, args):
+    differentiable = overload.name().split("::")[1] in {"sym_kl", "kl_div", "entropy", "self_information",
+                                                        "cosine_discrepancy", "clan_adversarial"}
+    if differentiable:
+        args = tuple(a.detach().clone().requires_grad_(True) if isinstance(a, torch.Tensor) else a for a in args)
+    torch.library.opcheck(overload, args)
+
+
+def test_every_registered_op_has_a_sample():
+    names = {o.name().split("::")[1] for o, _ in SAMPLES}
+    registered = {n for n in dir(torch.ops.uda_ops) if not n.startswith("_")
+                  and isinstance(getattr(torch.ops.uda_ops, n), torch._ops.OpOverloadPacket)}
+    assert registered <= names, f"ops without an opcheck sample: {registered - names}"
