@@ -22,7 +22,7 @@ $(VENV)/.ready: pyproject.toml
 	touch $@
 
 uda_ops/.built: $(VENV)/.ready $(EXT_SRCS)
-	MAX_JOBS=$(MAX_JOBS) $(PY) setup.py -q build_ext --inplace
+	MAX_JOBS=$(MAX_JOBS) $(PY) -m pip install -q -e . --no-build-isolation --no-deps
 	touch $@
 
 build: uda_ops/.built

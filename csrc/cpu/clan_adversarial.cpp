@@ -5,12 +5,19 @@
 namespace uda_ops {
 namespace cpu {
 
-// BCE with logits and d(BCE)/dd = sigmoid(d) - t, both stable for any d.
+// log(1 + e) for e in [0, 1], accurate for tiny e (Goldberg: log(u) * e / (u - 1) with u = 1 + e).
+template <typename acc_t>
+UDA_INLINE acc_t log1p_unit(acc_t e) {
+  const acc_t u = acc_t(1) + e;
+  return u == acc_t(1) ? e : log_ge1(u) * (e / (u - acc_t(1)));
+}
+
+// BCE with logits and d(BCE)/dd = sigmoid(d) - t, both stable for any d; branch-free (vectorises).
 template <typename acc_t>
 UDA_INLINE void bce_with_logits(acc_t d, acc_t t, acc_t* loss, acc_t* dloss) {
   const acc_t e = exp_nonpos(-std::abs(d));  // e^{-|d|} in (0, 1]
-  *loss = (d > 0 ? d : acc_t(0)) - d * t + std::log1p(e);
-  *dloss = (d >= 0 ? acc_t(1) / (acc_t(1) + e) : e / (acc_t(1) + e)) - t;
+  *loss = (d > 0 ? d : acc_t(0)) - d * t + log1p_unit(e);
+  *dloss = (d >= 0 ? acc_t(1) : e) / (acc_t(1) + e) - t;
 }
 
 template <typename acc_t>

@@ -145,9 +145,10 @@ struct TileGrid {
   int64_t total;
 };
 
-// src (input dtype, canonical layout) -> dst [C][T] in acc_t.
+// src (input dtype, canonical layout) -> dst [C][T] in acc_t. Multiversioned like the compute: the
+// conversion and the transpose of the rows layout vectorise too.
 template <typename scalar_t, typename acc_t>
-UDA_INLINE void load_tile(const scalar_t* __restrict src, const TileGrid& g, const Tile& t,
+UDA_MULTIVERSION void load_tile(const scalar_t* __restrict src, const TileGrid& g, const Tile& t,
                           acc_t* __restrict dst) {
   const scalar_t* s = src + t.base;
   if (g.lane_stride == 1) {
@@ -161,7 +162,7 @@ UDA_INLINE void load_tile(const scalar_t* __restrict src, const TileGrid& g, con
 
 // src [C][T] in acc_t -> dst (output dtype, canonical layout).
 template <typename scalar_t, typename acc_t>
-UDA_INLINE void store_tile(const acc_t* __restrict src, const TileGrid& g, const Tile& t,
+UDA_MULTIVERSION void store_tile(const acc_t* __restrict src, const TileGrid& g, const Tile& t,
                            scalar_t* __restrict dst) {
   scalar_t* d = dst + t.base;
   if (g.lane_stride == 1) {

@@ -27,13 +27,17 @@ UDA_MULTIVERSION void kl_div_backward_tile(acc_t* __restrict X, acc_t* __restric
                                            int64_t T, int64_t n, const acc_t* __restrict g,
                                            int64_t gs, bool need_target) {
   acc_t lx[kMaxLanes], ly[kMaxLanes], kl[kMaxLanes];
-  kl_div_forward_tile(X, Y, P, Q, lx, ly, C, T, n, kl);
-  if (need_target)
+  if (need_target) {  // d/dtarget_j = q_j ((log q_j - log p_j) - KL): needs the KL value first
+    kl_div_forward_tile(X, Y, P, Q, lx, ly, C, T, n, kl);
     for (int64_t c = 0; c < C; ++c)
       for (int64_t i = 0; i < n; ++i) {
         const int64_t k = c * T + i;
         Y[k] = g[i * gs] * mul0(Q[k], diff0(Y[k] - ly[i], X[k] - lx[i]) - kl[i]);
       }
+  } else {
+    softmax_tile(X, P, lx, C, T, n);
+    softmax_tile(Y, Q, ly, C, T, n);
+  }
   for (int64_t c = 0; c < C; ++c)
     for (int64_t i = 0; i < n; ++i) {
       const int64_t k = c * T + i;
