@@ -58,7 +58,7 @@ static at::Tensor search_rows(const at::Tensor& jac, const c10::optional<at::Ten
     const acc_t* pm = m0.defined() ? m0.const_data_ptr<acc_t>() : nullptr;
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "adversarial_dropout_mask_out", [&] {
       scalar_t* po = out.mutable_data_ptr<scalar_t>();
-      at::parallel_for(0, N, std::max<int64_t>(1, 16384 / std::max<int64_t>(U, 1)), [&](int64_t b, int64_t e) {
+      at::parallel_for(0, N, std::max<int64_t>(1, 4096 / std::max<int64_t>(U, 1)), [&](int64_t b, int64_t e) {
         std::vector<acc_t> work(static_cast<size_t>(2 * U));
         for (int64_t r = b; r < e; ++r)
           search_row(pj + r * U, pm ? pm + r * U : nullptr, U, max_flips, rescale, work.data(), po + r * U);
@@ -88,46 +88,57 @@ UDA_MULTIVERSION acc_t dot_run(const scalar_t* __restrict a, const scalar_t* __r
   return s;
 }
 
-// Impact s_nc = sum_hw g_nchw h_nchw, shape (N, C) in the accumulation dtype.
-static at::Tensor channel_impact_cpu(const at::Tensor& grad, const at::Tensor& activation) {
-  check_pair("channel_adversarial_dropout_mask", grad, activation);
-  TORCH_CHECK(grad.dim() >= 2, "channel_adversarial_dropout_mask: expected (N, C, *) inputs, got shape ",
-              grad.sizes());
-  const int64_t N = grad.size(0), C = grad.size(1);
-  const ClassLayout L = class_layout(grad, 1);
-  const at::Tensor gc = to_layout(grad, 1, L), hc = to_layout(activation, 1, L);
-  at::Tensor impact = at::zeros({N, C}, grad.options().dtype(acc_dtype(grad)));
-  if (N == 0 || C == 0) return impact;
-  const int64_t HW = L.pixels() / N;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "channel_impact_cpu", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    const scalar_t* pg = gc.const_data_ptr<scalar_t>();
-    const scalar_t* ph = hc.const_data_ptr<scalar_t>();
-    acc_t* ps = impact.mutable_data_ptr<acc_t>();
-    if (L.inner > 1 || C == 1) {  // planes: each (n, c) is one contiguous run of H*W values
-      at::parallel_for(0, N * C, std::max<int64_t>(1, 32768 / std::max<int64_t>(HW, 1)), [&](int64_t b, int64_t e) {
-        for (int64_t r = b; r < e; ++r) ps[r] = dot_run<scalar_t, acc_t>(pg + r * HW, ph + r * HW, HW);
-      });
-    } else {  // rows (channels_last or (N, C)): accumulate whole channel vectors pixel by pixel
-      at::parallel_for(0, N, 1, [&](int64_t b, int64_t e) {
-        for (int64_t n = b; n < e; ++n) {
-          acc_t* s = ps + n * C;
-          for (int64_t p = 0; p < HW; ++p) {
-            const scalar_t* gp = pg + (n * HW + p) * C;
-            const scalar_t* hp = ph + (n * HW + p) * C;
-            for (int64_t c = 0; c < C; ++c) s[c] += static_cast<acc_t>(gp[c]) * static_cast<acc_t>(hp[c]);
-          }
-        }
-      });
-    }
-  });
-  return impact;
+// Impact of sample n: s_c = sum_hw g_nchw h_nchw for every c, into s[0..C) (acc_t).
+template <typename scalar_t, typename acc_t>
+void impact_row(const scalar_t* __restrict pg, const scalar_t* __restrict ph, int64_t n, int64_t C, int64_t HW,
+                bool planes, acc_t* __restrict s) {
+  if (planes) {  // each (n, c) is one contiguous run of H*W values
+    for (int64_t c = 0; c < C; ++c) s[c] = dot_run<scalar_t, acc_t>(pg + (n * C + c) * HW, ph + (n * C + c) * HW, HW);
+    return;
+  }
+  // rows (channels_last or (N, C)): accumulate whole channel vectors pixel by pixel
+  for (int64_t c = 0; c < C; ++c) s[c] = 0;
+  for (int64_t p = 0; p < HW; ++p) {
+    const scalar_t* gp = pg + (n * HW + p) * C;
+    const scalar_t* hp = ph + (n * HW + p) * C;
+    for (int64_t c = 0; c < C; ++c) s[c] += static_cast<acc_t>(gp[c]) * static_cast<acc_t>(hp[c]);
+  }
 }
 
+// Fused: per sample, the H*W reduction of g * h into the (C,) impact row, then the row's search; the
+// (N, C) impact never leaves the thread's scratch. Parallel over samples.
 at::Tensor channel_adversarial_dropout_mask_cpu(const at::Tensor& grad, const at::Tensor& activation,
                                                 const c10::optional<at::Tensor>& base_mask, int64_t max_flips,
                                                 bool rescale) {
-  return search_rows(channel_impact_cpu(grad, activation), base_mask, max_flips, rescale, grad.scalar_type());
+  check_pair("channel_adversarial_dropout_mask", grad, activation);
+  TORCH_CHECK(grad.dim() >= 2, "channel_adversarial_dropout_mask: expected (N, C, *) inputs, got shape ",
+              grad.sizes());
+  TORCH_CHECK(max_flips >= 0, "channel_adversarial_dropout_mask: max_flips must be >= 0, got ", max_flips);
+  const int64_t N = grad.size(0), C = grad.size(1);
+  at::Tensor out = at::empty({N, C}, grad.options());
+  if (N == 0 || C == 0) return out;
+  const ClassLayout L = class_layout(grad, 1);
+  const at::Tensor gc = to_layout(grad, 1, L), hc = to_layout(activation, 1, L);
+  const bool planes = L.inner > 1 || C == 1;
+  const int64_t HW = L.pixels() / N;
+  at::Tensor m0;
+  if (base_mask.has_value() && base_mask->defined())
+    m0 = base_mask->to(acc_dtype(grad)).expand({N, C}).contiguous();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "channel_adversarial_dropout_mask", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const scalar_t* pg = gc.const_data_ptr<scalar_t>();
+    const scalar_t* ph = hc.const_data_ptr<scalar_t>();
+    const acc_t* pm = m0.defined() ? m0.const_data_ptr<acc_t>() : nullptr;
+    scalar_t* po = out.mutable_data_ptr<scalar_t>();
+    at::parallel_for(0, N, 1, [&](int64_t b, int64_t e) {
+      std::vector<acc_t> work(static_cast<size_t>(3 * C));
+      for (int64_t n = b; n < e; ++n) {
+        impact_row<scalar_t, acc_t>(pg, ph, n, C, HW, planes, work.data() + 2 * C);
+        search_row(work.data() + 2 * C, pm ? pm + n * C : nullptr, C, max_flips, rescale, work.data(), po + n * C);
+      }
+    });
+  });
+  return out;
 }
 
 }  // namespace cpu
