@@ -43,9 +43,10 @@ def extensions():
         want_cuda = False  # no CUDA kernels in this tree yet: build the CPU extension
 
     sources = ["csrc/uda_ops.cpp"] + _sources("csrc/cpu/*.cpp")
-    # no-math-errno: sqrt/log loops vectorise; no-tree-loop-distribute-patterns: tile copies stay vector
+    # no-math-errno, no-trapping-math: sqrt and the branch-free exp/log selects vectorise (NaN and inf
+    # semantics are kept: this is not -ffast-math); no-tree-loop-distribute-patterns: tile copies stay vector
     # loops instead of memcpy calls.
-    cxx = ["-O3", "-fopenmp", "-fno-math-errno", "-fno-tree-loop-distribute-patterns", "-Wall", "-Wno-unknown-pragmas"]
+    cxx = ["-O3", "-fopenmp", "-fno-math-errno", "-fno-trapping-math", "-fno-tree-loop-distribute-patterns", "-Wall", "-Wno-unknown-pragmas"]
     define_macros = []
     if want_cuda:
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", DEFAULT_CUDA_ARCHS)

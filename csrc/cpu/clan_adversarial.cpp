@@ -6,10 +6,13 @@ namespace uda_ops {
 namespace cpu {
 
 // log(1 + e) for e in [0, 1], accurate for tiny e (Goldberg: log(u) * e / (u - 1) with u = 1 + e).
+// Selects between values only (the division never sees 0), so the caller's loop stays vectorisable.
 template <typename acc_t>
 UDA_INLINE acc_t log1p_unit(acc_t e) {
   const acc_t u = acc_t(1) + e;
-  return u == acc_t(1) ? e : log_ge1(u) * (e / (u - acc_t(1)));
+  const acc_t du = u - acc_t(1);
+  const acc_t r = log_ge1(u) * (e / (du == acc_t(0) ? acc_t(1) : du));
+  return du == acc_t(0) ? e : r;
 }
 
 // BCE with logits and d(BCE)/dd = sigmoid(d) - t, both stable for any d; branch-free (vectorises).
