@@ -1,5 +1,5 @@
 // Directed KL(softmax(target) || softmax(input)) on logits (SPEC section 1).
-#include "common.h"
+#include "pairwise.h"
 
 namespace uda_ops {
 namespace cpu {
@@ -46,58 +46,22 @@ UDA_MULTIVERSION void kl_div_backward_tile(acc_t* __restrict X, acc_t* __restric
 }
 
 at::Tensor kl_div_cpu(const at::Tensor& input, const at::Tensor& target, int64_t dim) {
-  check_pair("kl_div", input, target);
-  const ClassLayout L = class_layout(input, dim);
-  check_classes("kl_div", L);
-  const at::Tensor xc = to_layout(input, dim, L), yc = to_layout(target, dim, L);
-  at::Tensor out = at::empty(map_shape(input, dim), input.options().dtype(acc_dtype(input)));
-  const TileGrid g(L);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "kl_div_cpu", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    const scalar_t* px = xc.const_data_ptr<scalar_t>();
-    const scalar_t* py = yc.const_data_ptr<scalar_t>();
-    acc_t* po = out.mutable_data_ptr<acc_t>();
-    for_each_tile<acc_t>(g, 4, [&](const Tile& t, acc_t* buf) {
-      acc_t *X = buf, *Y = X + g.C * g.T, *P = Y + g.C * g.T, *Q = P + g.C * g.T;
-      acc_t lx[kMaxLanes], ly[kMaxLanes];
-      load_tile(px, g, t, X);
-      load_tile(py, g, t, Y);
-      kl_div_forward_tile(X, Y, P, Q, lx, ly, g.C, g.T, t.n, po + t.p0);
-    });
+  return pair_map_forward("kl_div", input, target, dim, [](auto* X, auto* Y, auto* P, auto* Q, int64_t C,
+                                                           int64_t T, int64_t n, auto* out) {
+    std::remove_pointer_t<decltype(out)> lx[kMaxLanes], ly[kMaxLanes];
+    kl_div_forward_tile(X, Y, P, Q, lx, ly, C, T, n, out);
   });
-  return out;
 }
 
 // Returns (d/dinput, d/dtarget); the second is an empty tensor when need_target is false.
 std::tuple<at::Tensor, at::Tensor> kl_div_backward_cpu(const at::Tensor& grad, const at::Tensor& input,
                                                        const at::Tensor& target, int64_t dim,
                                                        bool need_target) {
-  check_pair("kl_div_backward", input, target);
-  const ClassLayout L = class_layout(input, dim);
-  check_classes("kl_div_backward", L);
-  const at::Tensor xc = to_layout(input, dim, L), yc = to_layout(target, dim, L);
-  const PixelGrad pg = pixel_grad(grad, acc_dtype(input), L.pixels());
-  at::Tensor gx = empty_in_layout(input, dim, L, input.scalar_type());
-  at::Tensor gy = need_target ? empty_in_layout(input, dim, L, input.scalar_type())
-                              : at::empty({0}, input.options());
-  const TileGrid g(L);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "kl_div_backward_cpu", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    const scalar_t* px = xc.const_data_ptr<scalar_t>();
-    const scalar_t* py = yc.const_data_ptr<scalar_t>();
-    const acc_t* pg_ = pg.storage.const_data_ptr<acc_t>();
-    scalar_t* pgx = gx.mutable_data_ptr<scalar_t>();
-    scalar_t* pgy = need_target ? gy.mutable_data_ptr<scalar_t>() : nullptr;
-    for_each_tile<acc_t>(g, 4, [&](const Tile& t, acc_t* buf) {
-      acc_t *X = buf, *Y = X + g.C * g.T, *P = Y + g.C * g.T, *Q = P + g.C * g.T;
-      load_tile(px, g, t, X);
-      load_tile(py, g, t, Y);
-      kl_div_backward_tile(X, Y, P, Q, g.C, g.T, t.n, pg_ + t.p0 * pg.stride, pg.stride, need_target);
-      store_tile(X, g, t, pgx);
-      if (need_target) store_tile(Y, g, t, pgy);
-    });
-  });
-  return {gx, gy};
+  return pair_grad_backward("kl_div_backward", grad, input, target, dim, need_target,
+                            [&](auto* X, auto* Y, auto* P, auto* Q, int64_t C, int64_t T, int64_t n,
+                                const auto* g, int64_t gs) {
+                              kl_div_backward_tile(X, Y, P, Q, C, T, n, g, gs, need_target);
+                            });
 }
 
 }  // namespace cpu

@@ -1,5 +1,5 @@
 // Symmetric KL between two predictions (SPEC section 1): forward map and backward, one pass each.
-#include "common.h"
+#include "pairwise.h"
 
 namespace uda_ops {
 namespace cpu {
@@ -59,55 +59,20 @@ UDA_MULTIVERSION void sym_kl_backward_tile(acc_t* __restrict A, acc_t* __restric
 }
 
 at::Tensor sym_kl_cpu(const at::Tensor& a, const at::Tensor& b, int64_t dim, bool detach_targets) {
-  check_pair("sym_kl", a, b);
-  const ClassLayout L = class_layout(a, dim);
-  check_classes("sym_kl", L);
-  const at::Tensor ac = to_layout(a, dim, L), bc = to_layout(b, dim, L);
-  at::Tensor out = at::empty(map_shape(a, dim), a.options().dtype(acc_dtype(a)));
-  const TileGrid g(L);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.scalar_type(), "sym_kl_cpu", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    const scalar_t* pa = ac.const_data_ptr<scalar_t>();
-    const scalar_t* pb = bc.const_data_ptr<scalar_t>();
-    acc_t* po = out.mutable_data_ptr<acc_t>();
-    for_each_tile<acc_t>(g, 4, [&](const Tile& t, acc_t* buf) {
-      acc_t *A = buf, *B = A + g.C * g.T, *P = B + g.C * g.T, *Q = P + g.C * g.T;
-      load_tile(pa, g, t, A);
-      load_tile(pb, g, t, B);
-      sym_kl_forward_tile(A, B, P, Q, g.C, g.T, t.n, po + t.p0);
-    });
+  return pair_map_forward("sym_kl", a, b, dim, [](auto* A, auto* B, auto* P, auto* Q, int64_t C, int64_t T,
+                                                  int64_t n, auto* out) {
+    sym_kl_forward_tile(A, B, P, Q, C, T, n, out);
   });
-  return out;
 }
 
 std::tuple<at::Tensor, at::Tensor> sym_kl_backward_cpu(const at::Tensor& grad, const at::Tensor& a,
                                                        const at::Tensor& b, int64_t dim,
                                                        bool detach_targets) {
-  check_pair("sym_kl_backward", a, b);
-  const ClassLayout L = class_layout(a, dim);
-  check_classes("sym_kl_backward", L);
-  const at::Tensor ac = to_layout(a, dim, L), bc = to_layout(b, dim, L);
-  const PixelGrad pg = pixel_grad(grad, acc_dtype(a), L.pixels());
-  at::Tensor ga = empty_in_layout(a, dim, L, a.scalar_type());
-  at::Tensor gb = empty_in_layout(a, dim, L, a.scalar_type());
-  const TileGrid g(L);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.scalar_type(), "sym_kl_backward_cpu", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    const scalar_t* pa = ac.const_data_ptr<scalar_t>();
-    const scalar_t* pb = bc.const_data_ptr<scalar_t>();
-    const acc_t* pg_ = pg.storage.const_data_ptr<acc_t>();
-    scalar_t* pga = ga.mutable_data_ptr<scalar_t>();
-    scalar_t* pgb = gb.mutable_data_ptr<scalar_t>();
-    for_each_tile<acc_t>(g, 4, [&](const Tile& t, acc_t* buf) {
-      acc_t *A = buf, *B = A + g.C * g.T, *P = B + g.C * g.T, *Q = P + g.C * g.T;
-      load_tile(pa, g, t, A);
-      load_tile(pb, g, t, B);
-      sym_kl_backward_tile(A, B, P, Q, g.C, g.T, t.n, pg_ + t.p0 * pg.stride, pg.stride, detach_targets);
-      store_tile(A, g, t, pga);
-      store_tile(B, g, t, pgb);
-    });
-  });
-  return {ga, gb};
+  return pair_grad_backward("sym_kl_backward", grad, a, b, dim, /*need_b=*/true,
+                            [&](auto* A, auto* B, auto* P, auto* Q, int64_t C, int64_t T, int64_t n,
+                                const auto* g, int64_t gs) {
+                              sym_kl_backward_tile(A, B, P, Q, C, T, n, g, gs, detach_targets);
+                            });
 }
 
 }  // namespace cpu
