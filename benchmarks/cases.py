@@ -30,7 +30,8 @@ def bench_dtype() -> torch.dtype:
 
 @dataclass
 class Case:
-    """One op: `make()` builds inputs (those requiring grad first), `fn(impl)` the callable for an impl."""
+    """One op: `make(device, shape=None, dtype=None)` builds inputs (those requiring grad first; shape and
+    dtype default to UDA_BENCH_SHAPE / UDA_BENCH_DTYPE), `fn(impl)` the callable for an impl."""
 
     name: str
     make: Callable[[torch.device], List[Tensor]]
@@ -53,30 +54,32 @@ def _logits(device, *, n=1, shape=None, dtype=None, grad=True) -> List[Tensor]:
             for _ in range(n)]
 
 
-def _clan_inputs(device):
-    z1, z2 = _logits(device, n=2)
+def _clan_inputs(device, shape=None, dtype=None):
+    z1, z2 = _logits(device, n=2, shape=shape, dtype=dtype)
     shape = (z1.shape[0], 1) + tuple(z1.shape[2:])
     d = torch.randn(shape, generator=torch.Generator().manual_seed(1)).to(device, z1.dtype).requires_grad_()
     return [z1, z2, d]
 
 
-def _mask_inputs(device):
-    # Channel-wise search at DTA's scale: (g, h) of a (N, C, H, W) feature map, N=32, C=512, 8x8.
+def _mask_inputs(device, shape=None, dtype=None):
+    # Channel-wise search at DTA's scale: (g, h) of a (N, C, H, W) feature map, N=32, C=512, 8x8
+    # (whatever the logits shape).
     g = torch.Generator().manual_seed(2)
-    return [torch.randn(32, 512, 8, 8, generator=g).to(device, bench_dtype()) for _ in range(2)]
+    return [torch.randn(32, 512, 8, 8, generator=g).to(device, dtype or bench_dtype()) for _ in range(2)]
 
 
-def _jac_inputs(device):
-    return [torch.randn(128, 1024, generator=torch.Generator().manual_seed(3)).to(device, bench_dtype())]
+def _jac_inputs(device, shape=None, dtype=None):
+    return [torch.randn(128, 1024, generator=torch.Generator().manual_seed(3)).to(device, dtype or bench_dtype())]
 
 
 CASES: Dict[str, Case] = {c.name: c for c in [
-    Case("sym_kl", lambda d: _logits(d, n=2), uda_ops.sym_kl, R.sym_kl),
-    Case("kl_div", lambda d: _logits(d, n=2), uda_ops.kl_div, R.kl_div),
-    Case("entropy", lambda d: _logits(d), uda_ops.entropy, R.entropy),
-    Case("self_information", lambda d: _logits(d),
+    Case("sym_kl", lambda d, **kw: _logits(d, n=2, **kw), uda_ops.sym_kl, R.sym_kl),
+    Case("kl_div", lambda d, **kw: _logits(d, n=2, **kw), uda_ops.kl_div, R.kl_div),
+    Case("entropy", lambda d, **kw: _logits(d, **kw), uda_ops.entropy, R.entropy),
+    Case("self_information", lambda d, **kw: _logits(d, **kw),
          lambda z: uda_ops.self_information(z), lambda z: R.self_information(z)),
-    Case("cosine_discrepancy", lambda d: _logits(d, n=2), uda_ops.cosine_discrepancy, R.cosine_discrepancy),
+    Case("cosine_discrepancy", lambda d, **kw: _logits(d, n=2, **kw), uda_ops.cosine_discrepancy,
+         R.cosine_discrepancy),
     Case("clan_adversarial", _clan_inputs,
          lambda z1, z2, d: uda_ops.clan_adversarial_loss(d, z1, z2, 1.0),
          lambda z1, z2, d: R.clan_adversarial_loss(d, z1, z2, 1.0)),

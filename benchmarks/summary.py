@@ -32,10 +32,10 @@ def device_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def run_suite(keyword: str | None) -> dict:
+def run_suite(keyword: str | None, test_file: str = "test_bench_ops.py") -> dict:
     fd, path = tempfile.mkstemp(suffix=".json")
     os.close(fd)
-    cmd = [sys.executable, "-m", "pytest", os.path.join(HERE, "test_bench_ops.py"), "-q", "-p",
+    cmd = [sys.executable, "-m", "pytest", os.path.join(HERE, test_file), "-q", "-p",
            "no:cacheprovider", f"--benchmark-json={path}", "--benchmark-sort=name"]
     if keyword:
         cmd += ["-k", keyword]

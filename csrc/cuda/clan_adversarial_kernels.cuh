@@ -1,0 +1,104 @@
+// CLAN's cosine-discrepancy-weighted adversarial BCE (SPEC section 3, CLAN Eq. 5):
+// loss = (epsilon + lambda_local * M) * BCEWithLogits(d, target) per pixel. Per-pixel math, kernels
+// and launchers. Torch-free: compiles with nvcc alone.
+#pragma once
+
+#include "common.cuh"
+#include "cosine_discrepancy_kernels.cuh"
+
+namespace uda_ops {
+namespace cuda {
+
+// BCE with logits and d(BCE)/dd = sigmoid(d) - t, both stable for any d (NaN d gives NaN).
+template <typename acc_t>
+UDA_HD void bce_with_logits(acc_t d, acc_t t, acc_t* loss, acc_t* dloss) {
+  const acc_t e = uda_exp(-uda_abs(d));  // e^{-|d|} in (0, 1]
+  *loss = (d > acc_t(0) ? d : acc_t(0)) - d * t + uda_log1p(e);
+  *dloss = (d >= acc_t(0) ? acc_t(1) : e) / (acc_t(1) + e) - t;
+}
+
+struct ClanParams {
+  double target, lambda_local, epsilon;
+};
+
+template <typename acc_t, typename T>
+UDA_HD acc_t clan_adversarial_pixel(acc_t d, const T* __restrict__ z1, const T* __restrict__ z2, int64_t cs,
+                                    int64_t C, acc_t target, acc_t lam, acc_t eps) {
+  const CosineStats<acc_t> st = cosine_stats<acc_t>(z1, z2, cs, C);
+  acc_t l, dl;
+  bce_with_logits(d, target, &l, &dl);
+  return (eps + lam * (acc_t(1) - st.cos)) * l;
+}
+
+// Returns d/dd; when g1 != nullptr also writes the gradients through the weight map into g1, g2.
+template <typename acc_t, typename T>
+UDA_HD acc_t clan_adversarial_backward_pixel(acc_t d, const T* __restrict__ z1, const T* __restrict__ z2,
+                                             int64_t cs, int64_t C, acc_t g, acc_t target, acc_t lam, acc_t eps,
+                                             T* __restrict__ g1, T* __restrict__ g2) {
+  const CosineStats<acc_t> st = cosine_stats<acc_t>(z1, z2, cs, C);
+  acc_t l, dl;
+  bce_with_logits(d, target, &l, &dl);
+  if (g1 != nullptr) cosine_grad_pixel(z1, z2, cs, C, st, g * lam * l, g1, g2);
+  return g * (eps + lam * (acc_t(1) - st.cos)) * dl;
+}
+
+#if defined(__CUDACC__)
+template <typename T>
+__global__ void __launch_bounds__(kPixelThreads)
+    clan_adversarial_forward_kernel(const acc_of<T>* __restrict__ d, const T* __restrict__ z1,
+                                    const T* __restrict__ z2, acc_of<T>* __restrict__ out, PixelGeom geo,
+                                    ClanParams prm) {
+  using acc_t = acc_of<T>;
+  const acc_t t = static_cast<acc_t>(prm.target), lam = static_cast<acc_t>(prm.lambda_local),
+              eps = static_cast<acc_t>(prm.epsilon);
+  UDA_GRID_STRIDE_LOOP(p, geo.pixels()) {
+    const int64_t o = geo.base(p);
+    out[p] = clan_adversarial_pixel<acc_t>(d[p], z1 + o, z2 + o, geo.inner, geo.C, t, lam, eps);
+  }
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kPixelThreads)
+    clan_adversarial_backward_kernel(const acc_of<T>* __restrict__ grad, int64_t grad_stride,
+                                     const acc_of<T>* __restrict__ d, const T* __restrict__ z1,
+                                     const T* __restrict__ z2, acc_of<T>* __restrict__ gd, T* __restrict__ g1,
+                                     T* __restrict__ g2, PixelGeom geo, ClanParams prm) {
+  using acc_t = acc_of<T>;
+  const acc_t t = static_cast<acc_t>(prm.target), lam = static_cast<acc_t>(prm.lambda_local),
+              eps = static_cast<acc_t>(prm.epsilon);
+  UDA_GRID_STRIDE_LOOP(p, geo.pixels()) {
+    const int64_t o = geo.base(p);
+    gd[p] = clan_adversarial_backward_pixel<acc_t>(d[p], z1 + o, z2 + o, geo.inner, geo.C, grad[p * grad_stride],
+                                                   t, lam, eps, g1 != nullptr ? g1 + o : nullptr,
+                                                   g2 != nullptr ? g2 + o : nullptr);
+  }
+}
+
+// d: discriminator logits, one acc_t per pixel (P,). out, gd: (P,) in acc_t.
+template <typename T>
+cudaError_t launch_clan_adversarial_forward(const acc_of<T>* d, const T* z1, const T* z2, acc_of<T>* out,
+                                            int64_t outer, int64_t C, int64_t inner, double target,
+                                            double lambda_local, double epsilon, cudaStream_t stream) {
+  const PixelGeom geo{outer, C, inner};
+  if (geo.pixels() == 0) return cudaSuccess;
+  clan_adversarial_forward_kernel<T><<<pixel_blocks(geo.pixels()), kPixelThreads, 0, stream>>>(
+      d, z1, z2, out, geo, ClanParams{target, lambda_local, epsilon});
+  return cudaGetLastError();
+}
+
+// g1 == g2 == nullptr: the logit gradients are not needed (not computed, not written).
+template <typename T>
+cudaError_t launch_clan_adversarial_backward(const acc_of<T>* grad, int64_t grad_stride, const acc_of<T>* d,
+                                             const T* z1, const T* z2, acc_of<T>* gd, T* g1, T* g2, int64_t outer,
+                                             int64_t C, int64_t inner, double target, double lambda_local,
+                                             double epsilon, cudaStream_t stream) {
+  const PixelGeom geo{outer, C, inner};
+  if (geo.pixels() == 0) return cudaSuccess;
+  clan_adversarial_backward_kernel<T><<<pixel_blocks(geo.pixels()), kPixelThreads, 0, stream>>>(
+      grad, grad_stride, d, z1, z2, gd, g1, g2, geo, ClanParams{target, lambda_local, epsilon});
+  return cudaGetLastError();
+}
+#endif  // __CUDACC__
+
+}  // namespace cuda
+}  // namespace uda_ops

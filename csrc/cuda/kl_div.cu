@@ -1,0 +1,54 @@
+// CUDA launcher of kl_div (SPEC section 1): KL(softmax(target) || softmax(input)). Same contract as
+// csrc/cpu/kl_div.cpp.
+#include "kl_div_kernels.cuh"
+#include "launch_utils.h"
+
+namespace uda_ops {
+namespace cuda {
+
+at::Tensor kl_div_cuda(const at::Tensor& input, const at::Tensor& target, int64_t dim) {
+  check_pair("kl_div", input, target);
+  check_cuda("kl_div", input);
+  const c10::cuda::CUDAGuard guard(input.device());
+  const ClassLayout L = class_layout(input, dim);
+  check_classes("kl_div", L);
+  const at::Tensor xc = to_layout(input, dim, L), yc = to_layout(target, dim, L);
+  at::Tensor out = at::empty(map_shape(input, dim), input.options().dtype(acc_dtype(input)));
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "kl_div_cuda", [&] {
+    using T = device_t<scalar_t>;
+    C10_CUDA_CHECK(launch_kl_div_forward<T>(in_ptr<scalar_t>(xc), in_ptr<scalar_t>(yc),
+                                            out.mutable_data_ptr<acc_of<T>>(), L.outer, L.classes, L.inner,
+                                            current_stream()));
+  });
+  return out;
+}
+
+// Returns (d/dinput, d/dtarget); the second is an empty tensor when need_target is false.
+std::tuple<at::Tensor, at::Tensor> kl_div_backward_cuda(const at::Tensor& grad, const at::Tensor& input,
+                                                        const at::Tensor& target, int64_t dim, bool need_target) {
+  check_pair("kl_div_backward", input, target);
+  check_cuda("kl_div_backward", input);
+  const c10::cuda::CUDAGuard guard(input.device());
+  const ClassLayout L = class_layout(input, dim);
+  check_classes("kl_div_backward", L);
+  const at::Tensor xc = to_layout(input, dim, L), yc = to_layout(target, dim, L);
+  const PixelGrad pg = pixel_grad(grad, acc_dtype(input), L.pixels());
+  at::Tensor gx = empty_in_layout(input, dim, L, input.scalar_type());
+  at::Tensor gy = need_target ? empty_in_layout(input, dim, L, input.scalar_type()) : at::empty({0}, input.options());
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "kl_div_backward_cuda", [&] {
+    using T = device_t<scalar_t>;
+    C10_CUDA_CHECK(launch_kl_div_backward<T>(pg.storage.const_data_ptr<acc_of<T>>(), pg.stride,
+                                             in_ptr<scalar_t>(xc), in_ptr<scalar_t>(yc), out_ptr<scalar_t>(gx),
+                                             need_target ? out_ptr<scalar_t>(gy) : nullptr, L.outer, L.classes,
+                                             L.inner, current_stream()));
+  });
+  return {gx, gy};
+}
+
+}  // namespace cuda
+}  // namespace uda_ops
+
+TORCH_LIBRARY_IMPL(uda_ops, CUDA, m) {
+  m.impl("kl_div", &uda_ops::cuda::kl_div_cuda);
+  m.impl("kl_div_backward", &uda_ops::cuda::kl_div_backward_cuda);
+}

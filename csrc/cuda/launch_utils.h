@@ -1,0 +1,55 @@
+// Torch-facing helpers of the CUDA launchers (csrc/cuda/<op>.cu): ATen scalar types -> CUDA device
+// types, typed raw pointers, the current stream, device checks. The kernels themselves
+// (*_kernels.cuh) never see a torch type.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include "../layout.h"
+
+namespace uda_ops {
+namespace cuda {
+
+// at::Half / at::BFloat16 have the bit layout of __half / __nv_bfloat16.
+template <typename scalar_t>
+struct DeviceType {
+  using type = scalar_t;
+};
+template <>
+struct DeviceType<at::Half> {
+  using type = __half;
+};
+template <>
+struct DeviceType<at::BFloat16> {
+  using type = __nv_bfloat16;
+};
+template <typename scalar_t>
+using device_t = typename DeviceType<scalar_t>::type;
+
+template <typename scalar_t>
+const device_t<scalar_t>* in_ptr(const at::Tensor& t) {
+  return reinterpret_cast<const device_t<scalar_t>*>(t.const_data_ptr<scalar_t>());
+}
+template <typename scalar_t>
+device_t<scalar_t>* out_ptr(const at::Tensor& t) {
+  return reinterpret_cast<device_t<scalar_t>*>(t.mutable_data_ptr<scalar_t>());
+}
+
+// The stream torch is using on the current device (at::cuda::getCurrentCUDAStream is the same function;
+// c10's header avoids pulling cuBLAS/cuSPARSE headers into every launcher).
+inline cudaStream_t current_stream() { return c10::cuda::getCurrentCUDAStream().stream(); }
+
+inline void check_cuda(const char* op, const at::Tensor& t) {
+  TORCH_CHECK(t.is_cuda(), op, ": expected a CUDA tensor, got one on ", t.device());
+}
+
+}  // namespace cuda
+}  // namespace uda_ops

@@ -1,0 +1,394 @@
+// Host-side check of the CUDA kernels' per-pixel math (the __host__ __device__ functions of
+// csrc/cuda/*_kernels.cuh), compiled by nvcc and run on the CPU: no GPU needed. Run by
+// tests/test_cuda_compile.py. Checks values against independent float64 formulas, gradients against
+// central differences, the -inf / NaN semantics of SPEC section 6, the rows/planes class strides, the
+// half/bfloat16 loads and stores, and the mask search (the kernel's radix select emulated serially with
+// the same helpers) against SPEC section 4's test vectors and std::nth_element.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <functional>
+#include <random>
+#include <vector>
+
+#include "../../csrc/cuda/adversarial_dropout_mask_kernels.cuh"
+#include "../../csrc/cuda/clan_adversarial_kernels.cuh"
+#include "../../csrc/cuda/cosine_discrepancy_kernels.cuh"
+#include "../../csrc/cuda/entropy_kernels.cuh"
+#include "../../csrc/cuda/kl_div_kernels.cuh"
+#include "../../csrc/cuda/self_information_kernels.cuh"
+#include "../../csrc/cuda/sym_kl_kernels.cuh"
+
+using namespace uda_ops::cuda;
+
+static int failures = 0, checks = 0;
+
+static void expect(bool ok, const char* what, double got, double want) {
+  ++checks;
+  if (!ok) {
+    ++failures;
+    std::printf("FAIL %s: got %.17g, want %.17g\n", what, got, want);
+  }
+}
+static void close(const char* what, double got, double want, double rtol, double atol) {
+  const bool ok = (std::isnan(got) && std::isnan(want)) ||
+                  (std::isfinite(want) ? std::fabs(got - want) <= atol + rtol * std::fabs(want) : got == want);
+  expect(ok, what, got, want);
+}
+
+// ---- independent float64 formulas ------------------------------------------------------------------
+static std::vector<double> log_softmax(const std::vector<double>& z) {
+  double m = -INFINITY;
+  for (double v : z) m = std::max(m, v);
+  double s = 0;
+  for (double v : z) s += std::exp(v - m);
+  std::vector<double> r(z.size());
+  for (size_t c = 0; c < z.size(); ++c) r[c] = z[c] - m - std::log(s);
+  return r;
+}
+static double ref_kl(const std::vector<double>& x, const std::vector<double>& y) {  // KL(q(y) || p(x))
+  auto lp = log_softmax(x), lq = log_softmax(y);
+  double s = 0;
+  for (size_t c = 0; c < x.size(); ++c)
+    if (std::exp(lq[c]) > 0) s += std::exp(lq[c]) * (lq[c] - lp[c]);
+  return s;
+}
+static double ref_entropy(const std::vector<double>& z) {
+  auto lp = log_softmax(z);
+  double h = 0;
+  for (double l : lp)
+    if (std::exp(l) > 0) h -= std::exp(l) * l;
+  return h / std::log(double(z.size()));
+}
+static double ref_cos(const std::vector<double>& a, const std::vector<double>& b) {
+  auto la = log_softmax(a), lb = log_softmax(b);
+  double d = 0, na = 0, nb = 0;
+  for (size_t c = 0; c < a.size(); ++c) {
+    const double p = std::exp(la[c]), q = std::exp(lb[c]);
+    d += p * q, na += p * p, nb += q * q;
+  }
+  return d / std::sqrt(na * nb);
+}
+
+// Strided copy: class c of the pixel at c * cs (cs = 3 exercises the planes stride, 1 the rows layout).
+template <typename T>
+static std::vector<T> strided(const std::vector<double>& z, int64_t cs) {
+  std::vector<T> out(z.size() * cs, Num<T>::store(static_cast<acc_of<T>>(12345.0)));
+  for (size_t c = 0; c < z.size(); ++c) out[c * cs] = Num<T>::store(static_cast<acc_of<T>>(z[c]));
+  return out;
+}
+
+static std::vector<double> random_logits(std::mt19937& rng, int C, double scale) {
+  std::normal_distribution<double> nd(0.0, scale);
+  std::vector<double> z(C);
+  for (double& v : z) v = nd(rng);
+  return z;
+}
+
+// ---- values ------------------------------------------------------------------------------------------
+template <typename T>
+static void check_values(double rtol, double atol, double store_tol, const char* tname) {
+  std::mt19937 rng(1);
+  char what[128];
+  for (int trial = 0; trial < 20; ++trial) {
+    const int C = 2 + trial % 19;
+    const int64_t cs = trial % 2 ? 3 : 1;
+    auto a = random_logits(rng, C, 3.0), b = random_logits(rng, C, 3.0);
+    // round to T first so that the reference sees the same inputs
+    for (double& v : a) v = Num<T>::load(Num<T>::store(static_cast<acc_of<T>>(v)));
+    for (double& v : b) v = Num<T>::load(Num<T>::store(static_cast<acc_of<T>>(v)));
+    auto A = strided<T>(a, cs), B = strided<T>(b, cs);
+    using acc_t = acc_of<T>;
+    std::snprintf(what, sizeof what, "%s sym_kl C=%d cs=%d", tname, C, int(cs));
+    close(what, sym_kl_pixel<acc_t>(A.data(), B.data(), cs, C), 0.5 * (ref_kl(a, b) + ref_kl(b, a)), rtol, atol);
+    std::snprintf(what, sizeof what, "%s kl_div C=%d", tname, C);
+    close(what, kl_div_pixel<acc_t>(A.data(), B.data(), cs, C), ref_kl(a, b), rtol, atol);
+    std::snprintf(what, sizeof what, "%s entropy C=%d", tname, C);
+    close(what, entropy_pixel<acc_t>(A.data(), cs, C), ref_entropy(a), rtol, atol);
+    std::snprintf(what, sizeof what, "%s cosine C=%d", tname, C);
+    close(what, cosine_discrepancy_pixel<acc_t>(A.data(), B.data(), cs, C), 1 - ref_cos(a, b), rtol, atol);
+    // self-information sums to the entropy map
+    std::vector<T> I(A.size());
+    self_information_pixel<acc_t>(A.data(), cs, C, I.data());
+    double s = 0;
+    for (int c = 0; c < C; ++c) s += Num<T>::load(I[c * cs]);
+    std::snprintf(what, sizeof what, "%s self_information sum C=%d", tname, C);
+    close(what, s, ref_entropy(a), rtol * 4 + store_tol, atol * 4 + store_tol);  // stored in T
+    // CLAN: (eps + lam M) * BCE(d, t)
+    const double d = (trial - 10) * 0.7, t = trial % 3 == 0 ? 0.0 : 1.0;
+    const double bce = std::max(d, 0.0) - d * t + std::log1p(std::exp(-std::fabs(d)));
+    std::snprintf(what, sizeof what, "%s clan C=%d", tname, C);
+    close(what, clan_adversarial_pixel<acc_t>(acc_t(d), A.data(), B.data(), cs, C, acc_t(t), acc_t(40), acc_t(0.4)),
+          (0.4 + 40 * (1 - ref_cos(a, b))) * bce, rtol * 40, atol * 40);
+  }
+}
+
+// ---- gradients (double) against central differences -------------------------------------------------
+static double numdiff(const std::function<double(const std::vector<double>&)>& f, std::vector<double> x, size_t i) {
+  const double h = 1e-6;
+  x[i] += h;
+  const double up = f(x);
+  x[i] -= 2 * h;
+  return (up - f(x)) / (2 * h);
+}
+
+static void check_gradients() {
+  std::mt19937 rng(2);
+  char what[128];
+  for (int trial = 0; trial < 8; ++trial) {
+    const int C = 3 + trial;
+    const int64_t cs = trial % 2 ? 2 : 1;
+    auto a = random_logits(rng, C, 2.0), b = random_logits(rng, C, 2.0);
+    const double g = 1.7;
+    auto A = strided<double>(a, cs), B = strided<double>(b, cs);
+    std::vector<double> ga(A.size()), gb(A.size());
+    auto run2 = [&](auto fwd, auto check_name, bool grad_b, auto bwd) {
+      bwd();
+      for (int c = 0; c < C; ++c) {
+        std::snprintf(what, sizeof what, "%s d/da[%d] C=%d", check_name, c, C);
+        close(what, ga[c * cs], g * numdiff([&](const std::vector<double>& x) { return fwd(x, b); }, a, c), 1e-5, 1e-7);
+        if (grad_b) {
+          std::snprintf(what, sizeof what, "%s d/db[%d] C=%d", check_name, c, C);
+          close(what, gb[c * cs], g * numdiff([&](const std::vector<double>& y) { return fwd(a, y); }, b, c), 1e-5,
+                1e-7);
+        }
+      }
+    };
+    auto P = [&](const std::vector<double>& v) { return strided<double>(v, 1); };
+    run2([&](const std::vector<double>& x, const std::vector<double>& y) {
+           return sym_kl_pixel<double>(P(x).data(), P(y).data(), 1, C);
+         },
+         "sym_kl", true,
+         [&] { sym_kl_backward_pixel<double>(A.data(), B.data(), cs, C, g, false, ga.data(), gb.data()); });
+    run2([&](const std::vector<double>& x, const std::vector<double>& y) {
+           return kl_div_pixel<double>(P(x).data(), P(y).data(), 1, C);
+         },
+         "kl_div", true, [&] { kl_div_backward_pixel<double>(A.data(), B.data(), cs, C, g, ga.data(), gb.data()); });
+    run2([&](const std::vector<double>& x, const std::vector<double>&) { return entropy_pixel<double>(P(x).data(), 1, C); },
+         "entropy", false, [&] { entropy_backward_pixel<double>(A.data(), cs, C, g, ga.data()); });
+    run2([&](const std::vector<double>& x, const std::vector<double>& y) {
+           return cosine_discrepancy_pixel<double>(P(x).data(), P(y).data(), 1, C);
+         },
+         "cosine", true, [&] {
+           const auto st = cosine_stats<double>(A.data(), B.data(), cs, C);
+           cosine_grad_pixel(A.data(), B.data(), cs, C, st, g, ga.data(), gb.data());
+         });
+    const double d = 0.3 * trial - 1.0;
+    run2([&](const std::vector<double>& x, const std::vector<double>& y) {
+           return clan_adversarial_pixel<double>(d, P(x).data(), P(y).data(), 1, C, 1.0, 40.0, 0.4);
+         },
+         "clan", true, [&] {
+           const double gd = clan_adversarial_backward_pixel<double>(d, A.data(), B.data(), cs, C, g, 1.0, 40.0, 0.4,
+                                                                     ga.data(), gb.data());
+           const double h = 1e-6;
+           const double num = (clan_adversarial_pixel<double>(d + h, A.data(), B.data(), cs, C, 1.0, 40.0, 0.4) -
+                               clan_adversarial_pixel<double>(d - h, A.data(), B.data(), cs, C, 1.0, 40.0, 0.4)) /
+                              (2 * h);
+           close("clan d/dd", gd, g * num, 1e-5, 1e-7);
+         });
+    // self-information: L = sum_c G_c I_c, per-class upstream gradient
+    std::vector<double> G(C);
+    for (int c = 0; c < C; ++c) G[c] = 0.5 + 0.1 * c;
+    auto Gs = strided<double>(G, cs);
+    self_information_backward_pixel<double>(A.data(), cs, C, Gs.data(), cs, ga.data());
+    for (int c = 0; c < C; ++c) {
+      auto f = [&](const std::vector<double>& x) {
+        std::vector<double> I(C);
+        self_information_pixel<double>(P(x).data(), 1, C, I.data());
+        double s = 0;
+        for (int k = 0; k < C; ++k) s += G[k] * I[k];
+        return s;
+      };
+      std::snprintf(what, sizeof what, "self_information d/dz[%d] C=%d", c, C);
+      close(what, ga[c * cs], numdiff(f, a, c), 1e-5, 1e-7);
+    }
+    // expanded scalar upstream gradient (class stride 0) equals the full gradient of ones * g
+    std::vector<double> gs1(A.size()), gs2(A.size()), ones(C, g);
+    const double gscalar = g;
+    self_information_backward_pixel<double>(A.data(), cs, C, &gscalar, 0, gs1.data());
+    auto On = strided<double>(ones, cs);
+    self_information_backward_pixel<double>(A.data(), cs, C, On.data(), cs, gs2.data());
+    for (int c = 0; c < C; ++c) close("self_information scalar grad", gs1[c * cs], gs2[c * cs], 0, 0);
+  }
+}
+
+// ---- SPEC section 6 -------------------------------------------------------------------------------------
+static void check_extremes() {
+  const double inf = INFINITY, nan = NAN;
+  // masked classes: p = 0, p log p = 0, no NaN
+  std::vector<double> z = {-inf, 1.0, 2.0, -inf}, y = {-inf, 0.5, -1.0, -inf};
+  auto Z = strided<float>(z, 1), Y = strided<float>(y, 1);
+  std::vector<double> zf = {1.0, 2.0}, yf = {0.5, -1.0};
+  close("entropy masked", entropy_pixel<float>(Z.data(), 1, 4), ref_entropy(zf) * std::log(2.0) / std::log(4.0), 1e-6,
+        1e-7);
+  close("kl masked", kl_div_pixel<float>(Z.data(), Y.data(), 1, 4), ref_kl(zf, yf), 1e-5, 1e-6);
+  close("sym_kl masked", sym_kl_pixel<float>(Z.data(), Y.data(), 1, 4), 0.5 * (ref_kl(zf, yf) + ref_kl(yf, zf)), 1e-5,
+        1e-6);
+  std::vector<float> gz(4), gy(4);
+  kl_div_backward_pixel<float>(Z.data(), Y.data(), 1, 4, 1.0f, gz.data(), gy.data());
+  sym_kl_backward_pixel<float>(Z.data(), Y.data(), 1, 4, 1.0f, false, gz.data(), gy.data());
+  for (int c = 0; c < 4; ++c) expect(std::isfinite(gz[c]) && std::isfinite(gy[c]), "masked grads finite", gz[c], 0);
+  expect(gz[0] == 0.0f && gz[3] == 0.0f, "masked class grad is 0", gz[0], 0);
+  // -inf first (the online max must not subtract -inf from -inf)
+  std::vector<double> z2 = {-inf, -inf, 3.0, 1.0};
+  auto Z2 = strided<double>(z2, 1);
+  close("leading -inf", entropy_pixel<double>(Z2.data(), 1, 4), ref_entropy({3.0, 1.0}) * std::log(2.0) / std::log(4.0),
+        1e-12, 1e-14);
+  // all -inf pixel and NaN pixel: NaN, never hidden
+  std::vector<double> all = {-inf, -inf, -inf}, withnan = {0.0, nan, 1.0};
+  auto Al = strided<float>(all, 1), Wn = strided<float>(withnan, 1), Ok = strided<float>({0.0, 1.0, 2.0}, 1);
+  expect(std::isnan(entropy_pixel<float>(Al.data(), 1, 3)), "all -inf entropy NaN", 0, nan);
+  expect(std::isnan(entropy_pixel<float>(Wn.data(), 1, 3)), "NaN entropy NaN", 0, nan);
+  expect(std::isnan(kl_div_pixel<float>(Ok.data(), Wn.data(), 1, 3)), "NaN kl NaN", 0, nan);
+  expect(std::isnan(cosine_discrepancy_pixel<float>(Al.data(), Ok.data(), 1, 3)), "all -inf cosine NaN", 0, nan);
+  std::vector<float> gi(3);
+  entropy_backward_pixel<float>(Wn.data(), 1, 3, 1.0f, gi.data());
+  expect(std::isnan(gi[0]) && std::isnan(gi[2]), "NaN entropy grad NaN", gi[0], nan);
+  // magnitude 1e4 in fp32: exact log-softmax differences, no overflow
+  std::vector<double> big = {1e4, 1e4 - 1.0, -1e4}, big2 = {-1e4, 1e4, 1e4 - 2.0};
+  auto Bg = strided<float>(big, 1), Bg2 = strided<float>(big2, 1);
+  close("entropy 1e4", entropy_pixel<float>(Bg.data(), 1, 3), ref_entropy(big), 1e-5, 1e-6);
+  close("kl 1e4", kl_div_pixel<float>(Bg.data(), Bg2.data(), 1, 3), ref_kl(big, big2), 1e-5, 1e-3);
+  // fp16 extremes (the largest finite half, 65504)
+  auto H = strided<__half>({65504.0, -65504.0, 0.0}, 1);
+  close("entropy half max", entropy_pixel<float>(H.data(), 1, 3), 0.0, 0, 1e-6);
+  // BCE with logits stable at both ends
+  float l, dl;
+  bce_with_logits(100.0f, 1.0f, &l, &dl);
+  close("bce(100, 1)", l, std::log1p(std::exp(-100.0)), 1e-5, 1e-30);
+  bce_with_logits(-100.0f, 1.0f, &l, &dl);
+  close("bce(-100, 1)", l, 100.0, 1e-6, 0);
+  close("dbce(-100, 1)", dl, -1.0, 0, 1e-6);
+}
+
+static void check_conversions() {
+  const float vals[] = {0.0f, -1.5f, 3.140625f, 65504.0f, 1e-3f};
+  for (float v : vals) {
+    close("half roundtrip", Num<__half>::load(Num<__half>::store(v)), v, 1e-3, 0);
+    close("bf16 roundtrip", Num<__nv_bfloat16>::load(Num<__nv_bfloat16>::store(v)), v, 8e-3, 0);
+  }
+  expect(std::isinf(Num<__half>::load(Num<__half>::store(-INFINITY))), "half -inf", 0, 0);
+}
+
+// ---- mask search: the select kernel emulated serially with the same helpers ------------------------
+template <typename acc_t>
+static std::vector<acc_t> select_row_host(const std::vector<acc_t>& jac, const std::vector<acc_t>* m0, int64_t L,
+                                          bool rescale) {
+  const int64_t U = jac.size();
+  std::vector<acc_t> a(U), out(U);
+  bool has_nan = false;
+  for (int64_t u = 0; u < U; ++u) {
+    has_nan |= is_nan(jac[u]);
+    a[u] = candidate_value(jac[u], m0 ? (*m0)[u] : acc_t(1));
+  }
+  if (has_nan) return std::vector<acc_t>(U, quiet_nan<acc_t>());
+  if (L == 0) return m0 ? *m0 : std::vector<acc_t>(U, acc_t(1));
+  acc_t t = 0;
+  if (L + 1 <= U) {
+    using Key = typename KeyOf<acc_t>::type;
+    Key prefix = 0, mask = 0;
+    int64_t k = L;
+    for (int shift = int(sizeof(Key)) * 8 - 8; shift >= 0; shift -= 8) {
+      unsigned int hist[256] = {};
+      for (int64_t u = 0; u < U; ++u) {
+        const Key key = key_bits(a[u]);
+        if ((key & mask) == prefix) ++hist[(key >> shift) & Key(255)];
+      }
+      prefix |= Key(radix_pick_digit(hist, &k)) << shift;
+      mask |= Key(255) << shift;
+    }
+    t = from_key_bits<acc_t>(prefix);
+    std::vector<acc_t> s = a;  // the select must agree with a sort
+    std::nth_element(s.begin(), s.begin() + L, s.end(), std::greater<acc_t>());
+    expect(s[L] == t, "radix select == nth_element", double(t), double(s[L]));
+  }
+  acc_t sum = 0;
+  for (int64_t u = 0; u < U; ++u) sum += flipped_value(a[u], t, m0 ? (*m0)[u] : acc_t(1));
+  const acc_t scale = rescale && sum > 0 ? acc_t(U) / sum : acc_t(1);
+  for (int64_t u = 0; u < U; ++u) out[u] = flipped_value(a[u], t, m0 ? (*m0)[u] : acc_t(1)) * scale;
+  return out;
+}
+
+static void check_mask() {
+  struct Vec {
+    std::vector<double> j;
+    double delta;
+    std::vector<double> want;
+  };
+  const Vec vecs[] = {
+      {{-.5, .2, -.1, -.3, 0}, .4, {0, 5. / 3, 5. / 3, 0, 5. / 3}},
+      {{-.3, -.3, -.3, .1}, .25, {1, 1, 1, 1}},
+      {{.3, .2, -.1, .1}, .5, {4. / 3, 4. / 3, 0, 4. / 3}},
+  };
+  for (const Vec& v : vecs) {
+    const int64_t L = static_cast<int64_t>(v.j.size() * v.delta);
+    auto got = select_row_host<double>(v.j, nullptr, L, true);
+    for (size_t u = 0; u < v.j.size(); ++u) close("SPEC mask vector", got[u], v.want[u], 1e-12, 1e-12);
+    std::vector<float> jf(v.j.begin(), v.j.end());
+    auto gotf = select_row_host<float>(jf, nullptr, L, true);
+    for (size_t u = 0; u < v.j.size(); ++u) close("SPEC mask vector (float)", gotf[u], v.want[u], 1e-6, 1e-6);
+  }
+  // base mask: a dropped unit with J > 0 is a candidate
+  std::vector<double> m0 = {1, 0, 1, 0}, j = {-1.0, 2.0, 0.5, -3.0};
+  auto got = select_row_host<double>(j, &m0, 1, false);
+  const double want[] = {1, 1, 1, 0};
+  for (int u = 0; u < 4; ++u) close("base mask flip", got[u], want[u], 0, 0);
+  // NaN row: all NaN; L == 0: the base mask
+  auto nanrow = select_row_host<float>({-1.0f, NAN, 1.0f}, nullptr, 1, true);
+  expect(std::isnan(nanrow[0]) && std::isnan(nanrow[2]), "NaN row", nanrow[0], NAN);
+  // random rows with many ties and several sizes: the select agrees with nth_element (checked inside)
+  std::mt19937 rng(3);
+  for (int trial = 0; trial < 30; ++trial) {
+    const int U = 1 + trial * 67;
+    std::vector<float> r(U);
+    std::uniform_int_distribution<int> q(-40, 40);
+    for (float& x : r) x = trial % 2 ? q(rng) * 0.25f : std::ldexp(float(q(rng)), q(rng));
+    const int64_t L = (trial * 7) % (U + 2);
+    auto m = select_row_host<float>(r, nullptr, L, false);
+    int flips = 0;
+    for (float x : m) flips += x == 0.0f;
+    expect(flips <= L, "at most L flips", flips, double(L));
+  }
+}
+
+// PixelGeom::base + c * inner addresses element (o, c, i) of the canonical (outer, C, inner) view, and
+// pixel p = o * inner + i is the map's (contiguous) index, in both the planes and the rows layout.
+static void check_geometry() {
+  const int64_t shapes[][3] = {{2, 5, 7}, {3, 4, 1}, {1, 19, 64}, {6, 1, 5}};
+  for (const auto& s : shapes) {
+    const PixelGeom geo{s[0], s[1], s[2]};
+    for (int64_t o = 0; o < s[0]; ++o)
+      for (int64_t i = 0; i < s[2]; ++i)
+        for (int64_t c = 0; c < s[1]; ++c) {
+          const int64_t p = o * s[2] + i;
+          const int64_t want = o * s[1] * s[2] + c * s[2] + i;
+          if (geo.base(p) + c * geo.inner != want) expect(false, "PixelGeom::base", double(geo.base(p)), double(want));
+        }
+    expect(geo.pixels() == s[0] * s[2], "PixelGeom::pixels", double(geo.pixels()), double(s[0] * s[2]));
+  }
+  // launch geometry of the mask search: chunks cover H*W, grid.y stays within its limit
+  const int64_t hws[] = {1, 64, 4096, 90000, int64_t(1) << 31};
+  for (int64_t hw : hws)
+    for (bool planes : {true, false}) {
+      const int64_t len = impact_chunk_len(hw, planes), chunks = channel_impact_chunks(hw, planes);
+      expect(chunks * len >= hw && (chunks - 1) * len < hw && chunks <= kMaxGridY, "impact chunks", double(chunks),
+             double(hw));
+    }
+  expect(impact_planes_threads(64) == 64 && impact_planes_threads(1) == 32 && impact_planes_threads(1 << 20) == 256,
+         "impact threads", impact_planes_threads(64), 64);
+}
+
+int main() {
+  check_geometry();
+  check_values<float>(2e-5, 2e-6, 0, "float");
+  check_values<double>(1e-12, 1e-13, 0, "double");
+  // inputs rounded first: the math is still fp32; only self_information's output is stored in T
+  check_values<__half>(2e-5, 2e-6, 4e-3, "half");
+  check_values<__nv_bfloat16>(2e-5, 2e-6, 2e-2, "bf16");
+  check_gradients();
+  check_extremes();
+  check_conversions();
+  check_mask();
+  std::printf("%d checks, %d failures\n", checks, failures);
+  return failures == 0 ? 0 : 1;
+}
