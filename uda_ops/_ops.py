@@ -1,20 +1,28 @@
 """Custom-op glue: loads uda_ops._C (which defines torch.ops.uda_ops.*), registers their fake kernels and
 autograd formulas, and decides per call whether the compiled kernels or the eager reference run.
 
-Backends: "auto" (the compiled kernel where one exists for the tensor's device, else the reference),
-"native" (compiled kernels only: an error where none exists), "reference" (eager PyTorch everywhere).
-Chosen with ``uda_ops.set_backend(name)`` or the environment variable ``UDA_OPS_BACKEND``.
+Backends, chosen with ``uda_ops.set_backend(name)`` or the environment variable ``UDA_OPS_BACKEND``:
+  "auto"      CPU tensors: the compiled C++ kernel (else the reference). CUDA tensors: per op the faster of
+              the compiled CUDA kernel and the Triton kernel, from the measured table ``AUTO_CUDA`` below
+              (default: the CUDA kernel when compiled, else Triton when importable, else the reference).
+  "native"    compiled C++/CUDA kernels only: an error where none exists.
+  "triton"    the Triton kernels (``uda_ops.triton``, ops ``torch.ops.uda_ops_triton.*``) on CUDA tensors; on
+              CPU tensors only under TRITON_INTERPRET=1 (testing), else a clear error.
+  "reference" eager PyTorch everywhere.
+Triton is imported lazily, the first time a Triton kernel is chosen: ``import uda_ops`` never imports it.
+``kernels(op, x)`` gives the op namespace that runs `op` on `x` (None: the eager reference).
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import warnings
-from typing import Dict, Optional
+from typing import Any, Dict, Optional
 
 import torch
 from torch import Tensor
 
-BACKENDS = ("auto", "native", "reference")
+BACKENDS = ("auto", "native", "triton", "reference")
 OPS = ("sym_kl", "kl_div", "entropy", "self_information", "cosine_discrepancy", "clan_adversarial",
        "adversarial_dropout_mask", "channel_adversarial_dropout_mask")
 
@@ -43,9 +51,12 @@ _backend = _check_backend(os.environ.get("UDA_OPS_BACKEND", "auto") or "auto")
 
 
 def set_backend(name: str) -> None:
-    """Select the backend for every op: "auto", "native" or "reference"."""
+    """Select the backend for every op: "auto", "native", "triton" or "reference"."""
     global _backend
-    _backend = _check_backend(name)
+    _check_backend(name)
+    if name == "triton":
+        _load_triton()  # fail here, not at the first call, when triton is missing
+    _backend = name
 
 
 def get_backend() -> str:
@@ -83,6 +94,104 @@ def use_native(op: str, x: Tensor) -> bool:
     return False
 
 
+# ---------------------------------------------------------------------------------------------------
+# Triton (lazy) and the per-op choice on CUDA tensors
+# ---------------------------------------------------------------------------------------------------
+# "auto" on CUDA tensors: op -> "cuda" | "triton", whichever was faster fwd+bwd at (2, 19, 512, 1024)
+# (the mask ops at their benchmark sizes). To be filled from GPU benchmarks (benchmarks/, issue 3); an op
+# missing here gets the default: the CUDA kernel when compiled, else Triton when importable, else the
+# reference.
+AUTO_CUDA: Dict[str, str] = {}
+# Triton is imported by the first call that picks it (eagerly); code compiled with fullgraph=True before
+# any eager call should call set_backend("triton") or _load_triton() first.
+
+def _triton_found() -> bool:
+    try:
+        return importlib.util.find_spec("triton") is not None  # looks, does not import
+    except (ImportError, ValueError):
+        return False
+
+
+_TRITON_FOUND = _triton_found()
+_TRITON: Any = None  # the uda_ops.triton module once loaded
+_TRITON_ERROR: Optional[str] = None if _TRITON_FOUND else "triton is not installed"
+
+
+def _load_triton():
+    """Import uda_ops.triton (registers torch.ops.uda_ops_triton.*) on first use; RuntimeError when unavailable."""
+    global _TRITON, _TRITON_ERROR
+    if _TRITON is None and _TRITON_FOUND and _TRITON_ERROR is None:
+        try:
+            from . import triton as module
+            _TRITON = module
+        except Exception as exc:  # broken install, unsupported platform
+            _TRITON_ERROR = f"{type(exc).__name__}: {exc}"
+    if _TRITON is None:
+        raise RuntimeError(f"uda_ops: the triton backend is not available ({_TRITON_ERROR}); "
+                           "install it with `pip install triton`")
+    return _TRITON
+
+
+def _triton_ops(op: str, x: Tensor):
+    module = _TRITON if _TRITON is not None else _load_triton()
+    if x.device.type == "cpu" and not module.INTERPRET:
+        raise RuntimeError(f"uda_ops: backend 'triton' ({op}) runs on CUDA tensors; on CPU tensors it runs "
+                           "only under TRITON_INTERPRET=1 (set before triton is first imported)")
+    if x.device.type not in ("cpu", "cuda"):
+        raise RuntimeError(f"uda_ops: backend 'triton' has no {op} kernel for device {x.device}")
+    return torch.ops.uda_ops_triton
+
+
+def _auto_cuda(op: str) -> str:
+    choice = AUTO_CUDA.get(op)
+    if choice == "triton" and _TRITON_FOUND and _TRITON_ERROR is None:
+        return "triton"
+    if has_kernel(op, "cuda"):
+        return "native"
+    if _TRITON_FOUND and _TRITON_ERROR is None:
+        return "triton"
+    return "reference"
+
+
+def kernels(op: str, x: Tensor):
+    """The op namespace that runs `op` on `x` under the current backend: ``torch.ops.uda_ops`` (compiled),
+    ``torch.ops.uda_ops_triton`` (Triton), or None (the eager reference)."""
+    if _backend == "triton":
+        return _triton_ops(op, x)
+    if _backend == "auto" and x.device.type == "cuda":
+        choice = _auto_cuda(op)
+        if choice == "triton":
+            try:
+                return _triton_ops(op, x)
+            except RuntimeError:  # triton found but unusable: "auto" falls back, "triton" raises
+                return torch.ops.uda_ops if has_kernel(op, "cuda") else None
+        return torch.ops.uda_ops if choice == "native" else None
+    return torch.ops.uda_ops if use_native(op, x) else None
+
+
+def _triton_info() -> Dict[str, object]:
+    version = None
+    if _TRITON_FOUND:
+        try:
+            from importlib.metadata import version as _version
+            version = _version("triton")
+        except Exception:  # pragma: no cover - metadata missing
+            version = None
+    return {"available": _TRITON_FOUND and _TRITON_ERROR is None, "version": version,
+            "loaded": _TRITON is not None, "error": _TRITON_ERROR,
+            "interpret": bool(_TRITON is not None and _TRITON.INTERPRET)}
+
+
+def _op_backend(op: str, dev: str) -> str:
+    if _backend == "reference":
+        return "reference"
+    if _backend == "triton":
+        return "triton"
+    if _backend == "auto" and dev == "cuda":
+        return _auto_cuda(op)
+    return "native" if has_kernel(op, dev) else "reference"
+
+
 def backend_info() -> Dict[str, object]:
     """Which backends are compiled and available, and which one each op uses on each device type."""
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -93,11 +202,11 @@ def backend_info() -> Dict[str, object]:
         "build": dict(_C.build_info()) if _C is not None else None,
         "torch": torch.__version__,
         "cuda_available": torch.cuda.is_available(),
+        "triton": _triton_info(),
     }
     ops = {}
     for op in OPS:
-        ops[op] = {dev: ("native" if _backend != "reference" and has_kernel(op, dev) else "reference")
-                   for dev in devices}
+        ops[op] = {dev: _op_backend(op, dev) for dev in devices}
     info["ops"] = ops
     return info
 

@@ -1,5 +1,5 @@
 """The public functional API of uda_ops (SPEC section 7): validate once, then run the fused op or the
-eager reference (see ``uda_ops._ops`` for the choice). Kernels return per-pixel maps in float32 (float64
+eager reference (``uda_ops._ops.kernels`` picks the compiled, Triton or reference implementation). Kernels return per-pixel maps in float32 (float64
 for float64 input); reductions happen here, in that precision, and the result has the input dtype.
 """
 from __future__ import annotations
@@ -48,9 +48,10 @@ def sym_kl(a: Tensor, b: Tensor, dim: int = 1, reduction: str = "mean",
     """
     dim = V.pair("sym_kl", ("a", "b"), a, b, dim)
     V.reduction("sym_kl", reduction)
-    if not _ops.use_native("sym_kl", a):
+    ops = _ops.kernels("sym_kl", a)
+    if ops is None:
         return reference.sym_kl(a, b, dim, reduction, bool(detach_targets))
-    return _reduce(torch.ops.uda_ops.sym_kl(a, b, dim, bool(detach_targets)), reduction, a.dtype)
+    return _reduce(ops.sym_kl(a, b, dim, bool(detach_targets)), reduction, a.dtype)
 
 
 def kl_div(input: Tensor, target: Tensor, dim: int = 1, reduction: str = "mean",
@@ -63,18 +64,20 @@ def kl_div(input: Tensor, target: Tensor, dim: int = 1, reduction: str = "mean",
     V.reduction("kl_div", reduction)
     if detach_target:
         target = target.detach()
-    if not _ops.use_native("kl_div", input):
+    ops = _ops.kernels("kl_div", input)
+    if ops is None:
         return reference.kl_div(input, target, dim, reduction)
-    return _reduce(torch.ops.uda_ops.kl_div(input, target, dim), reduction, input.dtype)
+    return _reduce(ops.kl_div(input, target, dim), reduction, input.dtype)
 
 
 def self_information(z: Tensor, dim: int = 1) -> Tensor:
     """Weighted self-information ``I_c = -p_c log p_c / log C`` (ADVENT Sec. 3.2), same shape as `z`."""
     V.tensor("self_information", "z", z)
     dim = V.class_dim("self_information", "z", z, dim)
-    if not _ops.use_native("self_information", z):
+    ops = _ops.kernels("self_information", z)
+    if ops is None:
         return reference.self_information(z, dim)
-    return torch.ops.uda_ops.self_information(z, dim)
+    return ops.self_information(z, dim)
 
 
 def entropy(z: Tensor, dim: int = 1, reduction: str = "mean") -> Tensor:
@@ -85,9 +88,10 @@ def entropy(z: Tensor, dim: int = 1, reduction: str = "mean") -> Tensor:
     V.tensor("entropy", "z", z)
     dim = V.class_dim("entropy", "z", z, dim)
     V.reduction("entropy", reduction)
-    if not _ops.use_native("entropy", z):
+    ops = _ops.kernels("entropy", z)
+    if ops is None:
         return reference.entropy(z, dim, reduction)
-    return _reduce(torch.ops.uda_ops.entropy(z, dim), reduction, z.dtype)
+    return _reduce(ops.entropy(z, dim), reduction, z.dtype)
 
 
 def entropy_ranking_loss(z: Tensor, ratio: float = 0.3, dim: int = 1) -> Tensor:
@@ -121,9 +125,10 @@ def class_ratio_prior_loss(z: Tensor, prior: Tensor, mu: float = 0.5, dim: int =
 def cosine_discrepancy(z1: Tensor, z2: Tensor, dim: int = 1) -> Tensor:
     """``M = 1 - cos(softmax(z1), softmax(z2))`` per pixel, shape ``(N, *)`` (CLAN's discrepancy map)."""
     dim = V.pair("cosine_discrepancy", ("z1", "z2"), z1, z2, dim)
-    if not _ops.use_native("cosine_discrepancy", z1):
+    ops = _ops.kernels("cosine_discrepancy", z1)
+    if ops is None:
         return reference.cosine_discrepancy(z1, z2, dim)
-    return torch.ops.uda_ops.cosine_discrepancy(z1, z2, dim).to(z1.dtype)
+    return ops.cosine_discrepancy(z1, z2, dim).to(z1.dtype)
 
 
 def clan_adversarial_loss(d: Tensor, z1: Tensor, z2: Tensor, target: float, lambda_local: float = 40.0,
@@ -151,9 +156,10 @@ def clan_adversarial_loss(d: Tensor, z1: Tensor, z2: Tensor, target: float, lamb
         raise ValueError(f"{op}: `d` is on {d.device}, `z1` on {z1.device}")
     if detach_weight:
         z1, z2 = z1.detach(), z2.detach()
-    if not _ops.use_native("clan_adversarial", z1):
+    ops = _ops.kernels("clan_adversarial", z1)
+    if ops is None:
         return reference.clan_adversarial_loss(d, z1, z2, target, lambda_local, epsilon, dim, reduction)
-    loss = torch.ops.uda_ops.clan_adversarial(d.reshape(map_shape), z1, z2, target, lambda_local, epsilon, dim)
+    loss = ops.clan_adversarial(d.reshape(map_shape), z1, z2, target, lambda_local, epsilon, dim)
     return _reduce(loss, reduction, d.dtype)
 
 
@@ -184,10 +190,11 @@ def adversarial_dropout_mask(jacobian: Tensor, delta: Optional[float] = None, ma
         raise ValueError(f"{op}: `jacobian` must have shape (N, U), got {tuple(jacobian.shape)}")
     flips = V.flip_budget(op, jacobian.shape[1], delta, max_flips)
     m0 = V.base_mask(op, base_mask, jacobian)
-    if not _ops.use_native(op, jacobian):
+    ops = _ops.kernels(op, jacobian)
+    if ops is None:
         return reference.adversarial_dropout_mask(jacobian, None, flips, m0, bool(rescale))
     m0 = None if m0 is None else m0.detach()
-    return torch.ops.uda_ops.adversarial_dropout_mask(jacobian.detach(), m0, flips, bool(rescale))
+    return ops.adversarial_dropout_mask(jacobian.detach(), m0, flips, bool(rescale))
 
 
 def channel_adversarial_dropout_mask(grad: Tensor, activation: Optional[Tensor] = None,
@@ -209,8 +216,9 @@ def channel_adversarial_dropout_mask(grad: Tensor, activation: Optional[Tensor] 
         raise ValueError(f"{op}: `grad` must have shape (N, C, *), got {tuple(grad.shape)}")
     flips = V.flip_budget(op, grad.shape[1], delta, max_flips)
     m0 = V.base_mask(op, base_mask, grad.new_empty(grad.shape[:2]))
-    if not _ops.use_native(op, grad):
+    ops = _ops.kernels(op, grad)
+    if ops is None:
         return reference.channel_adversarial_dropout_mask(grad, activation, None, flips, m0, bool(rescale))
     m0 = None if m0 is None else m0.detach()
-    return torch.ops.uda_ops.channel_adversarial_dropout_mask(grad.detach(), activation.detach(), m0, flips,
+    return ops.channel_adversarial_dropout_mask(grad.detach(), activation.detach(), m0, flips,
                                                               bool(rescale))

@@ -1,0 +1,121 @@
+"""CLAN Eq. 5 (SPEC section 3): loss = (epsilon + lambda_local * M) * BCEWithLogits(d, target) per pixel, as
+Triton kernels + the custom ops uda_ops_triton::clan_adversarial / clan_adversarial_backward.
+`d` is the discriminator map with the map's shape (N, *)."""
+from __future__ import annotations
+
+from typing import Tuple
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from .. import _ops
+from . import _common as K
+
+
+@triton.jit
+def _bce_with_logits(d, t):
+    """BCE with logits and its derivative sigmoid(d) - t, stable for any d; log(1 + e) for e in (0, 1]
+    computed as log(u) * e / (u - 1), u = 1 + e (exact for tiny e)."""
+    e = tl.exp(-tl.abs(d))
+    u = 1.0 + e
+    l1p = tl.where(u == 1.0, e, tl.log(u) * (e / tl.where(u == 1.0, 1.0, u - 1.0)))
+    loss = tl.maximum(d, 0.0) - d * t + l1p
+    dloss = tl.where(d >= 0, 1.0, e) / u - t
+    return loss, dloss
+
+
+@triton.jit
+def _clan_fwd(d_ptr, z1_ptr, z2_ptr, out_ptr, P, C, inner, target, lam, eps, F64: tl.constexpr,
+              BLOCK: tl.constexpr):
+    p, base, mask = K.pixel_offsets(tl.program_id(0), inner, C, P, BLOCK)
+    d = K.to_acc(tl.load(d_ptr + p, mask=mask, other=0.0), F64)
+    m1, m2, cos, inv12, inv11, inv22 = K.cosine_stats(z1_ptr, z2_ptr, base, inner, C, mask, F64, BLOCK)
+    loss, dloss = _bce_with_logits(d, target)
+    K.store(out_ptr, p, (eps + lam * (1.0 - cos)) * loss, mask)
+
+
+@triton.jit
+def _clan_bwd(d_ptr, z1_ptr, z2_ptr, g_ptr, g_stride, gd_ptr, g1_ptr, g2_ptr, P, C, inner, target, lam, eps,
+              NEED_LOGITS: tl.constexpr, F64: tl.constexpr, BLOCK: tl.constexpr):
+    p, base, mask = K.pixel_offsets(tl.program_id(0), inner, C, P, BLOCK)
+    d = K.to_acc(tl.load(d_ptr + p, mask=mask, other=0.0), F64)
+    g = K.to_acc(tl.load(g_ptr + p * g_stride, mask=mask, other=0.0), F64)
+    m1, m2, cos, inv12, inv11, inv22 = K.cosine_stats(z1_ptr, z2_ptr, base, inner, C, mask, F64, BLOCK)
+    loss, dloss = _bce_with_logits(d, target)
+    K.store(gd_ptr, p, g * (eps + lam * (1.0 - cos)) * dloss, mask)
+    if NEED_LOGITS:
+        K.cosine_grad(z1_ptr, z2_ptr, g1_ptr, g2_ptr, base, inner, C, mask, m1, m2, cos, inv12, inv11, inv22,
+                      g * lam * loss, F64)
+
+
+def _check(op: str, d: Tensor, z1: Tensor, z2: Tensor, dim: int):
+    K.check_pair(op, z1, z2)
+    K.check_launch(op, z1)
+    L = K.class_layout(z1, dim)
+    K.check_classes(op, L)
+    if d.numel() != L.pixels:
+        raise RuntimeError(f"{op}: d has {d.numel()} elements, expected one per pixel ({L.pixels})")
+    return L
+
+
+@torch.library.custom_op(f"{K.LIB}::clan_adversarial", mutates_args=())
+def clan_adversarial(d: Tensor, z1: Tensor, z2: Tensor, target: float, lambda_local: float, epsilon: float,
+                     dim: int) -> Tensor:
+    L = _check("clan_adversarial", d, z1, z2, dim)
+    ac, bc = K.to_layout(z1, dim, L), K.to_layout(z2, dim, L)
+    dc = d.to(K.acc_dtype(z1)).contiguous()
+    out = torch.empty(K.map_shape(z1, dim), dtype=K.acc_dtype(z1), device=z1.device)
+    if L.pixels:
+        blk = K.pixel_block(L.pixels)
+        _clan_fwd[K.pixel_grid(L.pixels, blk)](dc, ac, bc, out, L.pixels, L.classes, L.inner, float(target),
+                                               float(lambda_local), float(epsilon), F64=z1.dtype == torch.float64,
+                                               BLOCK=blk, num_warps=K.NUM_WARPS)
+    return out
+
+
+@torch.library.custom_op(f"{K.LIB}::clan_adversarial_backward", mutates_args=())
+def clan_adversarial_backward(grad: Tensor, d: Tensor, z1: Tensor, z2: Tensor, target: float, lambda_local: float,
+                              epsilon: float, dim: int, need_logit_grads: bool) -> Tuple[Tensor, Tensor, Tensor]:
+    L = _check("clan_adversarial_backward", d, z1, z2, dim)
+    ac, bc = K.to_layout(z1, dim, L), K.to_layout(z2, dim, L)
+    dc = d.to(K.acc_dtype(z1)).contiguous()
+    g, gs = K.pixel_grad(grad, K.acc_dtype(z1), L.pixels)
+    gd = torch.empty(d.shape, dtype=K.acc_dtype(z1), device=d.device)
+    g1 = K.empty_in_layout(z1, dim, L, z1.dtype) if need_logit_grads else z1.new_empty(0)
+    g2 = K.empty_in_layout(z1, dim, L, z1.dtype) if need_logit_grads else z1.new_empty(0)
+    if L.pixels:
+        blk = K.pixel_block(L.pixels)
+        _clan_bwd[K.pixel_grid(L.pixels, blk)](dc, ac, bc, g, gs, gd, g1 if need_logit_grads else gd,
+                                               g2 if need_logit_grads else gd, L.pixels, L.classes, L.inner,
+                                               float(target), float(lambda_local), float(epsilon),
+                                               NEED_LOGITS=bool(need_logit_grads), F64=z1.dtype == torch.float64,
+                                               BLOCK=blk, num_warps=K.NUM_WARPS)
+    return (gd if gd.dtype == d.dtype else gd.to(d.dtype)), g1, g2
+
+
+@clan_adversarial.register_fake
+def _(d, z1, z2, target, lambda_local, epsilon, dim):
+    return _ops._map_like(z1, dim)
+
+
+@clan_adversarial_backward.register_fake
+def _(grad, d, z1, z2, target, lambda_local, epsilon, dim, need_logit_grads):
+    gz = (lambda: _ops._like_layout(z1, dim)) if need_logit_grads else (lambda: z1.new_empty(0))
+    return d.new_empty(d.shape), gz(), gz()
+
+
+def _setup(ctx, inputs, output):
+    ctx.save_for_backward(*inputs[:3])
+    ctx.args = inputs[3:]
+
+
+def _backward(ctx, grad):
+    d, z1, z2 = ctx.saved_tensors
+    need = ctx.needs_input_grad[1] or ctx.needs_input_grad[2]
+    gd, g1, g2 = clan_adversarial_backward(grad, d, z1, z2, *ctx.args, need)
+    return gd, (g1 if need else None), (g2 if need else None), None, None, None, None
+
+
+clan_adversarial.register_autograd(_backward, setup_context=_setup)

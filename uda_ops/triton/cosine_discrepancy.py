@@ -1,0 +1,84 @@
+"""Cosine discrepancy M = 1 - cos(softmax(z1), softmax(z2)) per pixel (SPEC section 3) as Triton kernels +
+the custom ops uda_ops_triton::cosine_discrepancy / cosine_discrepancy_backward."""
+from __future__ import annotations
+
+from typing import Tuple
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from .. import _ops
+from . import _common as K
+
+
+@triton.jit
+def _cosine_fwd(z1_ptr, z2_ptr, out_ptr, P, C, inner, F64: tl.constexpr, BLOCK: tl.constexpr):
+    p, base, mask = K.pixel_offsets(tl.program_id(0), inner, C, P, BLOCK)
+    m1, m2, cos, inv12, inv11, inv22 = K.cosine_stats(z1_ptr, z2_ptr, base, inner, C, mask, F64, BLOCK)
+    K.store(out_ptr, p, 1.0 - cos, mask)
+
+
+@triton.jit
+def _cosine_bwd(z1_ptr, z2_ptr, g_ptr, g_stride, g1_ptr, g2_ptr, P, C, inner, F64: tl.constexpr,
+                BLOCK: tl.constexpr):
+    p, base, mask = K.pixel_offsets(tl.program_id(0), inner, C, P, BLOCK)
+    g = K.to_acc(tl.load(g_ptr + p * g_stride, mask=mask, other=0.0), F64)
+    m1, m2, cos, inv12, inv11, inv22 = K.cosine_stats(z1_ptr, z2_ptr, base, inner, C, mask, F64, BLOCK)
+    K.cosine_grad(z1_ptr, z2_ptr, g1_ptr, g2_ptr, base, inner, C, mask, m1, m2, cos, inv12, inv11, inv22, g, F64)
+
+
+@torch.library.custom_op(f"{K.LIB}::cosine_discrepancy", mutates_args=())
+def cosine_discrepancy(z1: Tensor, z2: Tensor, dim: int) -> Tensor:
+    K.check_pair("cosine_discrepancy", z1, z2)
+    K.check_launch("cosine_discrepancy", z1)
+    L = K.class_layout(z1, dim)
+    K.check_classes("cosine_discrepancy", L)
+    ac, bc = K.to_layout(z1, dim, L), K.to_layout(z2, dim, L)
+    out = torch.empty(K.map_shape(z1, dim), dtype=K.acc_dtype(z1), device=z1.device)
+    if L.pixels:
+        blk = K.pixel_block(L.pixels)
+        _cosine_fwd[K.pixel_grid(L.pixels, blk)](ac, bc, out, L.pixels, L.classes, L.inner,
+                                                 F64=z1.dtype == torch.float64, BLOCK=blk, num_warps=K.NUM_WARPS)
+    return out
+
+
+@torch.library.custom_op(f"{K.LIB}::cosine_discrepancy_backward", mutates_args=())
+def cosine_discrepancy_backward(grad: Tensor, z1: Tensor, z2: Tensor, dim: int) -> Tuple[Tensor, Tensor]:
+    K.check_pair("cosine_discrepancy_backward", z1, z2)
+    K.check_launch("cosine_discrepancy_backward", z1)
+    L = K.class_layout(z1, dim)
+    K.check_classes("cosine_discrepancy_backward", L)
+    ac, bc = K.to_layout(z1, dim, L), K.to_layout(z2, dim, L)
+    g, gs = K.pixel_grad(grad, K.acc_dtype(z1), L.pixels)
+    g1, g2 = K.empty_in_layout(z1, dim, L, z1.dtype), K.empty_in_layout(z1, dim, L, z1.dtype)
+    if L.pixels:
+        blk = K.pixel_block(L.pixels)
+        _cosine_bwd[K.pixel_grid(L.pixels, blk)](ac, bc, g, gs, g1, g2, L.pixels, L.classes, L.inner,
+                                                 F64=z1.dtype == torch.float64, BLOCK=blk, num_warps=K.NUM_WARPS)
+    return g1, g2
+
+
+@cosine_discrepancy.register_fake
+def _(z1, z2, dim):
+    return _ops._map_like(z1, dim)
+
+
+@cosine_discrepancy_backward.register_fake
+def _(grad, z1, z2, dim):
+    return _ops._like_layout(z1, dim), _ops._like_layout(z1, dim)
+
+
+def _setup(ctx, inputs, output):
+    ctx.save_for_backward(inputs[0], inputs[1])
+    ctx.dim = inputs[2]
+
+
+def _backward(ctx, grad):
+    z1, z2 = ctx.saved_tensors
+    g1, g2 = cosine_discrepancy_backward(grad, z1, z2, ctx.dim)
+    return g1, g2, None
+
+
+cosine_discrepancy.register_autograd(_backward, setup_context=_setup)
