@@ -34,6 +34,9 @@ from .nn import (
     WeightDiscrepancyLoss,
 )
 
+from . import dropout
+from .dropout import AdversarialDropout, adversarial_dropout_loss, adversarial_dropout_mask_for, delta_schedule
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -61,4 +64,9 @@ __all__ = [
     "SelfInformation",
     "SymmetricKLLoss",
     "WeightDiscrepancyLoss",
+    "dropout",
+    "AdversarialDropout",
+    "adversarial_dropout_loss",
+    "adversarial_dropout_mask_for",
+    "delta_schedule",
 ]

@@ -1,0 +1,163 @@
+"""uda_ops.dropout: the DTA adversarial dropout procedure against plain autograd + the reference search."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import uda_ops
+from uda_ops import reference
+from uda_ops.dropout import (AdversarialDropout, adversarial_dropout_loss, adversarial_dropout_mask_for,
+                             delta_schedule, frozen_bn_stats)
+
+from conftest import assert_close
+
+
+def conv_upper(c=6, k=4, bn=True):
+    layers = [nn.Conv2d(c, 8, 3, padding=1)]
+    if bn:
+        layers.append(nn.BatchNorm2d(8))
+    layers += [nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, k)]
+    return nn.Sequential(*layers).double()
+
+
+def fc_upper(u=12, k=3, bn=True):
+    layers = [nn.Linear(u, 10)] + ([nn.BatchNorm1d(10)] if bn else []) + [nn.ReLU(), nn.Linear(10, k)]
+    return nn.Sequential(*layers).double()
+
+
+def plain_jacobian(upper, h, z, m0):
+    """dD/dm at m = m0 by plain autograd, materialising the mask's Jacobian (the oracle)."""
+    m = m0.clone().requires_grad_(True)
+    p = torch.log_softmax(upper(m * h), 1)
+    q = torch.softmax(z, 1)
+    div = (q * (torch.log_softmax(z, 1) - p)).sum(1).mean()
+    return torch.autograd.grad(div, m)[0]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("with_base", [False, True])
+def test_channel_mode_matches_reference(seed, with_base):
+    torch.manual_seed(seed)
+    upper = conv_upper().eval()
+    h = torch.randn(5, 6, 4, 4, dtype=torch.float64)
+    z = torch.randn(5, 4, dtype=torch.float64)
+    m0 = (torch.rand(5, 6, dtype=torch.float64) > 0.3).double() if with_base else torch.ones(5, 6).double()
+    jac = plain_jacobian(upper, h, z, m0[:, :, None, None]).sum((2, 3))
+    expected = reference.adversarial_dropout_mask(jac, delta=0.34, base_mask=m0)
+    got = adversarial_dropout_mask_for(upper, h, z, delta=0.34, mode="channel",
+                                       base_mask=m0 if with_base else None)
+    assert got.shape == (5, 6, 1, 1) and not got.requires_grad
+    assert_close(got.reshape(5, 6), expected, torch.float64)
+    # something was actually dropped
+    assert (got == 0).any()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("with_base", [False, True])
+def test_element_mode_matches_reference(seed, with_base):
+    torch.manual_seed(seed)
+    upper = fc_upper().eval()
+    h = torch.randn(7, 12, dtype=torch.float64)
+    z = torch.randn(7, 3, dtype=torch.float64)
+    m0 = (torch.rand(7, 12, dtype=torch.float64) > 0.3).double() if with_base else torch.ones(7, 12).double()
+    jac = plain_jacobian(upper, h, z, m0)
+    expected = reference.adversarial_dropout_mask(jac, max_flips=3, base_mask=m0)
+    got = adversarial_dropout_mask_for(upper, h, z, max_flips=3, mode="element",
+                                       base_mask=m0 if with_base else None)
+    assert got.shape == h.shape and not got.requires_grad
+    assert_close(got, expected, torch.float64)
+
+
+def test_element_mode_on_feature_maps():
+    torch.manual_seed(3)
+    upper = conv_upper(bn=False)
+    h = torch.randn(3, 6, 2, 3, dtype=torch.float64)
+    z = torch.randn(3, 4, dtype=torch.float64)
+    jac = plain_jacobian(upper, h, z, torch.ones_like(h)).reshape(3, -1)
+    expected = reference.adversarial_dropout_mask(jac, delta=0.1).reshape(h.shape)
+    got = adversarial_dropout_mask_for(upper, h, z, delta=0.1, mode="element")
+    assert_close(got, expected, torch.float64)
+
+
+def test_mask_increases_divergence():
+    torch.manual_seed(4)
+    upper = conv_upper(bn=False).float()
+    h = torch.randn(16, 6, 4, 4)
+    z = upper(nn.functional.dropout2d(h, 0.3)).detach()  # DTA's reference pass: random dropout
+    mask = adversarial_dropout_mask_for(upper, h, z, delta=0.34, mode="channel")
+    adv = uda_ops.kl_div(upper(h * mask), z, reduction="none")
+    rnd = uda_ops.kl_div(upper(h * mask[torch.randperm(16)]), z, reduction="none")
+    assert adv.mean() > rnd.mean()
+
+
+def test_inside_no_grad_and_bn_buffers_untouched():
+    torch.manual_seed(5)
+    upper = conv_upper().train()
+    bn = upper[1]
+    bn.running_mean.uniform_()
+    before = {k: v.clone() for k, v in upper.state_dict().items()}
+    h = torch.randn(5, 6, 4, 4, dtype=torch.float64, requires_grad=True)
+    z = torch.randn(5, 4, dtype=torch.float64)
+    with torch.no_grad():
+        got = adversarial_dropout_mask_for(upper, h, z, delta=0.34, mode="channel")
+    for k, v in upper.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert all(p.grad is None for p in upper.parameters()) and h.grad is None
+    # the same as computing it with grad enabled (train-mode batch statistics in both)
+    again = adversarial_dropout_mask_for(upper, h, z, delta=0.34, mode="channel")
+    assert torch.equal(got, again)
+    # freeze_bn=False lets the extra pass update the statistics
+    adversarial_dropout_mask_for(upper, h, z, delta=0.34, mode="channel", freeze_bn=False)
+    assert int(bn.num_batches_tracked) == int(before["1.num_batches_tracked"]) + 1
+
+
+def test_frozen_bn_stats_through_a_closure():
+    net = fc_upper().train()
+    before = net[1].running_var.clone()
+    fn = lambda x: net(x)  # noqa: E731
+    h, z = torch.randn(4, 12, dtype=torch.float64), torch.randn(4, 3, dtype=torch.float64)
+    adversarial_dropout_mask_for(fn, h, z, delta=0.25, mode="element", freeze_bn=net)
+    assert torch.equal(net[1].running_var, before)
+    with frozen_bn_stats(net):
+        net(h)
+    assert torch.equal(net[1].running_var, before)
+
+
+def test_module_and_loss():
+    torch.manual_seed(6)
+    upper = conv_upper(bn=False).float()
+    h = torch.randn(4, 6, 4, 4, requires_grad=True)
+    z = upper(h).detach()
+    layer = AdversarialDropout(mode="channel", delta_max=0.5, ramp_epochs=2)
+    assert layer.set_epoch(0) == pytest.approx(0.25) and layer.set_epoch(5) == pytest.approx(0.5)
+    out = layer(h, upper, z)
+    expected = h.detach() * adversarial_dropout_mask_for(upper, h, z, delta=0.5)
+    assert torch.equal(out.detach(), expected)
+    out.sum().backward()
+    assert h.grad is not None
+    assert torch.equal(layer.eval()(h, upper, z), h)
+    loss = adversarial_dropout_loss(upper, h, z, delta=0.5)
+    assert torch.allclose(loss, uda_ops.kl_div(upper(expected), z))
+    assert "channel" in repr(layer)
+
+
+def test_delta_schedule():
+    assert delta_schedule(0, 80, 0.05) == pytest.approx(0.05 / 80)
+    assert delta_schedule(39, 80, 0.1) == pytest.approx(0.05)
+    assert delta_schedule(79, 80, 0.1) == pytest.approx(0.1)
+    assert delta_schedule(500, 80, 0.1) == pytest.approx(0.1)
+    assert delta_schedule(3, 0, 0.02) == 0.02
+
+
+def test_zero_budget_and_errors():
+    upper = fc_upper(bn=False)
+    h, z = torch.randn(2, 12, dtype=torch.float64), torch.randn(2, 3, dtype=torch.float64)
+    assert torch.equal(adversarial_dropout_mask_for(upper, h, z, delta=0.05, mode="element"),
+                       torch.ones_like(h))  # int(12 * 0.05) = 0 flips, no rescale
+    with pytest.raises(ValueError, match="mode"):
+        adversarial_dropout_mask_for(upper, h, z, delta=0.1, mode="pixel")
+    with pytest.raises(ValueError, match="exactly one"):
+        adversarial_dropout_mask_for(upper, h, z, mode="element")
+    with pytest.raises(ValueError, match="batch"):
+        adversarial_dropout_mask_for(upper, h, z[:1], delta=0.1, mode="element")
