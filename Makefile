@@ -1,4 +1,5 @@
-# make test: the suite; make demo: the main job (benchmark summary + MinEnt adaptation demo).
+# make test: the suite; make demo: the main job (CPU benchmark summary, then the adaptation demos:
+# MinEnt toy, two moons and digits (source-only/ADR/DTA/I2I), synthetic street scenes (source-only/MinEnt/AdvEnt/CLAN)).
 # Both set up what they need on a fresh machine: a venv in .venv (seeing the system's site-packages,
 # so an installed CUDA torch is used as is), torch 2.13.0 if no torch is importable, the test and demo
 # packages, and the extension, built once (rebuilt only when csrc/ or setup.py change).
@@ -7,18 +8,20 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
+TRITON_SPEC ?= triton==3.9.0
 MAX_JOBS ?= 2
 PYTEST := $(PY) -m pytest -p no:cacheprovider
 EXT_SRCS := setup.py $(wildcard csrc/*.cpp csrc/*.h csrc/*/*.cpp csrc/*/*.h csrc/*/*.cu csrc/*/*.cuh)
 
-.PHONY: all test demo bench build clean
+.PHONY: all test demo bench build clean gpu-test gpu-bench
 
 all: test
 
 $(VENV)/.ready: pyproject.toml
 	$(PYTHON) -m venv --system-site-packages $(VENV)
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q pytest hypothesis pytest-benchmark tqdm matplotlib ninja setuptools wheel
+	$(PY) -m pip install -q pytest hypothesis pytest-benchmark tqdm matplotlib scikit-learn ninja setuptools wheel
+	$(PY) -c "import triton" 2>/dev/null || $(PY) -m pip install -q "$(TRITON_SPEC)"
 	touch $@
 
 uda_ops/.built: $(VENV)/.ready $(EXT_SRCS)
@@ -38,6 +41,19 @@ demo: build
 	@mkdir -p demo_out
 	$(PY) benchmarks/summary.py --save --json demo_out/benchmark_summary.json
 	$(PY) -m models.minent_toy --seeds 5
+	$(PY) -m models.compare --task moons --methods source_only,adr,dta --seeds 5 --out demo_out/classification
+	$(PY) -m models.compare --task digits --methods source_only,adr,dta,i2i --seeds 3 --out demo_out/classification
+	$(PY) -m models.segmentation.compare --methods source_only,minent,advent,clan --seeds 3 --out demo_out/segmentation
+
+# On a machine with a CUDA GPU: the CUDA/Triton suite (also under compute-sanitizer) and the GPU benchmarks.
+gpu-test: build
+	$(PYTEST) tests/test_cuda.py tests/test_triton.py tests/test_cuda_compile.py -q
+	compute-sanitizer --tool memcheck --error-exitcode 1 $(PY) -m pytest -p no:cacheprovider tests/test_cuda.py -q -k "not compile and not opcheck and not gradcheck"
+	compute-sanitizer --tool racecheck --error-exitcode 1 $(PY) -m pytest -p no:cacheprovider tests/test_cuda.py -q -k mask
+
+gpu-bench: build
+	$(PY) benchmarks/gpu_summary.py --save
+	$(PY) benchmarks/train_step.py
 
 clean:
 	rm -rf build uda_ops/_C*.so uda_ops/.built demo_out .benchmarks
