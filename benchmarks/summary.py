@@ -107,6 +107,7 @@ def main() -> None:
     if args.src:
         with open(args.src) as f:
             raw = json.load(f)
+        raw = raw.get("raw", raw)  # a saved results/ file holds the raw run beside its summary
     else:
         raw = run_suite(args.keyword)
     import torch  # after the run: the suite runs in its own process
