@@ -233,6 +233,15 @@ def _like_layout(x: Tensor, dim: int, dtype: Optional[torch.dtype] = None) -> Te
     return x.new_empty(x.shape, dtype=dtype)
 
 
+def save_inputs(n_tensors: int):
+    """setup_context for register_autograd that saves the first `n_tensors` inputs for backward and keeps
+    the remaining (non-tensor) arguments as ``ctx.args``: every backward recomputes from the inputs."""
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(*inputs[:n_tensors])
+        ctx.args = inputs[n_tensors:]
+    return setup_context
+
+
 def _register() -> None:
     lib = "uda_ops::"
     fake = torch.library.register_fake
@@ -297,12 +306,6 @@ def _register() -> None:
     # -----------------------------------------------------------------------------------------------
     # Autograd: save the inputs only; every backward is itself an op that recomputes from them.
     # -----------------------------------------------------------------------------------------------
-    def save_inputs(n_tensors):
-        def setup_context(ctx, inputs, output):
-            ctx.save_for_backward(*inputs[:n_tensors])
-            ctx.args = inputs[n_tensors:]
-        return setup_context
-
     ops = torch.ops.uda_ops
 
     def sym_kl_bwd(ctx, grad):

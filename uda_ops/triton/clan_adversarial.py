@@ -106,11 +106,6 @@ def _(grad, d, z1, z2, target, lambda_local, epsilon, dim, need_logit_grads):
     return d.new_empty(d.shape), gz(), gz()
 
 
-def _setup(ctx, inputs, output):
-    ctx.save_for_backward(*inputs[:3])
-    ctx.args = inputs[3:]
-
-
 def _backward(ctx, grad):
     d, z1, z2 = ctx.saved_tensors
     need = ctx.needs_input_grad[1] or ctx.needs_input_grad[2]
@@ -118,4 +113,4 @@ def _backward(ctx, grad):
     return gd, (g1 if need else None), (g2 if need else None), None, None, None, None
 
 
-clan_adversarial.register_autograd(_backward, setup_context=_setup)
+clan_adversarial.register_autograd(_backward, setup_context=_ops.save_inputs(3))

@@ -70,15 +70,10 @@ def _(grad, z1, z2, dim):
     return _ops._like_layout(z1, dim), _ops._like_layout(z1, dim)
 
 
-def _setup(ctx, inputs, output):
-    ctx.save_for_backward(inputs[0], inputs[1])
-    ctx.dim = inputs[2]
-
-
 def _backward(ctx, grad):
     z1, z2 = ctx.saved_tensors
-    g1, g2 = cosine_discrepancy_backward(grad, z1, z2, ctx.dim)
+    g1, g2 = cosine_discrepancy_backward(grad, z1, z2, *ctx.args)
     return g1, g2, None
 
 
-cosine_discrepancy.register_autograd(_backward, setup_context=_setup)
+cosine_discrepancy.register_autograd(_backward, setup_context=_ops.save_inputs(2))

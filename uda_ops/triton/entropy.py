@@ -90,14 +90,9 @@ def _(grad, z, dim):
     return _ops._like_layout(z, dim)
 
 
-def _setup(ctx, inputs, output):
-    ctx.save_for_backward(inputs[0])
-    ctx.dim = inputs[1]
-
-
 def _backward(ctx, grad):
     (z,) = ctx.saved_tensors
-    return entropy_backward(grad, z, ctx.dim), None
+    return entropy_backward(grad, z, *ctx.args), None
 
 
-entropy.register_autograd(_backward, setup_context=_setup)
+entropy.register_autograd(_backward, setup_context=_ops.save_inputs(1))

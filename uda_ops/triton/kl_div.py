@@ -108,16 +108,11 @@ def _(grad, input, target, dim, need_target):
     return _ops._like_layout(input, dim), (_ops._like_layout(input, dim) if need_target else input.new_empty(0))
 
 
-def _setup(ctx, inputs, output):
-    ctx.save_for_backward(inputs[0], inputs[1])
-    ctx.dim = inputs[2]
-
-
 def _backward(ctx, grad):
     x, y = ctx.saved_tensors
     need_target = ctx.needs_input_grad[1]
-    gx, gy = kl_div_backward(grad, x, y, ctx.dim, need_target)
+    gx, gy = kl_div_backward(grad, x, y, *ctx.args, need_target)
     return gx, (gy if need_target else None), None
 
 
-kl_div.register_autograd(_backward, setup_context=_setup)
+kl_div.register_autograd(_backward, setup_context=_ops.save_inputs(2))

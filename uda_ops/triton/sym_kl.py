@@ -120,15 +120,10 @@ def _(grad, a, b, dim, detach_targets):
     return _ops._like_layout(a, dim), _ops._like_layout(a, dim)
 
 
-def _setup(ctx, inputs, output):
-    ctx.save_for_backward(inputs[0], inputs[1])
-    ctx.args = inputs[2:]
-
-
 def _backward(ctx, grad):
     a, b = ctx.saved_tensors
     ga, gb = sym_kl_backward(grad, a, b, *ctx.args)
     return ga, gb, None, None
 
 
-sym_kl.register_autograd(_backward, setup_context=_setup)
+sym_kl.register_autograd(_backward, setup_context=_ops.save_inputs(2))
