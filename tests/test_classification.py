@@ -104,6 +104,16 @@ def test_dta_leaves_bn_stats_to_main_passes():
     bns = [m for m in tr.net.modules() if isinstance(m, torch.nn.BatchNorm1d)]
     assert bns and all(int(m.num_batches_tracked) == 1 for m in bns)
 
+def test_dta_vat_is_zero_at_zero_radius():
+    """VAT compares a batch with its own perturbed copy under the same BatchNorm normalisation: at radius 0
+    (and without random dropout in the network) the term is exactly 0. Comparing with the joint
+    source+target pass instead would leave a non-zero BN mismatch that VAT then trains on."""
+    tr = Trainer(make_config("dta", "moons", seed=0, steps=1, lambda_vat=1.0, vat_eps=0.0, dropout=0.0),
+                 data.moons(0))
+    tr.step_i = 0
+    out = tr.step_dta(*tr.batch())
+    assert float(out["vat"]) == 0.0
+
 
 # ------------------------------------------------------------------------------------- file loaders
 def write_idx(path, arr):
@@ -215,4 +225,22 @@ def test_compare_cli(tmp_path, capsys):
                             "--jobs", "1", "--out", str(tmp_path), "--set", "eval_every=5"])
     assert set(summary) == {"source_only", "dta"} and len(summary["dta"]["per_seed"]) == 2
     assert (tmp_path / "compare_moons.json").exists() and (tmp_path / "compare_moons.png").exists()
+    assert (tmp_path / "compare_moons_boundaries.png").stat().st_size > 0
     assert "±" in capsys.readouterr().out
+
+
+def test_boundary_grid_is_the_networks_prediction():
+    """The decision-boundary plot shows P(class 1) of the trained network at the lattice points, in eval
+    mode; image tasks get no plot."""
+    from models import compare
+    tr = Trainer(make_config("source_only", "moons", seed=0, steps=3, eval_every=3), data.moons(0))
+    tr.fit()
+    b = compare._boundary(tr)
+    x0, x1, y0, y1 = b["extent"]
+    corner = torch.tensor([[x0, y0], [x1, y1]])
+    with torch.no_grad():
+        p = torch.softmax(tr.net(corner), 1)[:, 1]
+    assert b["p1"].shape == (compare.GRID, compare.GRID)
+    torch.testing.assert_close(torch.stack([b["p1"][0, 0], b["p1"][-1, -1]]), p)
+    digits = data.digits(0)
+    assert compare._boundary(Trainer(make_config("source_only", "digits", seed=0, steps=1), digits)) is None

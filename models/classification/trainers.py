@@ -23,7 +23,9 @@ and the WGAN-GP critic objective are ordinary torch.
   target features collapse on our tasks). KL terms are divided by K (``kl_norm="official"``, the digits
   default) so that DTA's Table A-1 weights mean what they meant for its ``KLDivLoss('mean')`` (SPEC
   section 1); two moons uses the per-sample KL (``kl_norm="sum"``). L_E is the unnormalised entropy
-  (``log K * uda_ops.entropy``). VAT: one power iteration, ``xi = 1e-6`` scaled direction, radius ``eps``.
+  (``log K * uda_ops.entropy``). VAT: one power iteration, ``xi = 1e-6`` scaled direction, radius ``eps``;
+  its clean prediction is a pass over the target batch alone, like its perturbed passes, so that BatchNorm
+  normalises them alike (against the joint source+target pass, VAT trained on the BN mismatch and hurt).
   Auxiliary passes leave BatchNorm running statistics untouched (``uda_ops.dropout.frozen_bn_stats``).
 * I2I Adapt (Murez et al. 2018, Eq. 7, SPEC section 5): shared encoder G, classifier C, decoders to the
   source and target domains, WGAN-GP critics on the latent space (Q_z, back-propagated to G for target
@@ -98,14 +100,16 @@ class Config:
 # Per-task defaults, the same optimiser, steps and batch for every method of a task (fair comparison).
 # Two moons: the ADR toy network; Adam 1e-3; the classifier's dropout p=0.2 (p=0.5 on 5-unit layers
 # leaves the source under-fitted). DTA there: Table A-1's deltas flip nothing on 5-unit layers
-# (int(5 * 0.1) = 0), so one unit of five is dropped (delta 0.2); entropy and VAT are off (the inputs are
-# 2-D, where Table A-1's VAT radius is meaningless and the entropy term only hurt in our runs).
-# Digits shift: DTA uses Table A-1's MNIST->USPS row (l2=0.01, l3=0 (no VAT), delta_e=0.1, delta_c=0.05)
-# with T_r scaled from 80 of 90 epochs to 30 of our ~35, and keeps the classifier's dropout (p=0.5, as
-# every method here: without it target accuracy drops to ~36% even with all DTA terms off). One deviation:
-# l1=0.5, not 2: with l1=2 the consistency terms pull the target features together and DTA does not beat
-# source-only (55.8 +- 5.7 vs 56.0 +- 1.2 over seeds 0-2; with VAT, Table A-1's USPS->MNIST row, 49.6);
-# l1=0.5 was chosen on seeds 0-2 (62.3 +- 3.1) and confirmed on seeds 3-5 (62.4 +- 1.2 vs 56.2 +- 2.4).
+# (int(5 * 0.1) = 0), so one unit of five is dropped (delta 0.2); l2 = 0.01 as Table A-1; VAT on the
+# 2-D inputs with radius 0.3 (Table A-1's 3.5 is for images; the moons' noise is 0.1) and l3 = 1 (0.1 and
+# 0.2, Table A-1's choices, left DTA within 3 points of source-only). Chosen on seeds 100-111, which the
+# README's seeds 0-9 do not include: target accuracy 86.4 +- 7.9 vs source-only 73.6 +- 5.4.
+# Digits shift: DTA uses Table A-1's USPS->MNIST row (l2=0.01, l3=0.1, eps=3.5, delta_e=0.1,
+# delta_c=0.05) with T_r scaled from 80 of 90 epochs to 30 of our ~35, and keeps the classifier's dropout
+# (p=0.5, as every method here: without it target accuracy drops to ~36% even with all DTA terms off).
+# One deviation: l1=0.5, not 2. With l1=2 the consistency terms pull the target features together: over
+# seeds 0-5, 57.0 +- 4.0 against source-only's 56.1 +- 1.7, below it on two seeds. l1=0.5 was chosen on
+# seeds 0-2 (64.6 +- 2.6 vs 56.0 +- 1.2) and holds on seeds 3-5 (62.9 +- 2.4 vs 56.2 +- 2.4).
 # I2I uses its digits lambdas (l_c=1, l_z=0.05, l_id=0.1, l_tr=0.02, l_cyc=0.1, l_trc=0.1) and Adam betas
 # (0.5, 0.999), with lr 1e-3 instead of 2e-4 for our short runs; ADR n=4.
 TASK_DEFAULTS: Dict[str, Dict[str, dict]] = {
@@ -113,16 +117,16 @@ TASK_DEFAULTS: Dict[str, Dict[str, dict]] = {
         "*": dict(steps=600, batch=128, lr=1e-3, eval_every=50, dropout=0.2),
         "source_only": dict(),
         "adr": dict(n_gen=4),
-        "dta": dict(dropout=0.0, delta_e=0.2, delta_c=0.2, ramp_epochs=20, lambda_ent=0.0, lambda_vat=0.0,
-                    vat_eps=0.1, random_dropout=0.2, kl_norm="sum"),
+        "dta": dict(dropout=0.0, delta_e=0.2, delta_c=0.2, ramp_epochs=20, lambda_ent=0.01, lambda_vat=1.0,
+                    vat_eps=0.3, random_dropout=0.2, kl_norm="sum"),
         "i2i": dict(betas=(0.5, 0.999)),
     },
     "digits": {
         "*": dict(steps=500, batch=64, lr=1e-3, eval_every=50, dropout=0.5, width=16, hidden=64),
         "source_only": dict(),
         "adr": dict(n_gen=4),
-        "dta": dict(lambda_dta=0.5, lambda_ent=0.01, lambda_vat=0.0, delta_e=0.1, delta_c=0.05, ramp_epochs=30,
-                    vat_eps=0.0),
+        "dta": dict(lambda_dta=0.5, lambda_ent=0.01, lambda_vat=0.1, delta_e=0.1, delta_c=0.05, ramp_epochs=30,
+                    vat_eps=3.5),
         "i2i": dict(betas=(0.5, 0.999)),
     },
     "*": {"*": dict(steps=2000, batch=64, lr=2e-4, betas=(0.5, 0.999))},
@@ -260,9 +264,12 @@ class Trainer:
         p = self.cfg.random_dropout
         return F.dropout2d(h, p) if h.dim() == 4 else F.dropout(h, p)
 
-    def vat_loss(self, x: Tensor, z: Tensor) -> Tensor:
-        """VAT (Miyato et al.): one power iteration for the adversarial direction, radius ``vat_eps``."""
-        z = z.detach()
+    def vat_loss(self, x: Tensor) -> Tensor:
+        """VAT (Miyato et al.): one power iteration for the adversarial direction, radius ``vat_eps``. The
+        clean prediction is a pass over the same batch ``x`` as the perturbed ones, so that BatchNorm
+        normalises all three alike (the main pass normalises source and target together)."""
+        with torch.no_grad():
+            z = self.net(x)
         d = (1e-6 * _unit(torch.randn_like(x))).requires_grad_(True)
         (g,) = torch.autograd.grad(uda_ops.kl_div(self.net(x + d), z), d)
         return uda_ops.kl_div(self.net(x + self.cfg.vat_eps * _unit(g)), z)
@@ -292,7 +299,7 @@ class Trainer:
                 loss = loss + c.lambda_dta * (l_f + l_c)
                 out.update(fdta=l_f, cdta=l_c)
             if c.lambda_vat:
-                l_v = self.kl_scale * self.vat_loss(xt, z_t)
+                l_v = self.kl_scale * self.vat_loss(xt)
                 loss = loss + c.lambda_vat * l_v
                 out["vat"] = l_v
         if c.lambda_ent:
