@@ -104,6 +104,7 @@ def test_dta_leaves_bn_stats_to_main_passes():
     bns = [m for m in tr.net.modules() if isinstance(m, torch.nn.BatchNorm1d)]
     assert bns and all(int(m.num_batches_tracked) == 1 for m in bns)
 
+
 def test_dta_vat_is_zero_at_zero_radius():
     """VAT compares a batch with its own perturbed copy under the same BatchNorm normalisation: at radius 0
     (and without random dropout in the network) the term is exactly 0. Comparing with the joint
@@ -237,10 +238,12 @@ def test_boundary_grid_is_the_networks_prediction():
     tr.fit()
     b = compare._boundary(tr)
     x0, x1, y0, y1 = b["extent"]
-    corner = torch.tensor([[x0, y0], [x1, y1]])
+    corners = torch.tensor([[x0, y0], [x1, y0], [x0, y1], [x1, y1]])  # rows are y (origin lower), columns x
     with torch.no_grad():
-        p = torch.softmax(tr.net(corner), 1)[:, 1]
-    assert b["p1"].shape == (compare.GRID, compare.GRID)
-    torch.testing.assert_close(torch.stack([b["p1"][0, 0], b["p1"][-1, -1]]), p)
+        p = torch.softmax(tr.net(corners), 1)[:, 1]
+    g = b["p1"]
+    assert g.shape == (compare.GRID, compare.GRID)
+    torch.testing.assert_close(torch.stack([g[0, 0], g[0, -1], g[-1, 0], g[-1, -1]]), p)
+    assert not torch.allclose(p[1], p[2])  # the check would see a transposed grid
     digits = data.digits(0)
     assert compare._boundary(Trainer(make_config("source_only", "digits", seed=0, steps=1), digits)) is None
