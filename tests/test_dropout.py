@@ -8,7 +8,7 @@ from torch import nn
 import uda_ops
 from uda_ops import reference
 from uda_ops.dropout import (AdversarialDropout, adversarial_dropout_loss, adversarial_dropout_mask_for,
-                             delta_schedule, frozen_bn_stats)
+                             delta_schedule, dropout_disabled, frozen_bn_stats)
 
 from conftest import assert_close
 
@@ -122,6 +122,51 @@ def test_frozen_bn_stats_through_a_closure():
     with frozen_bn_stats(net):
         net(h)
     assert torch.equal(net[1].running_var, before)
+
+
+def with_dropout(upper, p=0.5):
+    """``upper`` with a dropout layer after each ReLU, and the same weights."""
+    layers = []
+    for m in upper:
+        layers.append(m)
+        if isinstance(m, nn.ReLU):
+            layers.append(nn.Dropout2d(p) if isinstance(upper[0], nn.Conv2d) else nn.Dropout(p))
+    return nn.Sequential(*layers)
+
+
+def test_dropout_disabled():
+    torch.manual_seed(7)
+    plain = fc_upper().train()
+    noisy = with_dropout(plain)
+    h = torch.randn(6, 12, dtype=torch.float64)
+    assert not torch.equal(noisy(h), noisy(h))  # the check below would see dropout left on
+    drops = [m for m in noisy if isinstance(m, nn.Dropout)]
+    with dropout_disabled(noisy.forward):  # a bound method names its module
+        assert all(not m.training for m in drops) and noisy[1].training  # BatchNorm stays in train mode
+        assert torch.equal(noisy(h), plain(h))
+    assert all(m.training for m in drops)
+    with pytest.raises(RuntimeError), dropout_disabled([noisy]):
+        raise RuntimeError
+    assert all(m.training for m in drops)
+    noisy.eval()
+    with dropout_disabled(noisy):
+        pass
+    assert not any(m.training for m in drops)  # restored as it was, not set to train
+
+
+@pytest.mark.parametrize("mode", ["channel", "element"])
+def test_mask_search_without_the_upper_networks_own_dropout(mode):
+    """Under ``dropout_disabled`` the Jacobian pass sees the network without its own dropout layers:
+    the mask equals that of the same network built without them."""
+    torch.manual_seed(8)
+    plain = (conv_upper() if mode == "channel" else fc_upper()).train()
+    noisy = with_dropout(plain)
+    h = torch.randn(5, 6, 4, 4, dtype=torch.float64) if mode == "channel" else torch.randn(5, 12).double()
+    z = torch.randn(5, plain[-1].out_features, dtype=torch.float64)
+    expected = adversarial_dropout_mask_for(plain, h, z, delta=0.34, mode=mode)
+    with dropout_disabled(noisy):
+        got = adversarial_dropout_mask_for(noisy, h, z, delta=0.34, mode=mode)
+    assert torch.equal(got, expected) and (got == 0).any()
 
 
 def test_module_and_loss():

@@ -25,6 +25,10 @@ statistics (train mode), as the loss pass will. Pass ``freeze_bn=<module>`` when
 function closing over a module, or ``freeze_bn=False`` to let the pass update the statistics.
 :func:`frozen_bn_stats` is the same guard as a context manager, for the caller's other auxiliary passes.
 
+Dropout: the masks should be the only difference between the reference, Jacobian and loss passes. If
+``upper`` holds dropout layers of its own, run those passes under :func:`dropout_disabled` (each pass
+would otherwise draw fresh random masks there, which drown the adversarial flips).
+
 Example::
 
     import torch, uda_ops
@@ -58,6 +62,7 @@ __all__ = [
     "adversarial_dropout_mask_for",
     "adversarial_dropout_loss",
     "frozen_bn_stats",
+    "dropout_disabled",
     "AdversarialDropout",
 ]
 
@@ -72,18 +77,20 @@ def delta_schedule(epoch: int, ramp_epochs: int, delta_max: float) -> float:
     return min(1.0, (epoch + 1) / ramp_epochs) * float(delta_max)
 
 
-def _bn_modules(owner) -> List[nn.modules.batchnorm._BatchNorm]:
-    if owner is None or owner is False:
+def _modules_of(owner, kind) -> List[nn.Module]:
+    """The submodules of type ``kind`` of ``owner``: a module, a bound method of one (e.g.
+    ``net.head_forward``), or a list/tuple of those; anything else has none."""
+    if isinstance(owner, (list, tuple)):
+        return [m for o in owner for m in _modules_of(o, kind)]
+    if isinstance(getattr(owner, "__self__", None), nn.Module) and not isinstance(owner, nn.Module):
+        owner = owner.__self__
+    if not isinstance(owner, nn.Module):
         return []
-    if isinstance(owner, nn.Module):
-        mods: Iterable[nn.Module] = owner.modules()
-    elif isinstance(getattr(owner, "__self__", None), nn.Module):  # bound method, e.g. net.head_forward
-        mods = owner.__self__.modules()
-    elif isinstance(owner, (list, tuple)):
-        return [m for o in owner for m in _bn_modules(o)]
-    else:
-        return []
-    return [m for m in mods if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    return [m for m in owner.modules() if isinstance(m, kind)]
+
+
+def _unique(owners, kind) -> List[nn.Module]:
+    return list({id(m): m for o in owners for m in _modules_of(o, kind)}.values())
 
 
 @contextlib.contextmanager
@@ -93,7 +100,9 @@ def frozen_bn_stats(*owners):
     0 inside the block (so the kernel's own update keeps ``running = running`` exactly, without touching
     tensors autograd may have saved) and ``num_batches_tracked`` is restored on exit."""
     saved = []
-    for m in {id(m): m for o in owners for m in _bn_modules(o)}.values():
+    for m in _unique(owners, nn.modules.batchnorm._BatchNorm):
+        if not m.track_running_stats:
+            continue
         nbt = None if m.num_batches_tracked is None else m.num_batches_tracked.item()
         saved.append((m, m.momentum, nbt))
         m.momentum = 0.0
@@ -104,6 +113,29 @@ def frozen_bn_stats(*owners):
             m.momentum = momentum
             if nbt is not None:
                 m.num_batches_tracked.fill_(nbt)
+
+
+@contextlib.contextmanager
+def dropout_disabled(*owners):
+    """Within the block, the dropout layers (``nn.Dropout``, ``Dropout1d/2d/3d``, ``AlphaDropout``, ...) of
+    ``owners`` (modules, bound methods, lists of them) pass their input through unchanged: their
+    ``training`` flag is False inside the block and restored on exit; nothing else changes (BatchNorm
+    stays in train mode). Dropout called functionally inside a ``forward`` is not affected.
+
+    DTA compares the upper network under two masks at one layer, a random one and the adversarial one
+    (Eqs. 9-10): the masks should be the only difference between the reference, Jacobian and loss passes.
+    If ``upper`` has dropout layers of its own, each pass draws fresh masks from them too, the Jacobian
+    is that of a randomly thinned network, and the consistency term mostly teaches invariance to that
+    noise. Run the DTA passes under ``dropout_disabled(upper)``, with the random reference mask applied
+    explicitly (e.g. ``F.dropout2d(h, p)``)."""
+    saved = [(m, m.training) for m in _unique(owners, nn.modules.dropout._DropoutNd)]
+    for m, _ in saved:
+        m.training = False
+    try:
+        yield
+    finally:
+        for m, training in saved:
+            m.training = training
 
 
 def adversarial_dropout_mask_for(upper: Callable[[Tensor], Tensor], h: Tensor, target_logits: Tensor, *,
