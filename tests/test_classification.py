@@ -105,6 +105,20 @@ def test_dta_leaves_bn_stats_to_main_passes():
     assert bns and all(int(m.num_batches_tracked) == 1 for m in bns)
 
 
+def test_dta_passes_differ_by_their_masks_alone():
+    """fDTA/cDTA compare the classifier under a random and an adversarial mask; its own dropout layers
+    (p=0.5 on digits) are off in those passes. With no flips and no random mask the two passes are the
+    same network on the same input, so both terms are exactly 0."""
+    cfg = make_config("dta", "digits", seed=0, steps=1, batch=16, delta_c=0.0, delta_e=0.0, random_dropout=0.0,
+                      lambda_vat=0.0)
+    assert cfg.dropout == 0.5
+    tr = Trainer(cfg, small_digits())
+    tr.step_i = 0
+    out = tr.step_dta(*tr.batch())
+    assert out["fdta"].item() == 0.0 and out["cdta"].item() == 0.0
+    assert all(m.training for m in tr.net.modules())  # restored after the step
+
+
 def test_dta_vat_is_zero_at_zero_radius():
     """VAT compares a batch with its own perturbed copy under the same BatchNorm normalisation: at radius 0
     (and without random dropout in the network) the term is exactly 0. Comparing with the joint
