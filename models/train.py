@@ -4,8 +4,8 @@
     python -m models.train --method adr --task digits --seed 1 --steps 400 --out runs/adr_digits
     python -m models.train --method i2i --task "mnist->usps" --data-root ~/data   # files you already have
 
-Methods: source_only, adr, dta, i2i. Tasks: moons (ADR Sec. 4.1), digits (scikit-learn 8x8 digits ->
-rotated/dilated/inverted copy), or SRC->TGT with mnist, usps, svhn, office31:A|D|W read from --data-root
+Methods: source_only, adr, dta, i2i. Tasks: moons (ADR Sec. 4.1), digits (scikit-learn 8x8 digits, one half ->
+the other half rotated by 30 degrees), or SRC->TGT with mnist, usps, svhn, office31:A|D|W read from --data-root
 (nothing is downloaded). Prints the configuration, shows a progress bar, and writes to --out: the final
 checkpoint (checkpoint.pt), metrics.json (config, history of target accuracy and losses, final numbers) and
 metrics.png (target accuracy and the adaptation losses over training). Any Config field can be set with

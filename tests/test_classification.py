@@ -127,7 +127,7 @@ def test_dta_vat_is_zero_at_zero_radius():
                  data.moons(0))
     tr.step_i = 0
     out = tr.step_dta(*tr.batch())
-    assert float(out["vat"]) == 0.0
+    assert out["vat"].item() == 0.0
 
 
 # ------------------------------------------------------------------------------------- file loaders
