@@ -62,7 +62,9 @@ def plot_history(metrics: dict, path: str) -> None:
     skip = {"step", "target_acc", "target_acc_c2", "source_acc"}
     for key in [k for k in hist[0] if k not in skip]:
         a2.plot(steps, [h.get(key, float("nan")) for h in hist], label=key)
-    a2.set_xlabel("step"), a2.set_ylabel("loss (interval mean)"), a2.legend(fontsize=7), a2.grid(alpha=.3)
+    # symlog: terms of very different size (DTA's KL terms ~1e-2 beside CE ~1) and sign (critics) stay visible
+    a2.set_yscale("symlog", linthresh=1e-3)
+    a2.set_xlabel("step"), a2.set_ylabel("loss (interval mean, symlog)"), a2.legend(fontsize=7), a2.grid(alpha=.3)
     c = metrics["config"]
     fig.suptitle(f"{c['method']} on {c['task']} (seed {c['seed']})")
     fig.tight_layout()
