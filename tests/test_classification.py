@@ -87,13 +87,34 @@ def test_seeded_run_is_bitwise_reproducible(method):
     assert json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
 
 
-def test_i2i_zero_lambdas_is_source_only():
-    """All adaptation lambdas at zero: I2I's objective is the source cross-entropy alone (Table 1 row
-    with only lambda_c), so its first steps match those of the plain source-only objective."""
-    zero = dict(lambda_z=0.0, lambda_tr=0.0, lambda_id=0.0, lambda_cyc=0.0, lambda_trc=0.0)
-    tr = Trainer(make_config("i2i", "moons", seed=0, steps=10, eval_every=5, **zero), data.moons(0))
+I2I_LAMBDAS = ("lambda_z", "lambda_tr", "lambda_id", "lambda_cyc", "lambda_trc")
+
+
+@pytest.mark.parametrize("on, terms, trained", [
+    ((), {"ce"}, set()),                                               # source only
+    (("lambda_z",), {"ce", "q_z", "critic"}, {"d_z"}),                 # feature adversary (ADDA style)
+    (("lambda_id",), {"ce", "q_id"}, {"dec_s", "dec_t"}),              # reconstruction (DRCN style)
+    (("lambda_trc",), {"ce", "q_trc"}, set()),                         # Q_trc trains G and C, not the decoder
+    (("lambda_tr", "lambda_trc"), {"ce", "q_tr", "q_trc", "critic"},   # translate, classify translated
+     {"d_s", "d_t", "dec_s", "dec_t"}),
+    (("lambda_tr", "lambda_cyc"), {"ce", "q_tr", "q_cyc", "critic"},   # cycle-consistent translation
+     {"d_s", "d_t", "dec_s", "dec_t"}),
+    (I2I_LAMBDAS, {"ce", "q_z", "q_tr", "q_id", "q_cyc", "q_trc", "critic"},
+     {"d_z", "d_s", "d_t", "dec_s", "dec_t"}),
+], ids=["source_only", "feature_adversary", "reconstruction", "translated_ce", "translation", "cycle", "all"])
+def test_i2i_zero_lambdas_switch_terms_and_modules_off(on, terms, trained):
+    """I2I Table 1: a special case keeps some lambdas and zeroes the rest. Exactly its terms are computed,
+    and the critics and decoders that no remaining term trains keep their initial weights (parameters:
+    a decoder's BatchNorm statistics move whenever it runs in train mode)."""
+    lambdas = {k: (make_config("i2i", "moons").to_dict()[k] if k in on else 0.0) for k in I2I_LAMBDAS}
+    tr = Trainer(make_config("i2i", "moons", seed=0, steps=4, eval_every=4, **lambdas), data.moons(0))
+    parts = ("d_z", "d_s", "d_t", "dec_s", "dec_t")
+    before = {k: [p.detach().clone() for p in getattr(tr, k).parameters()] for k in parts}
     m = tr.fit()
-    assert set(m["history"][-1]) == {"step", "target_acc", "source_acc", "ce"}
+    assert set(m["history"][-1]) - {"step", "target_acc", "source_acc"} == terms
+    for k in parts:
+        same = all(torch.equal(p, q) for p, q in zip(getattr(tr, k).parameters(), before[k]))
+        assert same == (k not in trained), k
 
 
 def test_dta_leaves_bn_stats_to_main_passes():
