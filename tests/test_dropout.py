@@ -187,6 +187,23 @@ def test_module_and_loss():
     assert "channel" in repr(layer)
 
 
+def test_module_budget_arguments():
+    """Exactly one budget: ``delta``, ``max_flips``, or ``delta_max`` (ramped). ``max_flips=0`` is a budget
+    of zero flips: the layer returns ``h``, and with a base mask it applies that mask unchanged."""
+    with pytest.raises(ValueError, match="exactly one"):
+        AdversarialDropout("element", delta=0.1, max_flips=2)
+    with pytest.raises(ValueError, match="exactly one"):
+        AdversarialDropout("element", max_flips=2, delta_max=0.1)
+    with pytest.raises(ValueError, match="give"):
+        AdversarialDropout("element")
+    upper = fc_upper(bn=False)
+    h, z = torch.randn(3, 12, dtype=torch.float64), torch.randn(3, 3, dtype=torch.float64)
+    zero = AdversarialDropout("element", max_flips=0)
+    assert torch.equal(zero(h, upper, z), h)
+    base = (torch.arange(12) % 3 > 0).double().expand(3, 12)
+    assert torch.equal(zero(h, upper, z, base_mask=base), h * base)
+
+
 def test_delta_schedule():
     assert delta_schedule(0, 80, 0.05) == pytest.approx(0.05 / 80)
     assert delta_schedule(39, 80, 0.1) == pytest.approx(0.05)

@@ -226,9 +226,14 @@ class AdversarialDropout(nn.Module):
         super().__init__()
         if mode not in MODES:
             raise ValueError(f"AdversarialDropout: `mode` must be one of {MODES}, got {mode!r}")
-        if delta is None and max_flips is None:
-            if delta_max is None:
-                raise ValueError("AdversarialDropout: give `delta`, `max_flips` or `delta_max`")
+        given = [name for name, v in (("delta", delta), ("max_flips", max_flips), ("delta_max", delta_max))
+                 if v is not None]
+        if not given:
+            raise ValueError("AdversarialDropout: give `delta`, `max_flips` or `delta_max`")
+        if len(given) > 1:
+            raise ValueError(f"AdversarialDropout: give exactly one of `delta`, `max_flips` and `delta_max`, "
+                             f"got {', '.join(given)}")
+        if delta_max is not None:
             delta = delta_schedule(0, ramp_epochs, delta_max)
         self.mode, self.delta, self.max_flips = mode, delta, max_flips
         self.delta_max, self.ramp_epochs, self.rescale, self.freeze_bn = delta_max, ramp_epochs, rescale, freeze_bn
@@ -242,9 +247,10 @@ class AdversarialDropout(nn.Module):
 
     def mask(self, h: Tensor, upper: Callable[[Tensor], Tensor], target_logits: Tensor,
              base_mask: Optional[Tensor] = None) -> Tensor:
-        return adversarial_dropout_mask_for(upper, h, target_logits, delta=None if self.max_flips else self.delta,
-                                            max_flips=self.max_flips, mode=self.mode, base_mask=base_mask,
-                                            rescale=self.rescale, freeze_bn=self.freeze_bn)
+        delta = self.delta if self.max_flips is None else None
+        return adversarial_dropout_mask_for(upper, h, target_logits, delta=delta, max_flips=self.max_flips,
+                                            mode=self.mode, base_mask=base_mask, rescale=self.rescale,
+                                            freeze_bn=self.freeze_bn)
 
     def forward(self, h: Tensor, upper: Callable[[Tensor], Tensor], target_logits: Tensor,
                 base_mask: Optional[Tensor] = None) -> Tensor:
