@@ -117,6 +117,48 @@ def test_i2i_zero_lambdas_switch_terms_and_modules_off(on, terms, trained):
         assert same == (k not in trained), k
 
 
+def own_net(with_c2=False, flat=False):
+    """A user's backbone for 8x8 digits (not one of build_net's) and the Classifier on its features."""
+    from torch import nn
+    from models.classification.networks import Classifier, Net
+    if flat:
+        g, feat = nn.Sequential(nn.Flatten(), nn.Linear(64, 24), nn.BatchNorm1d(24), nn.ReLU()), 24
+    else:
+        g, feat = nn.Sequential(nn.Conv2d(1, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(), nn.MaxPool2d(2)), 96
+    mk = lambda: Classifier(feat, 16, 10, p=0.3)  # noqa: E731
+    return Net(g, mk(), mk() if with_c2 else None)
+
+
+@pytest.mark.parametrize("method", ["source_only", "adr", "dta", "i2i"])
+def test_trainer_takes_your_own_backbone(method):
+    net = own_net(with_c2=method == "adr")
+    before = [p.detach().clone() for p in net.g.parameters()]
+    tr = Trainer(make_config(method, "digits", seed=0, steps=3, eval_every=3, batch=16), small_digits(), net=net)
+    assert tr.net is net
+    tr.fit()
+    assert all(not torch.equal(p, q) for p, q in zip(net.g.parameters(), before))  # the backbone was trained
+    flat = own_net(flat=True, with_c2=method == "adr")  # a flat feature vector: fine except for I2I's decoders
+    if method == "i2i":
+        with pytest.raises(ValueError, match="feature map"):
+            Trainer(make_config(method, "digits", steps=1), small_digits(), net=flat)
+    else:
+        Trainer(make_config(method, "digits", seed=0, steps=2, eval_every=2, batch=16), small_digits(), net=flat).fit()
+
+
+def test_trainer_rejects_a_net_the_method_cannot_train():
+    from torch import nn
+    digits = small_digits()
+    with pytest.raises(ValueError, match="C'"):
+        Trainer(make_config("adr", "digits"), digits, net=own_net())
+    no_split = own_net()
+    no_split.c = nn.Sequential(nn.Flatten(), nn.Linear(96, 10))
+    with pytest.raises(ValueError, match="low"):
+        Trainer(make_config("dta", "digits"), digits, net=no_split)
+    Trainer(make_config("source_only", "digits"), digits, net=no_split)  # source-only needs no split
+    with pytest.raises(ValueError, match="backbone"):
+        Trainer(make_config("source_only", "digits"), digits, net=nn.Linear(64, 10))
+
+
 def test_dta_leaves_bn_stats_to_main_passes():
     """The auxiliary passes (Jacobian, adversarial, VAT) do not update BatchNorm statistics: one DTA step
     counts exactly one batch in each BN layer (the joint source+target pass)."""

@@ -51,7 +51,7 @@ import uda_ops
 from uda_ops.dropout import adversarial_dropout_mask_for, delta_schedule, dropout_disabled, frozen_bn_stats
 
 from .data import Task
-from .networks import Decoder, build_net, critic
+from .networks import Decoder, Net, build_net, critic
 
 METHODS = ("source_only", "adr", "dta", "i2i")
 
@@ -166,16 +166,37 @@ def gradient_penalty(d: nn.Module, real: Tensor, fake: Tensor, gen: torch.Genera
     return ((g.flatten(1).norm(dim=1) - 1) ** 2).mean()
 
 
-class Trainer:
-    """One run of one method on one task. ``fit()`` returns the metrics dict (history + final numbers)."""
+def check_net(net: nn.Module, method: str) -> nn.Module:
+    """``net`` if ``method`` can train it (see :class:`Trainer`), else a ValueError saying why."""
+    if not all(isinstance(getattr(net, a, None), nn.Module) for a in ("g", "c")):
+        raise ValueError("Trainer: `net` needs a backbone `g` and a classifier `c` (nn.Modules), e.g. "
+                         "models.classification.networks.Net(g, Classifier(features, hidden, classes))")
+    if method == "dta" and not all(callable(getattr(net.c, a, None)) for a in ("low", "top")):
+        raise ValueError("Trainer: DTA needs `net.c.low` and `net.c.top` (cDTA's mask goes between them), "
+                         "as in models.classification.networks.Classifier")
+    if method == "adr" and not isinstance(getattr(net, "c2", None), nn.Module):
+        raise ValueError("Trainer: ADR needs the extra classifier C' as `net.c2`: Net(g, c, c2)")
+    return net
 
-    def __init__(self, cfg: Config, task: Task, progress: bool = False, log: Callable[[str], None] = None):
+
+class Trainer:
+    """One run of one method on one task. ``fit()`` returns the metrics dict (history + final numbers).
+
+    ``task``: any :class:`Task` (your own tensors too). ``net``: your own network instead of the task's
+    default (``build_net``): a :class:`Net` whose ``g`` is any backbone and whose ``c`` splits into
+    ``low`` (to the hidden units, where cDTA's element-wise mask goes) and ``top`` (as
+    :class:`Classifier` does); fDTA's channel-wise mask goes on ``g``'s output. ADR also needs ``c2``
+    (its C'), and I2I on images needs ``g`` to return a feature map ``(N, F, h, w)`` for its decoders.
+    """
+
+    def __init__(self, cfg: Config, task: Task, progress: bool = False, net: Optional[Net] = None):
         self.cfg, self.task, self.progress = cfg, task, progress
-        self.log = log or (lambda s: None)
         torch.manual_seed(cfg.seed)
         self.gen = torch.Generator().manual_seed(cfg.seed + 1)
-        self.net = build_net(task, p=cfg.dropout, extra_classifier=cfg.method == "adr", width=cfg.width,
-                             hidden=cfg.hidden)
+        if net is None:
+            net = build_net(task, p=cfg.dropout, extra_classifier=cfg.method == "adr", width=cfg.width,
+                            hidden=cfg.hidden)
+        self.net = check_net(net, cfg.method)
         self.k = task.num_classes
         self.kl_scale = 1.0 / self.k if cfg.kl_norm == "official" else 1.0
         self.steps_per_epoch = max(1, len(task.xs) // cfg.batch)
@@ -185,6 +206,9 @@ class Trainer:
             self.opt_c2 = adam(self.net.c2.parameters())
         elif cfg.method == "i2i":
             feat_shape = self.net.g(task.xs[:2]).shape[1:]
+            if len(task.input_shape) == 3 and len(feat_shape) != 3:
+                raise ValueError(f"Trainer: I2I on images needs `net.g` to return a feature map (N, F, h, w) "
+                                 f"for its decoders, got (N, {', '.join(map(str, feat_shape))})")
             self.dec_s = Decoder(feat_shape, task.input_shape)
             self.dec_t = Decoder(feat_shape, task.input_shape)
             self.d_z, self.d_s, self.d_t = critic(feat_shape), critic(task.input_shape), critic(task.input_shape)
@@ -408,9 +432,10 @@ class Trainer:
         return sd
 
 
-def run(cfg: Config, task: Optional[Task] = None, progress: bool = False, data_root: str = None):
+def run(cfg: Config, task: Optional[Task] = None, progress: bool = False, data_root: str = None,
+        net: Optional[Net] = None):
     from .data import get_task
 
     task = task if task is not None else get_task(cfg.task, cfg.seed, data_root)
-    trainer = Trainer(cfg, task, progress=progress)
+    trainer = Trainer(cfg, task, progress=progress, net=net)
     return trainer.fit(), trainer
