@@ -50,7 +50,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Iterable, List, Optional, Union
+from typing import Callable, List, Optional, Union
 
 import torch
 from torch import Tensor, nn
@@ -247,8 +247,7 @@ class AdversarialDropout(nn.Module):
 
     def mask(self, h: Tensor, upper: Callable[[Tensor], Tensor], target_logits: Tensor,
              base_mask: Optional[Tensor] = None) -> Tensor:
-        delta = self.delta if self.max_flips is None else None
-        return adversarial_dropout_mask_for(upper, h, target_logits, delta=delta, max_flips=self.max_flips,
+        return adversarial_dropout_mask_for(upper, h, target_logits, delta=self.delta, max_flips=self.max_flips,
                                             mode=self.mode, base_mask=base_mask, rescale=self.rescale,
                                             freeze_bn=self.freeze_bn)
 
