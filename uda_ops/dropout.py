@@ -82,8 +82,8 @@ def _modules_of(owner, kind) -> List[nn.Module]:
     ``net.head_forward``), or a list/tuple of those; anything else has none."""
     if isinstance(owner, (list, tuple)):
         return [m for o in owner for m in _modules_of(o, kind)]
-    if isinstance(getattr(owner, "__self__", None), nn.Module) and not isinstance(owner, nn.Module):
-        owner = owner.__self__
+    if not isinstance(owner, nn.Module):
+        owner = getattr(owner, "__self__", None)  # a bound method's module
     if not isinstance(owner, nn.Module):
         return []
     return [m for m in owner.modules() if isinstance(m, kind)]
