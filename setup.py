@@ -8,9 +8,13 @@ from whether a GPU is present, so a CUDA build can be made on a machine without 
     UDA_OPS_NO_EXTENSION=1 build nothing: uda_ops runs every op through its eager PyTorch path
     TORCH_CUDA_ARCH_LIST   CUDA architectures (default below: Volta (Turing from CUDA 13) to Hopper, plus PTX)
     MAX_JOBS               parallel compile jobs (ninja)
+    CUDA_HOME              the toolkit; when unset it is found from the `nvcc` on PATH (find_cuda_home)
 """
 import glob
 import os
+import re
+import shutil
+import subprocess
 
 from setuptools import setup
 
@@ -32,9 +36,50 @@ def _sources(pattern):
     return sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, pattern)))
 
 
+def has_cudart(root):
+    """Whether ``root`` looks like a CUDA toolkit torch can link against (libcudart where it looks)."""
+    return any(glob.glob(os.path.join(root, lib, "libcudart.so*")) for lib in ("lib64", "lib"))
+
+
+def _nvcc_top(nvcc, timeout=30):
+    """The toolkit root nvcc itself reports: `nvcc -v --dryrun` prints `#$ TOP=<root>/bin/..` (to stderr),
+    whatever wrapper scripts stand in front of it."""
+    try:
+        out = subprocess.run([nvcc, "-v", "--dryrun", "-x", "cu", "-c", os.devnull, "-o", os.devnull],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    m = re.search(r"^#\$ TOP=(.+)$", out, re.MULTILINE)
+    return os.path.normpath(m.group(1).strip()) if m else None
+
+
+def find_cuda_home(environ=os.environ):
+    """The CUDA toolkit root to build with when CUDA_HOME/CUDA_PATH is unset, or None to leave torch's guess.
+
+    torch takes the parent of the folder of the ``nvcc`` on PATH; where that ``nvcc`` is a wrapper outside the
+    toolkit (``/usr/local/bin/nvcc`` running ``exec /usr/local/cuda-13.0/bin/nvcc``) that guess holds no
+    libcudart and the link fails with ``cannot find -lcudart``. Tried in order, the first holding libcudart
+    wins: torch's guess, the same through symlinks, the ``TOP`` that nvcc reports for itself."""
+    if environ.get("CUDA_HOME") or environ.get("CUDA_PATH"):
+        return None
+    nvcc = shutil.which("nvcc", path=environ.get("PATH", ""))
+    if nvcc is None:
+        return None
+    for guess in (lambda: os.path.dirname(os.path.dirname(nvcc)),
+                  lambda: os.path.dirname(os.path.dirname(os.path.realpath(nvcc))),
+                  lambda: _nvcc_top(nvcc)):
+        root = guess()
+        if root and has_cudart(root):
+            return root
+    return None
+
+
 def extensions():
     if _flag("UDA_OPS_NO_EXTENSION"):
         return [], {}
+    cuda_home = find_cuda_home()
+    if cuda_home is not None:
+        os.environ["CUDA_HOME"] = cuda_home  # read by torch.utils.cpp_extension when first imported
     import torch
     from torch.utils import cpp_extension
 
@@ -75,5 +120,6 @@ def extensions():
     return [ext], {"build_ext": cpp_extension.BuildExtension.with_options(use_ninja=True)}
 
 
-ext_modules, cmdclass = extensions()
-setup(ext_modules=ext_modules, cmdclass=cmdclass)
+if __name__ == "__main__":  # setuptools runs this file as __main__; tests import it for the helpers above
+    ext_modules, cmdclass = extensions()
+    setup(ext_modules=ext_modules, cmdclass=cmdclass)
