@@ -65,10 +65,11 @@ def make_inputs(op, shape, dtype, kind="random", layout="contiguous", dim=1, see
     return xs, cuda
 
 
-def check_cuda_op(op, cpu_inputs, cuda_inputs, dim=1, grads=True, grad_seed=1):
-    """The CUDA kernel against the float64 reference on the same (rounded) values: value and gradients."""
+def check_cuda_op(op, cpu_inputs, cuda_inputs, dim=1, grads=True, grad_seed=1, clone=True):
+    """The CUDA kernel against the float64 reference on the same (rounded) values: value and gradients.
+    clone=False: the inputs are used as they are (a view keeps its storage offset)."""
     dtype = cuda_inputs[-1].dtype
-    xs = [x.detach().clone().requires_grad_(grads) for x in cuda_inputs]
+    xs = [(x.detach().clone() if clone else x.detach()).requires_grad_(grads) for x in cuda_inputs]
     out = op.fn(xs, dim)
     assert out.device.type == DEV.type
     xs64 = [x.detach().double().requires_grad_(grads) for x in cpu_inputs]
@@ -348,3 +349,48 @@ def test_mask_all_flipped_row_stays_zero():
     jac = -torch.ones(2, 6, device=DEV)
     out = uda_ops.adversarial_dropout_mask(jac.clone().sub_(torch.arange(6, device=DEV)), max_flips=10)
     assert torch.equal(out, torch.zeros_like(out))
+
+
+# ------------------------------------------------------------------------------------------------------
+# The vectorised planes kernels: aligned 128-bit tiles, tails, views misaligned by one element
+# ------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("shape", [(2, 19, 16, 32), (3, 5, 8, 9), (2, 150, 8, 8), (1, 2, 1, 13), (2, 40, 4, 6)],
+                         ids=str)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("op", OPS, ids=OP_IDS)
+def test_planes_tiles_and_misaligned_views(op, dtype, shape):
+    cpu, cuda = make_inputs(op, shape, dtype)
+    check_cuda_op(op, cpu, cuda)
+    # the same values one element into a buffer: the data pointer is not 16-byte aligned
+    first = 1 if op.with_d else 0
+    shifted = [x if i < first else torch.cat([x.new_zeros(1), x.reshape(-1)])[1:].view(x.shape)
+               for i, x in enumerate(cuda)]
+    assert all(x.data_ptr() % 16 for x in shifted[first:])
+    check_cuda_op(op, cpu, shifted, clone=False)
+
+
+BACKWARDS = {  # op -> (backward op, arguments after the gradient, forward's output shape)
+    "entropy_backward": lambda z: (z, 1),
+    "self_information_backward": lambda z: (z, 1),
+    "sym_kl_backward": lambda z: (z, z, 1, False),
+    "kl_div_backward": lambda z: (z, z, 1, True),
+    "cosine_discrepancy_backward": lambda z: (z, z, 1),
+    "clan_adversarial_backward": lambda z: (torch.zeros(z.shape[0], *z.shape[2:], device=z.device), z, z, 1.0, 40.0,
+                                            0.4, 1, True),
+}
+
+
+@pytest.mark.skipif(DEV.type != "cuda", reason="needs a CUDA device (a gradient on another device)")
+@pytest.mark.parametrize("name", sorted(BACKWARDS))
+def test_backward_checks_gradient_device_dtype_shape(name):
+    z = torch.randn(2, 3, 4, 5, device=DEV)
+    args = BACKWARDS[name](z)
+    shape = z.shape if name == "self_information_backward" else (2, 4, 5)
+    fn = getattr(torch.ops.uda_ops, name)
+    fn(torch.ones(shape, device=DEV), *args)  # the right gradient works
+    with pytest.raises(RuntimeError, match="gradient is on cpu"):
+        fn(torch.ones(shape), *args)
+    with pytest.raises(RuntimeError, match="floating point"):
+        fn(torch.ones(shape, device=DEV, dtype=torch.int64), *args)
+    with pytest.raises(RuntimeError, match="gradient has shape"):
+        fn(torch.ones(2, *shape, device=DEV), *args)

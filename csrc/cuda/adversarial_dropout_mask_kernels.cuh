@@ -57,6 +57,16 @@ UDA_HD acc_t flipped_value(acc_t a, acc_t t, acc_t base) {
   return a > t ? acc_t(1) - base : base;
 }
 
+// What a row's search gives before any selection: the search itself, NaN everywhere (a NaN in the row's
+// Jacobian is never hidden), or the base mask unchanged (SPEC section 4 step 1: L == 0). Shared by the
+// select kernel and the host check.
+enum class RowOutcome { kSearch, kNaN, kBase };
+UDA_HD RowOutcome row_outcome(bool has_nan, int64_t L) {
+  if (L == 0) return RowOutcome::kBase;  // before the NaN check: the budget decides first
+  if (has_nan) return RowOutcome::kNaN;
+  return RowOutcome::kSearch;
+}
+
 // One step of the radix select, shared by the device kernel and the host check: given the histogram
 // of the current 8-bit digit (among keys matching the prefix so far) and the rank k (0-based, counted
 // from the largest) within them, returns the digit holding that rank and updates k to the rank inside
@@ -194,11 +204,13 @@ __global__ void __launch_bounds__(kSelectThreads)
     has_nan |= is_nan(j) ? 1 : 0;
     a[u] = candidate_value(j, base != nullptr ? base[u] : acc_t(1));
   }
-  if (__syncthreads_or(has_nan)) {  // never hidden (also the barrier that publishes a[])
+  // (__syncthreads_or is also the barrier that publishes a[])
+  const RowOutcome outcome = row_outcome(__syncthreads_or(has_nan) != 0, L);
+  if (outcome == RowOutcome::kNaN) {
     for (int64_t u = threadIdx.x; u < U; u += blockDim.x) store(o + u, quiet_nan<acc_t>());
     return;
   }
-  if (L == 0) {
+  if (outcome == RowOutcome::kBase) {
     for (int64_t u = threadIdx.x; u < U; u += blockDim.x) store(o + u, base != nullptr ? base[u] : acc_t(1));
     return;
   }

@@ -35,6 +35,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> clan_adversarial_backward_cuda(
     double lambda_local, double epsilon, int64_t dim, bool need_logit_grads) {
   check_pair("clan_adversarial_backward", z1, z2);
   check_cuda("clan_adversarial_backward", z1);
+  check_grad("clan_adversarial_backward", grad, z1, map_shape(z1, dim));
   TORCH_CHECK(d.device() == z1.device(), "clan_adversarial_backward: d must be on the device of the logits");
   const c10::cuda::CUDAGuard guard(z1.device());
   const ClassLayout L = class_layout(z1, dim);

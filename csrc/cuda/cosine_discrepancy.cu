@@ -27,6 +27,7 @@ std::tuple<at::Tensor, at::Tensor> cosine_discrepancy_backward_cuda(const at::Te
                                                                     const at::Tensor& z2, int64_t dim) {
   check_pair("cosine_discrepancy_backward", z1, z2);
   check_cuda("cosine_discrepancy_backward", z1);
+  check_grad("cosine_discrepancy_backward", grad, z1, map_shape(z1, dim));
   const c10::cuda::CUDAGuard guard(z1.device());
   const ClassLayout L = class_layout(z1, dim);
   check_classes("cosine_discrepancy_backward", L);

@@ -23,6 +23,7 @@ at::Tensor entropy_cuda(const at::Tensor& z, int64_t dim) {
 
 at::Tensor entropy_backward_cuda(const at::Tensor& grad, const at::Tensor& z, int64_t dim) {
   check_cuda("entropy_backward", z);
+  check_grad("entropy_backward", grad, z, map_shape(z, dim));
   const c10::cuda::CUDAGuard guard(z.device());
   const ClassLayout L = class_layout(z, dim);
   check_classes("entropy_backward", L);

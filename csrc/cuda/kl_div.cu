@@ -28,6 +28,7 @@ std::tuple<at::Tensor, at::Tensor> kl_div_backward_cuda(const at::Tensor& grad, 
                                                         const at::Tensor& target, int64_t dim, bool need_target) {
   check_pair("kl_div_backward", input, target);
   check_cuda("kl_div_backward", input);
+  check_grad("kl_div_backward", grad, input, map_shape(input, dim));
   const c10::cuda::CUDAGuard guard(input.device());
   const ClassLayout L = class_layout(input, dim);
   check_classes("kl_div_backward", L);

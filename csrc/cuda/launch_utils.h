@@ -51,5 +51,15 @@ inline void check_cuda(const char* op, const at::Tensor& t) {
   TORCH_CHECK(t.is_cuda(), op, ": expected a CUDA tensor, got one on ", t.device());
 }
 
+// The upstream gradient of a backward op: on the inputs' device (a kernel would otherwise read another
+// device's memory), floating point, and shaped like the forward's output.
+inline void check_grad(const char* op, const at::Tensor& grad, const at::Tensor& input, at::IntArrayRef shape) {
+  TORCH_CHECK(grad.device() == input.device(), op, ": gradient is on ", grad.device(), ", the inputs on ",
+              input.device());
+  TORCH_CHECK(at::isFloatingType(grad.scalar_type()), op, ": gradient must be floating point, got ",
+              grad.scalar_type());
+  TORCH_CHECK(grad.sizes() == shape, op, ": gradient has shape ", grad.sizes(), ", expected ", shape);
+}
+
 }  // namespace cuda
 }  // namespace uda_ops

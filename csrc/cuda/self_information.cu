@@ -22,9 +22,8 @@ at::Tensor self_information_cuda(const at::Tensor& z, int64_t dim) {
 }
 
 at::Tensor self_information_backward_cuda(const at::Tensor& grad, const at::Tensor& z, int64_t dim) {
-  TORCH_CHECK(grad.sizes() == z.sizes(), "self_information_backward: gradient has shape ", grad.sizes(),
-              ", expected ", z.sizes());
   check_cuda("self_information_backward", z);
+  check_grad("self_information_backward", grad, z, z.sizes());
   const c10::cuda::CUDAGuard guard(z.device());
   const ClassLayout L = class_layout(z, dim);
   check_classes("self_information_backward", L);

@@ -28,6 +28,7 @@ std::tuple<at::Tensor, at::Tensor> sym_kl_backward_cuda(const at::Tensor& grad, 
                                                         const at::Tensor& b, int64_t dim, bool detach_targets) {
   check_pair("sym_kl_backward", a, b);
   check_cuda("sym_kl_backward", a);
+  check_grad("sym_kl_backward", grad, a, map_shape(a, dim));
   const c10::cuda::CUDAGuard guard(a.device());
   const ClassLayout L = class_layout(a, dim);
   check_classes("sym_kl_backward", L);

@@ -281,8 +281,9 @@ static std::vector<acc_t> select_row_host(const std::vector<acc_t>& jac, const s
     has_nan |= is_nan(jac[u]);
     a[u] = candidate_value(jac[u], m0 ? (*m0)[u] : acc_t(1));
   }
-  if (has_nan) return std::vector<acc_t>(U, quiet_nan<acc_t>());
-  if (L == 0) return m0 ? *m0 : std::vector<acc_t>(U, acc_t(1));
+  const RowOutcome outcome = row_outcome(has_nan, L);
+  if (outcome == RowOutcome::kNaN) return std::vector<acc_t>(U, quiet_nan<acc_t>());
+  if (outcome == RowOutcome::kBase) return m0 ? *m0 : std::vector<acc_t>(U, acc_t(1));
   acc_t t = 0;
   if (L + 1 <= U) {
     using Key = typename KeyOf<acc_t>::type;
@@ -336,6 +337,13 @@ static void check_mask() {
   // NaN row: all NaN; L == 0: the base mask
   auto nanrow = select_row_host<float>({-1.0f, NAN, 1.0f}, nullptr, 1, true);
   expect(std::isnan(nanrow[0]) && std::isnan(nanrow[2]), "NaN row", nanrow[0], NAN);
+  // SPEC section 4 step 1: a zero budget returns the base mask unchanged, even for a row with a NaN
+  const std::vector<float> nanbase = {1.0f, 0.0f, 1.0f};
+  for (const std::vector<float>* b : {&nanbase, static_cast<const std::vector<float>*>(nullptr)}) {
+    auto zero = select_row_host<float>({-1.0f, NAN, 1.0f}, b, 0, true);
+    for (int u = 0; u < 3; ++u)
+      expect(zero[u] == (b ? (*b)[u] : 1.0f), "NaN row with L == 0 gives the base mask", zero[u], b ? (*b)[u] : 1.0);
+  }
   // random rows with many ties and several sizes: the select agrees with nth_element (checked inside)
   std::mt19937 rng(3);
   for (int trial = 0; trial < 30; ++trial) {
