@@ -75,6 +75,27 @@ def test_edge_cases(backend, backend_name):
     assert not mask(jg, delta=0.5).requires_grad
 
 
+@pytest.mark.parametrize("backend_name", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_nan_row_with_zero_budget_returns_base_mask(backend, backend_name, dtype):
+    """SPEC section 4 step 1 comes first: L == 0 returns m0 unchanged, even for a row holding a NaN;
+    with L > 0 the NaN row is NaN. Element-wise, precomputed impact and fused (g, h) alike."""
+    backend(backend_name)
+    j = torch.tensor([[math.nan, -1.0, 1.0, 0.5], [-1.0, 2.0, 3.0, -0.1]], dtype=dtype)
+    m0 = torch.tensor([[1.0, 0.0, 1.0, 1.0], [0.0, 1.0, 1.0, 1.0]], dtype=dtype)
+    g = j[:, :, None, None].expand(2, 4, 2, 3).contiguous()
+    h = torch.ones_like(g)
+    for kw in ({"max_flips": 0}, {"delta": 0.2}, {"max_flips": 0, "base_mask": m0}, {"delta": 0.2, "base_mask": m0}):
+        expected = reference.adversarial_dropout_mask(j, **kw)
+        assert not expected.isnan().any(), kw  # the reference: the base mask, as SPEC step 1 says
+        for out in (uda_ops.adversarial_dropout_mask(j, **kw), uda_ops.channel_adversarial_dropout_mask(j, **kw),
+                    uda_ops.channel_adversarial_dropout_mask(g, h, **kw),
+                    uda_ops.channel_adversarial_dropout_mask(g.to(memory_format=torch.channels_last), h, **kw)):
+            assert torch.equal(out, expected), (kw, out)
+    assert uda_ops.adversarial_dropout_mask(j, max_flips=1)[0].isnan().all()
+    assert uda_ops.channel_adversarial_dropout_mask(g, h, max_flips=1)[0].isnan().all()
+
+
 @requires_ext
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("n,u,flips", [(1, 1, 1), (3, 7, 2), (4, 1000, 100), (2, 1000, 999), (5, 64, 0),

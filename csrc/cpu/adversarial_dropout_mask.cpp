@@ -10,14 +10,14 @@ namespace cpu {
 template <typename acc_t, typename scalar_t>
 void search_row(const acc_t* __restrict jac, const acc_t* __restrict m0, int64_t U, int64_t L,
                 bool rescale, acc_t* __restrict work, scalar_t* __restrict out) {
+  if (L == 0) {  // SPEC step 1, before anything is read from J: m0 unchanged, NaN or not
+    for (int64_t u = 0; u < U; ++u) out[u] = static_cast<scalar_t>(m0 ? m0[u] : acc_t(1));
+    return;
+  }
   bool has_nan = false;
   for (int64_t u = 0; u < U; ++u) has_nan |= std::isnan(jac[u]);
   if (has_nan) {  // never hidden
     for (int64_t u = 0; u < U; ++u) out[u] = static_cast<scalar_t>(std::numeric_limits<acc_t>::quiet_NaN());
-    return;
-  }
-  if (L == 0) {
-    for (int64_t u = 0; u < U; ++u) out[u] = static_cast<scalar_t>(m0 ? m0[u] : acc_t(1));
     return;
   }
   // a_u = |J_u| for candidates ((2 m0 - 1) sign(J) < 0), 0 otherwise; J == 0 never flips.
