@@ -1,6 +1,7 @@
 """GPU measurement helpers shared by test_bench_gpu.py, gpu_summary.py and train_step.py: backends as impls,
 synchronised timing, peak device memory of one step, and the device's copy bandwidth (the roofline every
-memory-bound kernel is judged against). Everything degrades to a CPU no-op so that the logic can be smoke
+memory-bound kernel is judged against); and the method of issue 10 (time_rotated: CUDA events per repetition,
+no host sync between them, median, inputs rotated to exceed L2; time_graph: CUDA-graph replays). Everything degrades to a CPU no-op so that the logic can be smoke
 tested without a GPU (UDA_BENCH_DEVICE=cpu)."""
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import contextlib
 import os
 import platform
 import time
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Optional
 
 import torch
 
@@ -140,3 +141,73 @@ def machine_info(device: torch.device) -> Dict[str, object]:
         info["triton"] = None
     info["uda_ops_build"] = uda_ops.backend_info().get("build")
     return info
+
+
+# ---------------------------------------------------------------------------------------------------
+# The method of issue 10 (the device tool's METHOD.md): events, medians, rotated inputs, graph replays
+# ---------------------------------------------------------------------------------------------------
+ROTATE_BYTES = 60 * 2**20  # rotate among input sets totalling at least this (H100/H200 L2: 50 MB)
+
+
+def rotation_count(set_bytes: int, min_bytes: int = ROTATE_BYTES, cap: int = 16) -> int:
+    """How many input sets to rotate among: at least 2, enough to exceed `min_bytes` together (<= cap)."""
+    return max(2, min(cap, -(-min_bytes // max(set_bytes, 1))))
+
+
+def _median(xs: List[float]) -> float:
+    xs = sorted(xs)
+    n = len(xs)
+    return xs[n // 2] if n % 2 else 0.5 * (xs[n // 2 - 1] + xs[n // 2])
+
+
+def time_rotated(steps: List[Callable[[], object]], device: torch.device, reps: int = 50,
+                 warmup: int = 5) -> Dict[str, float]:
+    """Median and spread (ms) of one step, step i % len(steps) at repetition i (each on its own input set).
+    On a GPU every repetition sits between its own pair of CUDA events, all recorded back to back with one
+    synchronisation at the end (no host sync between repetitions); elsewhere perf_counter."""
+    for i in range(warmup):
+        steps[i % len(steps)]()
+    sync(device)
+    times: List[float] = []
+    if device.type == "cuda":
+        events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(reps)]
+        for i, (a, b) in enumerate(events):
+            a.record()
+            steps[i % len(steps)]()
+            b.record()
+        torch.cuda.synchronize(device)
+        times = [a.elapsed_time(b) for a, b in events]
+    else:
+        for i in range(reps):
+            t0 = time.perf_counter()
+            steps[i % len(steps)]()
+            times.append((time.perf_counter() - t0) * 1e3)
+    times.sort()
+    return {"ms": _median(times), "p10_ms": times[len(times) // 10], "p90_ms": times[(9 * len(times)) // 10]}
+
+
+def time_graph(steps: List[Callable[[], object]], device: torch.device, reps: int = 50,
+               warmup: int = 3) -> Optional[float]:
+    """Median ms of one step replayed from a CUDA graph (one graph per input set, replayed in rotation), so
+    that Python dispatch and launch gaps are left out. None off a GPU or where the step cannot be captured."""
+    if device.type != "cuda":
+        return None
+    graphs, keep = [], []
+    try:
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):
+            for _ in range(warmup):
+                for s in steps:
+                    s()
+        torch.cuda.current_stream(device).wait_stream(side)
+        for s in steps:
+            g = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(g):
+                keep.append(s())  # outputs stay alive with the graph's memory pool
+            graphs.append(g)
+    except Exception:  # noqa: BLE001  (not capturable: host syncs, CPU fallbacks)
+        sync(device)
+        return None
+    return time_rotated([g.replay for g in graphs], device, reps=reps, warmup=warmup)["ms"]
+

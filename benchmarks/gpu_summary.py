@@ -1,10 +1,22 @@
-"""Run the GPU benchmark suite (benchmarks/test_bench_gpu.py) or read a saved run, and print each uda_ops
-backend (CUDA kernels, Triton) beside eager and torch.compile of the reference: ms, speed-ups, achieved GB/s
-and its fraction of the device's measured copy bandwidth, peak extra memory; plus the training step.
+"""GPU benchmarks by the method of issue 10 (the device tool's METHOD.md): every loss forward+backward (and
+optionally forward alone) and the mask searches, each uda_ops backend (CUDA kernels, Triton) beside the eager
+reference, torch.compile of it (default, and max-autotune-no-cudagraphs), and the official repositories'
+eager formulas (benchmarks/official.py), at (2, 19, 512, 1024) and (8, 19, 256, 512), fp32 and bf16, NCHW and
+channels_last.
 
-    python benchmarks/gpu_summary.py --save           # run, print, keep JSON + plot in benchmarks/results/
-    python benchmarks/gpu_summary.py -k entropy --markdown
-    python benchmarks/gpu_summary.py --from raw.json  # summarise an earlier pytest-benchmark JSON
+How it times: CUDA events around each repetition, all recorded back to back and synchronised once; the
+median of --reps repetitions after a warm-up; the inputs rotated among enough sets to exceed the L2 cache
+(gpu_common.ROTATE_BYTES, 60 MB); and a second time from CUDA-graph replays of the same steps (Python dispatch
+and launch gaps left out; "-" where a step cannot be captured).
+Columns: ms (events), graph ms, GB/s for the bytes that must move (inputs read, outputs and gradients written;
+fwd+bwd reads the inputs twice) and its fraction of the device-to-device copy bandwidth measured once in the
+same run, speed-up over eager ("x eager") and over each torch.compile, and peak memory above the inputs
+(outputs, gradients, temporaries) beside the gradients' own size.
+
+    python benchmarks/gpu_summary.py --save                        # all of it; JSON + markdown in benchmarks/results/
+    python benchmarks/gpu_summary.py --ops entropy --dtypes bf16 --reps 20
+    python benchmarks/gpu_summary.py --dry-run                     # CPU, tiny shapes: exercises the code, no GPU
+    python benchmarks/gpu_summary.py --from results.json --markdown   # print an earlier run
 """
 from __future__ import annotations
 
@@ -13,59 +25,154 @@ import json
 import os
 import re
 import sys
+import time
+from typing import Callable, Dict, List, Optional, Sequence
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 sys.path.insert(0, ROOT)
 
-from summary import fmt, run_suite  # noqa: E402
+import torch  # noqa: E402
 
-IMPL_ORDER = ("cuda", "triton", "eager", "compile", "reference", "native")
+import gpu_common as G  # noqa: E402
+from cases import CASES, bytes_moved, step  # noqa: E402
+from summary import fmt  # noqa: E402
+
+try:  # the official repositories' eager formulas (CPU helper's benchmarks/official.py)
+    from official import OFFICIAL  # noqa: E402
+except ImportError:  # HOOK: without official.py the "official" column is simply absent
+    OFFICIAL = {}
+
+LOSSES = [c for c in CASES if CASES[c].differentiable]
+MASKS = [c for c in CASES if not CASES[c].differentiable]
+LAYOUTS = ("nchw", "channels_last")
+COMPILE_MODES = {"compile": "default", "compile_max": "max-autotune-no-cudagraphs"}
 FAST = ("cuda", "triton")
+REFS = ("eager", "compile", "compile_max", "official")
+IMPL_ORDER = FAST + REFS
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "fp64": torch.float64}
 
 
-def summarise(raw: dict) -> list:
-    by = {}
-    for b in raw["benchmarks"]:
-        e = b["extra_info"]
-        key = (e["case"], tuple(e["shape"]), e["dtype"], e["mode"])
-        by.setdefault(key, {})[e["impl"]] = dict(e, median_ms=b["stats"]["median"] * 1e3)
+def in_layout(inputs: Sequence[torch.Tensor], layout: str) -> List[torch.Tensor]:
+    if layout == "nchw":
+        return list(inputs)
+    return [x.detach().contiguous(memory_format=torch.channels_last).requires_grad_(x.requires_grad)
+            if x.dim() == 4 else x for x in inputs]
+
+
+def impl_fn(case: str, impl: str) -> Optional[Callable]:
+    """The callable an impl runs (None: not available for this case)."""
+    c = CASES[case]
+    if impl in G.UDA_IMPLS:
+        return G.with_backend(c.fused, G.UDA_IMPLS[impl])
+    if impl == "eager":
+        return c.ref
+    if impl in COMPILE_MODES:
+        return torch.compile(c.ref, mode=COMPILE_MODES[impl])
+    if impl == "official":
+        return OFFICIAL.get(case)
+    raise ValueError(impl)
+
+
+def measure(case: str, impl: str, mode: str, shape, dtype: torch.dtype, layout: str, device: torch.device,
+            reps: int, graphs: bool) -> Dict[str, object]:
+    """One row: an impl of a case on rotated input sets."""
+    c = CASES[case]
+    fn = impl_fn(case, impl)
+    if fn is None:
+        return {}
+    first = in_layout(c.make(device, shape=shape, dtype=dtype), layout)
+    set_bytes = sum(x.numel() * x.element_size() for x in first)
+    sets = [first] + [in_layout([x.detach().clone().requires_grad_(x.requires_grad) for x in first], layout)
+                      for _ in range(G.rotation_count(set_bytes) - 1)]
+    if impl in COMPILE_MODES:
+        torch._dynamo.reset()
+    steps = [step(fn, s, mode) for s in sets]
+    out: Dict[str, object] = {"sets": len(sets)}
+    try:
+        out.update(G.time_rotated(steps, device, reps=reps))
+    except Exception as exc:  # noqa: BLE001  (a backend without this dtype/device: recorded, not fatal)
+        return {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+    if graphs:
+        out["graph_ms"] = G.time_graph(steps, device, reps=reps)
+    out["peak_mib"] = G.peak_device_bytes(steps[0], device) / 2**20
+    out["bytes"] = bytes_moved(c, first, mode) if impl in FAST or impl == "eager" else None
+    return out
+
+
+def run(ops: Sequence[str], shapes, dtypes: Sequence[str], layouts: Sequence[str], modes: Sequence[str],
+        impls: Sequence[str], device: torch.device, reps: int, graphs: bool = True,
+        budget_s: Optional[float] = None, log=print) -> List[dict]:
+    """Measure every (op, shape, dtype, layout, mode) for every impl; rows as in the module docstring. Past
+    `budget_s` seconds the torch.compile impls are skipped (compilation dominates the time of a run)."""
+    t0 = time.time()
+    copy = G.copy_bandwidth_gbps(device)
     rows = []
-    for (case, shape, dtype, mode), impls in sorted(by.items()):
-        row = {"op": case, "shape": list(shape), "dtype": dtype, "mode": mode}
-        for impl, r in impls.items():
-            row[f"{impl}_ms"] = r["median_ms"]
-            row[f"{impl}_peak_mib"] = r.get("peak_bytes", 0) / 2**20
-            if r.get("bytes"):
-                gbps = r["bytes"] / (r["median_ms"] * 1e-3) / 1e9
-                row[f"{impl}_gbps"] = gbps
-                if r.get("copy_gbps"):
-                    row[f"{impl}_frac_copy"] = gbps / r["copy_gbps"]
-                    row["copy_gbps"] = r["copy_gbps"]
-        base = "reference" if case == "train_step" else "eager"
+    configs = [(op, shape, dt, lay, mode) for op in ops if op in LOSSES for shape in shapes for dt in dtypes
+               for lay in layouts for mode in modes]
+    configs += [(op, None, dt, "nchw", "fwd") for op in ops if op in MASKS for dt in dtypes]
+    for op, shape, dt, lay, mode in configs:
+        row = {"op": op, "shape": list(shape) if shape else "dta", "dtype": dt, "layout": lay, "mode": mode,
+               "copy_gbps": copy, "grads_mib": grads_mib(op, shape, DTYPES[dt], mode)}
         for impl in impls:
-            for ref in (base, "compile"):
-                if ref in impls and impl not in (ref, "eager", "reference"):
-                    row[f"{impl}_x_{ref}"] = impls[ref]["median_ms"] / impls[impl]["median_ms"]
+            if impl in COMPILE_MODES and budget_s is not None and time.time() - t0 > budget_s:
+                row[f"{impl}_skipped"] = "time budget"
+                continue
+            r = measure(op, impl, mode, shape, DTYPES[dt], lay, device, reps, graphs)
+            for k, v in r.items():
+                row[f"{impl}_{k}"] = v
+        finish_row(row)
         rows.append(row)
+        log(f"[{time.time() - t0:6.0f}s] {op} {row['shape']} {dt} {lay} {mode}: " + ", ".join(
+            f"{i} {row[f'{i}_ms']:.3f}" for i in impls if isinstance(row.get(f"{i}_ms"), float)))
     return rows
 
 
-def table(rows: list, markdown: bool) -> str:
-    present = [i for i in IMPL_ORDER if any(f"{i}_ms" in r for r in rows)]
-    head = ["op", "shape", "dtype", "mode"] + [f"{i} ms" for i in present]
-    head += [f"{i} x{ref}" for i in FAST if i in present for ref in ("eager", "compile")]
-    head += [f"{i} GB/s (%copy)" for i in FAST if i in present] + ["peak MiB " + "/".join(present)]
+def grads_mib(op: str, shape, dtype: torch.dtype, mode: str) -> float:
+    """Size of the gradients a fwd+bwd step must write (the floor of its peak memory above the inputs)."""
+    if mode != "fwdbwd":
+        return 0.0
+    inputs = CASES[op].make(torch.device("meta"), shape=shape, dtype=dtype)
+    return sum(x.numel() * x.element_size() for x in inputs if x.requires_grad) / 2**20
+
+
+def finish_row(row: dict) -> None:
+    """Derived columns: GB/s and fraction of copy bandwidth (uda_ops impls), speed-ups over each reference."""
+    moved = row.get("eager_bytes") or next((row.get(f"{i}_bytes") for i in FAST if row.get(f"{i}_bytes")), None)
+    row["bytes"] = moved
+    for impl in FAST:
+        ms = row.get(f"{impl}_ms")
+        if not isinstance(ms, float):
+            continue
+        best = min(x for x in (ms, row.get(f"{impl}_graph_ms")) if isinstance(x, float))
+        if moved:
+            row[f"{impl}_gbps"] = moved / (best * 1e-3) / 1e9
+            if row.get("copy_gbps"):
+                row[f"{impl}_frac_copy"] = row[f"{impl}_gbps"] / row["copy_gbps"]
+        for ref in REFS:
+            rms = row.get(f"{ref}_ms")
+            if isinstance(rms, float):
+                row[f"{impl}_x_{ref}"] = rms / ms
+
+
+def table(rows: List[dict], markdown: bool = False) -> str:
+    present = [i for i in IMPL_ORDER if any(isinstance(r.get(f"{i}_ms"), float) for r in rows)]
+    fast = [i for i in FAST if i in present]
+    refs = [i for i in REFS if i in present]
+    head = ["op", "shape", "dtype", "layout", "mode"] + [f"{i} ms" for i in present]
+    head += [f"{i} graph ms" for i in fast] + [f"{i} %copy" for i in fast]
+    head += [f"{i} x{r}" for i in fast for r in refs] + ["peak MiB " + "/".join(present), "grads MiB"]
     lines = []
     for r in rows:
-        line = [r["op"], "x".join(map(str, r["shape"])), r["dtype"], r["mode"]]
-        line += [fmt(r.get(f"{i}_ms"), ".3f") for i in present]
-        line += [fmt(r.get(f"{i}_x_{ref}") or (r.get(f"{i}_x_reference") if ref == "eager" else None), ".2f")
-                 for i in FAST if i in present for ref in ("eager", "compile")]
-        line += [f"{fmt(r.get(f'{i}_gbps'), '.0f')} ({fmt(100 * r[f'{i}_frac_copy'] if f'{i}_frac_copy' in r else None, '.0f')}%)"
-                 for i in FAST if i in present]
+        shape = "x".join(map(str, r["shape"])) if isinstance(r["shape"], list) else r["shape"]
+        line = [r["op"], shape, r["dtype"], r["layout"], r["mode"]]
+        line += [fmt(r.get(f"{i}_ms"), ".3f") if f"{i}_error" not in r else "err" for i in present]
+        line += [fmt(r.get(f"{i}_graph_ms"), ".3f") for i in fast]
+        line += [fmt(100 * r[f"{i}_frac_copy"] if f"{i}_frac_copy" in r else None, ".0f") for i in fast]
+        line += [fmt(r.get(f"{i}_x_{ref}"), ".2f") for i in fast for ref in refs]
         line.append("/".join(fmt(r.get(f"{i}_peak_mib"), ".0f") for i in present))
+        line.append(fmt(r.get("grads_mib"), ".0f"))
         lines.append(line)
     if markdown:
         out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -75,73 +182,75 @@ def table(rows: list, markdown: bool) -> str:
     return "\n".join(out + ["  ".join(c.ljust(w) for c, w in zip(l, widths)) for l in lines])
 
 
-def plot(rows: list, path: str, title: str) -> None:
-    """Speed-up of each uda_ops backend over eager and torch.compile, one panel per dtype x mode."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    panels = sorted({(r["dtype"], r["mode"]) for r in rows if r["op"] != "train_step"})
-    if not panels:
-        return
-    fig, axes = plt.subplots(len(panels), 1, figsize=(12, 3.2 * len(panels)), squeeze=False)
-    series = [(i, ref) for i in FAST for ref in ("eager", "compile")]
-    for ax, (dtype, mode) in zip(axes[:, 0], panels):
-        sel = [r for r in rows if r["dtype"] == dtype and r["mode"] == mode and r["op"] != "train_step"]
-        labels = [f"{r['op']}\n{'x'.join(map(str, r['shape']))}" for r in sel]
-        present = [s for s in series if any(f"{s[0]}_x_{s[1]}" in r for r in sel)]
-        width = 0.8 / max(len(present), 1)
-        for k, (impl, ref) in enumerate(present):
-            vals = [r.get(f"{impl}_x_{ref}", 0.0) for r in sel]
-            ax.bar([x + k * width for x in range(len(sel))], vals, width, label=f"{impl} vs {ref}")
-        ax.axhline(1.0, color="k", lw=0.8)
-        ax.set_xticks([x + width * (len(present) - 1) / 2 for x in range(len(sel))], labels, fontsize=6)
-        ax.set_ylabel("speed-up")
-        ax.set_title(f"{dtype}, {mode}")
-        ax.legend(fontsize=7)
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def main() -> None:
+def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--from", dest="src", help="summarise this pytest-benchmark JSON instead of running")
-    ap.add_argument("-k", dest="keyword", help="pytest -k expression to select cases")
-    ap.add_argument("--json", help="write the summary (rows + machine info) to this file")
-    ap.add_argument("--save", action="store_true", help="keep summary, raw run and plot in benchmarks/results/")
-    ap.add_argument("--markdown", action="store_true", help="print a Markdown table")
-    args = ap.parse_args()
+    ap.add_argument("--ops", default=",".join(LOSSES + MASKS))
+    ap.add_argument("--shapes", default=";".join(",".join(map(str, s)) for s in G.GPU_SHAPES),
+                    help="';'-separated logits shapes")
+    ap.add_argument("--dtypes", default="fp32,bf16")
+    ap.add_argument("--layouts", default=",".join(LAYOUTS))
+    ap.add_argument("--modes", default="fwdbwd", help="fwdbwd and/or fwd")
+    ap.add_argument("--impls", default=",".join(IMPL_ORDER))
+    ap.add_argument("--reps", type=int, default=50)
+    ap.add_argument("--no-graphs", action="store_true")
+    ap.add_argument("--budget-s", type=float, default=None, help="skip torch.compile impls after this long")
+    ap.add_argument("--dry-run", action="store_true",
+                    help="CPU, shape 2,5,8,12, 3 reps, no torch.compile: checks the code path without a GPU")
+    ap.add_argument("--from", dest="src", help="print the rows of an earlier --json/--save file")
+    ap.add_argument("--json", help="write machine info + rows here")
+    ap.add_argument("--markdown-out", help="write the markdown table here")
+    ap.add_argument("--save", action="store_true", help="keep JSON + markdown in benchmarks/results/")
+    ap.add_argument("--markdown", action="store_true")
+    args = ap.parse_args(argv)
 
-    raw = json.load(open(args.src)) if args.src else run_suite(args.keyword, "test_bench_gpu.py")
-    import torch
-
-    from gpu_common import bench_device, copy_bandwidth_gbps, machine_info
-
-    dev = bench_device()
-    if dev.type == "cuda" and not torch.cuda.is_available() and not args.src:
-        sys.exit("gpu_summary.py: needs a CUDA device")
-    info = machine_info(dev) if (dev.type != "cuda" or torch.cuda.is_available()) else {}
-    if not args.src and info:
-        info["copy_gbps"] = copy_bandwidth_gbps(dev)
-    rows = summarise(raw)
+    if args.src:
+        with open(args.src) as f:
+            data = json.load(f)
+        print(table(data["rows"], args.markdown))
+        return 0
+    impls = args.impls.split(",")
+    if args.dry_run:
+        device, shapes, reps = torch.device("cpu"), [(2, 5, 8, 12)], 3
+        impls = [i for i in impls if i not in COMPILE_MODES and i != "triton"]
+    else:
+        device = G.bench_device()
+        if device.type == "cuda" and not torch.cuda.is_available():
+            print("gpu_summary.py: needs a CUDA device (or --dry-run)", file=sys.stderr)
+            return 2
+        shapes = [tuple(int(x) for x in s.split(",")) for s in args.shapes.split(";")]
+        reps = args.reps
+        if "triton" in impls and not (device.type == "cuda" and G.triton_available()):
+            impls.remove("triton")
+    info = G.machine_info(device)
+    rows = run(args.ops.split(","), shapes, args.dtypes.split(","), args.layouts.split(","),
+               args.modes.split(","), impls, device, reps, graphs=not args.no_graphs, budget_s=args.budget_s)
+    info["copy_gbps"] = rows[0]["copy_gbps"] if rows else None
+    info.update(method="events, median, rotated inputs, graph replays", reps=reps, rotate_bytes=G.ROTATE_BYTES)
     print(f"\n{info.get('device')}, torch {info.get('torch')}, CUDA {info.get('cuda')}, triton {info.get('triton')}, "
           f"{info.get('date')}; copy bandwidth {fmt(info.get('copy_gbps'), '.0f')} GB/s")
+    md = table(rows, True)
     print(table(rows, args.markdown))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"machine": info, "rows": rows}, f, indent=1)
+    outs = []
     if args.save:
-        os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
         stem = re.sub(r"[^A-Za-z0-9]+", "-", str(info.get("device", "gpu"))).strip("-").lower()
         base = os.path.join(HERE, "results", f"gpu-{stem}-{info.get('date', 'undated')}")
-        with open(base + ".json", "w") as f:
-            json.dump({"machine": info, "rows": rows, "raw": None if args.src else raw}, f, indent=1)
-        plot(rows, base + ".png", f"uda_ops on {info.get('device')} ({info.get('date')})")
-        print(f"saved {os.path.relpath(base, ROOT)}.json and .png")
+        os.makedirs(os.path.dirname(base), exist_ok=True)
+        outs = [(base + ".json", None), (base + ".md", None)]
+    if args.json:
+        outs.append((args.json, None))
+    if args.markdown_out:
+        outs.append((args.markdown_out, None))
+    for path, _ in outs:
+        with open(path, "w") as f:
+            if path.endswith(".md"):
+                f.write(f"{info.get('device')}, torch {info.get('torch')}, CUDA {info.get('cuda')}, "
+                        f"triton {info.get('triton')}, {info.get('date')}; copy "
+                        f"{fmt(info.get('copy_gbps'), '.0f')} GB/s\n\n{md}\n")
+            else:
+                json.dump({"machine": info, "rows": rows}, f, indent=1)
+        print(f"wrote {path}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
