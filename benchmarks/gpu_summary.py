@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import sys
@@ -51,6 +52,7 @@ COMPILE_MODES = {"compile": "default", "compile_max": "max-autotune-no-cudagraph
 FAST = ("cuda", "triton")
 REFS = ("eager", "compile", "compile_max", "official")
 IMPL_ORDER = FAST + REFS
+CASE_OP = {"channel_mask": "channel_adversarial_dropout_mask", "element_mask": "adversarial_dropout_mask"}
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "fp64": torch.float64}
 
 
@@ -156,6 +158,22 @@ def finish_row(row: dict) -> None:
                 row[f"{impl}_x_{ref}"] = rms / ms
 
 
+def auto_cuda_table(rows: List[dict], info: Optional[dict] = None) -> dict:
+    """uda_ops' AUTO_CUDA table (uda_ops/_ops.py load_auto_cuda) from measured rows: per (op, dtype) the
+    backend with the lower geometric mean of ms over the measured shapes and layouts (fwd+bwd for the losses,
+    fwd for the masks), among rows where both the CUDA and the Triton kernel ran."""
+    ratios: Dict[str, Dict[str, List[float]]] = {}
+    for r in rows:
+        c, t = r.get("cuda_ms"), r.get("triton_ms")
+        if isinstance(c, float) and isinstance(t, float) and r["mode"] == ("fwd" if r["op"] in MASKS else "fwdbwd"):
+            name = str(DTYPES[r["dtype"]]).replace("torch.", "")
+            ratios.setdefault(CASE_OP.get(r["op"], r["op"]), {}).setdefault(name, []).append(t / c)
+    geo = {op: {dt: math.exp(sum(map(math.log, v)) / len(v)) for dt, v in by.items()} for op, by in ratios.items()}
+    return {"source": "benchmarks/gpu_summary.py", "machine": info or {},
+            "triton_over_cuda_ms": geo,
+            "choices": {op: {dt: "triton" if g < 1.0 else "cuda" for dt, g in by.items()} for op, by in geo.items()}}
+
+
 def table(rows: List[dict], markdown: bool = False) -> str:
     present = [i for i in IMPL_ORDER if any(isinstance(r.get(f"{i}_ms"), float) for r in rows)]
     fast = [i for i in FAST if i in present]
@@ -201,12 +219,16 @@ def main(argv=None) -> int:
     ap.add_argument("--markdown-out", help="write the markdown table here")
     ap.add_argument("--save", action="store_true", help="keep JSON + markdown in benchmarks/results/")
     ap.add_argument("--markdown", action="store_true")
+    ap.add_argument("--auto-cuda-out", help="write uda_ops' AUTO_CUDA table (JSON) from this run here")
     args = ap.parse_args(argv)
 
     if args.src:
         with open(args.src) as f:
             data = json.load(f)
         print(table(data["rows"], args.markdown))
+        if args.auto_cuda_out:
+            with open(args.auto_cuda_out, "w") as f:
+                json.dump(auto_cuda_table(data["rows"], data.get("machine")), f, indent=1)
         return 0
     impls = args.impls.split(",")
     if args.dry_run:
@@ -240,6 +262,10 @@ def main(argv=None) -> int:
         outs.append((args.json, None))
     if args.markdown_out:
         outs.append((args.markdown_out, None))
+    if args.auto_cuda_out:
+        with open(args.auto_cuda_out, "w") as f:
+            json.dump(auto_cuda_table(rows, info), f, indent=1)
+        print(f"wrote {args.auto_cuda_out}")
     for path, _ in outs:
         with open(path, "w") as f:
             if path.endswith(".md"):

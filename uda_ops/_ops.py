@@ -2,8 +2,8 @@
 autograd formulas, and decides per call whether the compiled kernels or the eager reference run.
 
 Backends, chosen with ``uda_ops.set_backend(name)`` or the environment variable ``UDA_OPS_BACKEND``:
-  "auto"      CPU tensors: the compiled C++ kernel (else the reference). CUDA tensors: per op the faster of
-              the compiled CUDA kernel and the Triton kernel, from the measured table ``AUTO_CUDA`` below
+  "auto"      CPU tensors: the compiled C++ kernel (else the reference). CUDA tensors: per op and dtype the faster
+              of the compiled CUDA kernel and the Triton kernel, from the measured table ``AUTO_CUDA`` below
               (default: the CUDA kernel when compiled, else Triton when importable, else the reference).
   "native"    compiled C++/CUDA kernels only: an error where none exists.
   "triton"    the Triton kernels (``uda_ops.triton``, ops ``torch.ops.uda_ops_triton.*``) on CUDA tensors; on
@@ -15,6 +15,7 @@ Triton is imported lazily, the first time a Triton kernel is chosen: ``import ud
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import warnings
 from typing import Any, Dict, Optional
@@ -97,11 +98,36 @@ def use_native(op: str, x: Tensor) -> bool:
 # ---------------------------------------------------------------------------------------------------
 # Triton (lazy) and the per-op choice on CUDA tensors
 # ---------------------------------------------------------------------------------------------------
-# "auto" on CUDA tensors: op -> "cuda" | "triton", whichever was faster fwd+bwd at (2, 19, 512, 1024)
-# (the mask ops at their benchmark sizes). To be filled from GPU benchmarks (benchmarks/, issue 3); an op
-# missing here gets the default: the CUDA kernel when compiled, else Triton when importable, else the
-# reference.
-AUTO_CUDA: Dict[str, str] = {}
+# "auto" on CUDA tensors: (op, dtype) -> "cuda" | "triton", whichever was faster forward+backward on a GPU
+# (benchmarks/gpu_summary.py --auto-cuda-out, run by `make gpu-check`), loaded at import from the JSON at
+# $UDA_OPS_AUTO_CUDA, else uda_ops/auto_cuda.json; empty when neither exists. An op-wide entry (key `op`)
+# applies to every dtype. A pair missing here gets the default: the CUDA kernel when compiled, else Triton
+# when importable, else the reference. Read with a plain dict lookup at trace time (no graph break).
+AUTO_CUDA_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "auto_cuda.json")
+
+
+def load_auto_cuda(path: Optional[str] = None) -> Dict[Any, str]:
+    """The measured table: {"choices": {op: {dtype name: "cuda" | "triton"}}, ...} -> {(op, torch.dtype): choice}.
+    Unknown ops, dtypes or choices are ignored; a missing file gives {}, an unreadable one {} and a warning."""
+    path = path or os.environ.get("UDA_OPS_AUTO_CUDA") or AUTO_CUDA_FILE
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        warnings.warn(f"uda_ops: ignoring the AUTO_CUDA table {path}: {exc}", RuntimeWarning, stacklevel=2)
+        return {}
+    table: Dict[Any, str] = {}
+    for op, by_dtype in (data.get("choices") or {}).items():
+        for name, choice in (by_dtype or {}).items():
+            dtype = getattr(torch, str(name), None)
+            if op in OPS and isinstance(dtype, torch.dtype) and choice in ("cuda", "triton"):
+                table[(op, dtype)] = choice
+    return table
+
+
+AUTO_CUDA: Dict[Any, str] = load_auto_cuda()
 # Triton is imported by the first call that picks it (eagerly); code compiled with fullgraph=True before
 # any eager call should call set_backend("triton") or _load_triton() first.
 
@@ -142,8 +168,8 @@ def _triton_ops(op: str, x: Tensor):
     return torch.ops.uda_ops_triton
 
 
-def _auto_cuda(op: str) -> str:
-    choice = AUTO_CUDA.get(op)
+def _auto_cuda(op: str, dtype: Optional[torch.dtype] = None) -> str:
+    choice = AUTO_CUDA.get((op, dtype), AUTO_CUDA.get(op))
     if choice == "triton" and _TRITON_FOUND and _TRITON_ERROR is None:
         return "triton"
     if has_kernel(op, "cuda"):
@@ -159,7 +185,7 @@ def kernels(op: str, x: Tensor):
     if _backend == "triton":
         return _triton_ops(op, x)
     if _backend == "auto" and x.device.type == "cuda":
-        choice = _auto_cuda(op)
+        choice = _auto_cuda(op, x.dtype)
         if choice == "triton":
             try:
                 return _triton_ops(op, x)

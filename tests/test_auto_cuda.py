@@ -1,0 +1,90 @@
+"""AUTO_CUDA: the measured (op, dtype) -> "cuda" | "triton" table of the "auto" backend on CUDA tensors, loaded
+from JSON (written by benchmarks/gpu_summary.py --auto-cuda-out), and read without a graph break."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from uda_ops import _ops
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _write(tmp_path, data):
+    path = tmp_path / "auto_cuda.json"
+    path.write_text(data if isinstance(data, str) else json.dumps(data))
+    return str(path)
+
+
+def test_load_keys_by_op_and_dtype_and_drops_junk(tmp_path):
+    path = _write(tmp_path, {"choices": {"entropy": {"bfloat16": "triton", "float32": "cuda"},
+                                         "sym_kl": {"float16": "tpu", "notadtype": "cuda"},
+                                         "no_such_op": {"float32": "triton"}}})
+    assert _ops.load_auto_cuda(path) == {("entropy", torch.bfloat16): "triton", ("entropy", torch.float32): "cuda"}
+
+
+def test_missing_table_is_empty_and_a_broken_one_warns(tmp_path):
+    assert _ops.load_auto_cuda(str(tmp_path / "none.json")) == {}
+    with pytest.warns(RuntimeWarning, match="AUTO_CUDA"):
+        assert _ops.load_auto_cuda(_write(tmp_path, "{not json")) == {}
+
+
+def test_environment_variable_names_the_table(tmp_path, monkeypatch):
+    monkeypatch.setenv("UDA_OPS_AUTO_CUDA", _write(tmp_path, {"choices": {"kl_div": {"float32": "triton"}}}))
+    assert _ops.load_auto_cuda() == {("kl_div", torch.float32): "triton"}
+
+
+@pytest.fixture
+def cuda_and_triton(monkeypatch):
+    """Pretend both a compiled CUDA kernel and Triton exist, so that the table alone decides."""
+    monkeypatch.setitem(_ops._KERNELS, ("entropy", "cuda"), True)
+    monkeypatch.setattr(_ops, "_TRITON_FOUND", True)
+    monkeypatch.setattr(_ops, "_TRITON_ERROR", None)
+    monkeypatch.setattr(_ops, "AUTO_CUDA", {("entropy", torch.bfloat16): "triton"})
+
+
+def test_choice_per_dtype(cuda_and_triton, monkeypatch):
+    assert _ops._auto_cuda("entropy", torch.bfloat16) == "triton"
+    assert _ops._auto_cuda("entropy", torch.float32) == "native"
+    monkeypatch.setattr(_ops, "_triton_ops", lambda op, x: "TRITON")
+    monkeypatch.setattr(_ops, "_backend", "auto")
+    cuda = torch.device("cuda")
+    assert _ops.kernels("entropy", SimpleNamespace(device=cuda, dtype=torch.bfloat16)) == "TRITON"
+    assert _ops.kernels("entropy", SimpleNamespace(device=cuda, dtype=torch.float32)) is torch.ops.uda_ops
+
+
+def test_op_wide_entry_applies_to_every_dtype(cuda_and_triton, monkeypatch):
+    monkeypatch.setattr(_ops, "AUTO_CUDA", {"entropy": "triton", ("entropy", torch.float32): "cuda"})
+    assert _ops._auto_cuda("entropy", torch.float16) == "triton"
+    assert _ops._auto_cuda("entropy", torch.float32) == "native"
+
+
+def test_lookup_traces_without_graph_break(cuda_and_triton):
+    def f(x):
+        return x + 1 if _ops._auto_cuda("entropy", x.dtype) == "triton" else x - 1
+
+    g = torch.compile(f, fullgraph=True, backend="eager")
+    assert torch.equal(g(torch.zeros(3, dtype=torch.bfloat16)), torch.ones(3, dtype=torch.bfloat16))
+    assert torch.equal(g(torch.zeros(3)), -torch.ones(3))
+
+
+def test_gpu_summary_writes_a_table_uda_ops_reads(tmp_path):
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    import gpu_summary as S
+
+    rows = [{"op": "entropy", "dtype": "bf16", "mode": "fwdbwd", "cuda_ms": 2.0, "triton_ms": 1.0},
+            {"op": "entropy", "dtype": "bf16", "mode": "fwdbwd", "cuda_ms": 2.0, "triton_ms": 3.0},
+            {"op": "entropy", "dtype": "fp32", "mode": "fwdbwd", "cuda_ms": 1.0, "triton_ms": 1.5},
+            {"op": "entropy", "dtype": "fp32", "mode": "fwd", "cuda_ms": 9.0, "triton_ms": 1.0},
+            {"op": "channel_mask", "dtype": "fp32", "mode": "fwd", "cuda_ms": 2.0, "triton_ms": 1.0},
+            {"op": "sym_kl", "dtype": "fp32", "mode": "fwdbwd", "cuda_ms": 1.0}]
+    table = S.auto_cuda_table(rows)
+    assert table["triton_over_cuda_ms"]["entropy"]["bfloat16"] == pytest.approx((0.5 * 1.5) ** 0.5)
+    path = _write(tmp_path, table)
+    assert _ops.load_auto_cuda(path) == {("entropy", torch.bfloat16): "triton", ("entropy", torch.float32): "cuda",
+                                         ("channel_adversarial_dropout_mask", torch.float32): "triton"}
