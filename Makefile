@@ -13,7 +13,7 @@ MAX_JOBS ?= 2
 PYTEST := $(PY) -m pytest -p no:cacheprovider
 EXT_SRCS := setup.py $(wildcard csrc/*.cpp csrc/*.h csrc/*/*.cpp csrc/*/*.h csrc/*/*.cu csrc/*/*.cuh)
 
-.PHONY: all test demo bench build clean gpu-test gpu-bench
+.PHONY: all test demo bench build clean gpu-test gpu-bench gpu-check
 
 all: test
 
@@ -54,6 +54,15 @@ gpu-test: build
 gpu-bench: build
 	$(PY) benchmarks/gpu_summary.py --save
 	$(PY) benchmarks/train_step.py
+
+# On a lent GPU, one command (issue 10): build the CUDA extension, GPU tests, compute-sanitizer memcheck/racecheck/
+# initcheck, GPU benchmarks, kernel report, all into benchmarks/results/<device>-<date>/ (and $OUT when set); see
+# benchmarks/gpu_check.py. Runs on the machine's python3 (which holds its CUDA torch), not the venv. Under a
+# per-command time limit run it in pieces: GPU_CHECK_STAGES=info,build,tests, then sanitize, then bench,report.
+GPU_PY ?= python3
+GPU_CHECK_STAGES ?= info,build,tests,sanitize,bench,report
+gpu-check:
+	$(GPU_PY) benchmarks/gpu_check.py --stages $(GPU_CHECK_STAGES)
 
 clean:
 	rm -rf build uda_ops/_C*.so uda_ops/.built demo_out .benchmarks
