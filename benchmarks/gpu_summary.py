@@ -77,17 +77,20 @@ def impl_fn(case: str, impl: str) -> Optional[Callable]:
     raise ValueError(impl)
 
 
-def measure(case: str, impl: str, mode: str, shape, dtype: torch.dtype, layout: str, device: torch.device,
-            reps: int, graphs: bool) -> Dict[str, object]:
-    """One row: an impl of a case on rotated input sets."""
-    c = CASES[case]
+def input_sets(case: str, shape, dtype: torch.dtype, layout: str, device: torch.device) -> List[list]:
+    """The inputs of a case and enough copies of them to rotate among (gpu_common.rotation_count)."""
+    first = in_layout(CASES[case].make(device, shape=shape, dtype=dtype), layout)
+    set_bytes = sum(x.numel() * x.element_size() for x in first)
+    return [first] + [in_layout([x.detach().clone().requires_grad_(x.requires_grad) for x in first], layout)
+                      for _ in range(G.rotation_count(set_bytes) - 1)]
+
+
+def measure(case: str, impl: str, mode: str, sets: List[list], device: torch.device, reps: int,
+            graphs: bool) -> Dict[str, object]:
+    """One impl of a case, rotating among the input sets: ms (median, p10, p90), graph ms, peak MiB, bytes."""
     fn = impl_fn(case, impl)
     if fn is None:
         return {}
-    first = in_layout(c.make(device, shape=shape, dtype=dtype), layout)
-    set_bytes = sum(x.numel() * x.element_size() for x in first)
-    sets = [first] + [in_layout([x.detach().clone().requires_grad_(x.requires_grad) for x in first], layout)
-                      for _ in range(G.rotation_count(set_bytes) - 1)]
     if impl in COMPILE_MODES:
         torch._dynamo.reset()
     steps = [step(fn, s, mode) for s in sets]
@@ -99,7 +102,7 @@ def measure(case: str, impl: str, mode: str, shape, dtype: torch.dtype, layout: 
     if graphs:
         out["graph_ms"] = G.time_graph(steps, device, reps=reps)
     out["peak_mib"] = G.peak_device_bytes(steps[0], device) / 2**20
-    out["bytes"] = bytes_moved(c, first, mode) if impl in FAST or impl == "eager" else None
+    out["bytes"] = bytes_moved(CASES[case], sets[0], mode) if impl in FAST or impl == "eager" else None
     return out
 
 
@@ -111,32 +114,30 @@ def run(ops: Sequence[str], shapes, dtypes: Sequence[str], layouts: Sequence[str
     t0 = time.time()
     copy = G.copy_bandwidth_gbps(device)
     rows = []
-    configs = [(op, shape, dt, lay, mode) for op in ops if op in LOSSES for shape in shapes for dt in dtypes
-               for lay in layouts for mode in modes]
+    # the first shape, dtype and layout for every op first: what a time budget leaves out comes last
+    configs = [(op, shape, dt, lay, mode) for shape in shapes for dt in dtypes for lay in layouts
+               for op in ops if op in LOSSES for mode in modes]
     configs += [(op, None, dt, "nchw", "fwd") for op in ops if op in MASKS for dt in dtypes]
     for op, shape, dt, lay, mode in configs:
         row = {"op": op, "shape": list(shape) if shape else "dta", "dtype": dt, "layout": lay, "mode": mode,
-               "copy_gbps": copy, "grads_mib": grads_mib(op, shape, DTYPES[dt], mode)}
+               "copy_gbps": copy}
+        sets = input_sets(op, shape, DTYPES[dt], lay, device)
+        # the gradients a fwd+bwd step must write: the floor of its peak memory above the inputs
+        row["grads_mib"] = sum(x.numel() * x.element_size() for x in sets[0]
+                               if x.requires_grad and mode == "fwdbwd") / 2**20
         for impl in impls:
             if impl in COMPILE_MODES and budget_s is not None and time.time() - t0 > budget_s:
                 row[f"{impl}_skipped"] = "time budget"
                 continue
-            r = measure(op, impl, mode, shape, DTYPES[dt], lay, device, reps, graphs)
+            r = measure(op, impl, mode, sets, device, reps, graphs)
             for k, v in r.items():
                 row[f"{impl}_{k}"] = v
+        del sets
         finish_row(row)
         rows.append(row)
         log(f"[{time.time() - t0:6.0f}s] {op} {row['shape']} {dt} {lay} {mode}: " + ", ".join(
             f"{i} {row[f'{i}_ms']:.3f}" for i in impls if isinstance(row.get(f"{i}_ms"), float)))
     return rows
-
-
-def grads_mib(op: str, shape, dtype: torch.dtype, mode: str) -> float:
-    """Size of the gradients a fwd+bwd step must write (the floor of its peak memory above the inputs)."""
-    if mode != "fwdbwd":
-        return 0.0
-    inputs = CASES[op].make(torch.device("meta"), shape=shape, dtype=dtype)
-    return sum(x.numel() * x.element_size() for x in inputs if x.requires_grad) / 2**20
 
 
 def finish_row(row: dict) -> None:
