@@ -2,7 +2,7 @@
 and stores, and instructions per element, for every CUDA kernel (nvcc alone, sm_90) and every Triton kernel
 (compiled ahead of time for sm_90), per dtype.
 
-    python benchmarks/kernel_report.py --label old-abc1234      # writes benchmarks/results/kernel-report-<label>.json/.md
+    python benchmarks/kernel_report.py --label old-abc1234   # benchmarks/results/kernel-report-<label>.json/.md
     python benchmarks/kernel_report.py --no-triton --print      # CUDA only, table on stdout
 
 CUDA: ``tests/cuda/compile_check.cu`` (which instantiates every launcher of ``csrc/cuda/*_kernels.cuh`` for
@@ -18,7 +18,8 @@ through ``cuobjdump -sass``.
 Columns (per kernel x dtype; several rows when a kernel has several template instantiations):
   regs, stack, spill   registers per thread; stack frame bytes; spill stores + loads bytes (ptxas -v)
   ld / st              static global loads / stores by width in bits ("128:4 32:2" = four 128-bit, two 32-bit),
-                       from LDG/STG (and generic LD/ST) in the SASS; "ldgsts" counts cp.async, "bulk" TMA copies
+                       from LDG/STG, generic LD/ST and cp.async (LDGSTS, also counted as "ldgsts") in the SASS;
+                       "bulk" counts TMA copies
   local                LDL + STL instructions (local memory: spills or arrays indexed at run time)
   sass                 static SASS instructions of the kernel (NOPs excluded)
   instr/elem           estimated instructions executed per element, an element being one (pixel, class)
@@ -246,6 +247,9 @@ def analyse(instrs: List[Instr], elem_bits: int, classes: int, pixels: Optional[
     counts = {"local": 0, "ldgsts": 0, "bulk": 0}
     for i in body:
         k = _kind(i.op)
+        if k == "ldgsts":  # cp.async: a global load (into shared memory)
+            counts[k] += 1
+            k = "ld"
         if k == "ld":
             ld[mem_width(i.op)] = ld.get(mem_width(i.op), 0) + 1
         elif k == "st":
@@ -447,7 +451,7 @@ def markdown(rows: List[dict], dtypes: Iterable[str] = ("fp32", "bf16")) -> str:
             out.append(f"| {r['backend']} | {r['kernel']} | | {r['dtype']} | compile error: {r['error'][:80]} |")
             continue
         ipe = r.get("instr_per_elem")
-        extra = f" +ldgsts:{r['ldgsts']}" if r.get("ldgsts") else ""
+        extra = f" (ldgsts:{r['ldgsts']})" if r.get("ldgsts") else ""
         extra += f" +bulk:{r['bulk']}" if r.get("bulk") else ""
         out.append("| " + " | ".join([
             r["backend"], r["kernel"], r.get("template", ""), r["dtype"], str(r.get("regs", "?")),
