@@ -87,7 +87,6 @@ constexpr int kSelectThreads = 256;
 constexpr int kImpactMaxThreads = 256;
 constexpr int kImpactPerThread = 16;   // planes: H*W elements per thread and chunk
 constexpr int kImpactRowsChunk = 512;  // rows: H*W positions per chunk
-constexpr int64_t kMaxGridY = 65535;
 
 // Threads per block of the planes impact kernel: the power of two >= H*W, between 32 and 256.
 inline int impact_planes_threads(int64_t HW) {

@@ -23,8 +23,17 @@
 #include <math.h>
 
 #include <cstdint>
+#include <cstring>
 
 #define UDA_HD __host__ __device__ __forceinline__
+// Unrolling hints in __host__ __device__ code (the host compiler does not know the pragma).
+#if defined(__CUDA_ARCH__)
+#define UDA_UNROLL _Pragma("unroll")
+#define UDA_UNROLL2 _Pragma("unroll 2")
+#else
+#define UDA_UNROLL
+#define UDA_UNROLL2
+#endif
 
 namespace uda_ops {
 namespace cuda {
@@ -154,6 +163,329 @@ UDA_HD SoftmaxStats<acc_t> softmax_stats(const T* __restrict__ x, int64_t cs, in
 }
 
 // ------------------------------------------------------------------------------------------------
+// Planes (NCHW) tiles: the vectorised path of every loss kernel.
+//
+// A thread owns kLanes<T> = 16 / sizeof(T) contiguous pixels (4 fp32, 8 bf16/fp16, 2 fp64) of one
+// sample o: for each class c it loads the 16 bytes at x + (o * C + c) * inner + i0 as one 128-bit
+// load when the geometry allows (every pointer 16-byte aligned and inner % kLanes == 0), else lane by
+// lane with bounds (tails, views misaligned by an element). The grid is 2-D (tiles of a sample x
+// samples): no 64-bit division per pixel.
+// The C class packs of the tile are kept either in registers (RegSlab<CB>: C <= CB, a compile-time
+// bucket, every access by a compile-time index, all C loads issued before any use) or, for larger C,
+// in a shared-memory [C x threads] slab of 16-byte packs (SmemSlab: the thread reads back only its own
+// column, so no barrier; loads issued in unrolled batches of kSlabBatch). Then: a branch-free max per
+// lane, e = exp(x - m) (fast exp: one FMUL + MUFU.EX2; max-subtracted, so e in [0, 1]), and per-pixel
+// sums; a gradient pass recomputes e from the slab (one more fast exp) and writes whole packs.
+// Everything below is __host__ __device__: tests/cuda/host_check.cu runs the same per-thread code over
+// the whole simulated grid on the CPU.
+// ------------------------------------------------------------------------------------------------
+using Pack = uint4;  // 16 bytes
+
+template <typename T>
+constexpr int kLanes = int(16 / sizeof(T));
+
+UDA_HD float uda_max(float a, float b) { return fmaxf(a, b); }
+UDA_HD double uda_max(double a, double b) { return fmax(a, b); }
+
+// exp of a max-subtracted value (<= 0, -inf or NaN): the MUFU.EX2 approximation on the device (a few
+// ulp: far below the fp32 tolerance, exact 0 for -inf, NaN stays NaN); libm on the host.
+UDA_HD float fast_exp(float x) {
+#if defined(__CUDA_ARCH__)
+  return __expf(x);
+#else
+  return expf(x);
+#endif
+}
+UDA_HD double fast_exp(double x) { return exp(x); }
+
+template <typename T>
+UDA_HD void unpack(const Pack& u, acc_of<T> (&x)[kLanes<T>]) {
+  T t[kLanes<T>];
+  memcpy(static_cast<void*>(t), &u, sizeof(Pack));
+UDA_UNROLL
+  for (int k = 0; k < kLanes<T>; ++k) x[k] = Num<T>::load(t[k]);
+}
+
+template <typename T>
+UDA_HD Pack pack(const acc_of<T> (&x)[kLanes<T>]) {
+  T t[kLanes<T>];
+UDA_UNROLL
+  for (int k = 0; k < kLanes<T>; ++k) t[k] = Num<T>::store(x[k]);
+  Pack u;
+  memcpy(&u, static_cast<const void*>(t), sizeof(Pack));
+  return u;
+}
+
+// Where a thread's tile lies: x = offset of (o, c = 0, i0) in the (outer, C, inner) tensor, map =
+// offset of pixel (o, i0) in the per-pixel map, n valid lanes, full = a whole aligned 128-bit tile.
+struct TilePos {
+  int64_t x, map;
+  int n;
+  bool full;
+};
+
+struct PlanesGeom {
+  int64_t outer, C, inner;
+  bool vec;  // all pointers 16-byte aligned and inner % kLanes == 0: every whole tile is one 128-bit pack
+
+  template <typename T>
+  UDA_HD int64_t tiles() const {
+    return (inner + kLanes<T> - 1) / kLanes<T>;
+  }
+  template <typename T>
+  UDA_HD TilePos tile(int64_t o, int64_t t) const {
+    const int64_t i0 = t * kLanes<T>;
+    const int64_t left = inner - i0;
+    TilePos p;
+    p.x = o * C * inner + i0;
+    p.map = o * inner + i0;
+    p.n = left < kLanes<T> ? int(left) : kLanes<T>;
+    p.full = vec && p.n == kLanes<T>;
+    return p;
+  }
+};
+
+inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
+
+template <typename T>
+UDA_HD Pack load_pack(const T* __restrict__ p, const TilePos& tp) {
+  if (tp.full) return *reinterpret_cast<const Pack*>(p);
+  T t[kLanes<T>];
+UDA_UNROLL
+  for (int k = 0; k < kLanes<T>; ++k) t[k] = k < tp.n ? p[k] : Num<T>::store(acc_of<T>(0));
+  Pack u;
+  memcpy(&u, static_cast<const void*>(t), sizeof(Pack));
+  return u;
+}
+
+template <typename T>
+UDA_HD void store_pack(T* __restrict__ p, const acc_of<T> (&x)[kLanes<T>], const TilePos& tp) {
+  if (tp.full) {
+    *reinterpret_cast<Pack*>(p) = pack<T>(x);
+    return;
+  }
+UDA_UNROLL
+  for (int k = 0; k < kLanes<T>; ++k)
+    if (k < tp.n) p[k] = Num<T>::store(x[k]);
+}
+
+// Per-pixel map values (acc_t) of a tile: kLanes values, 16 or 32 bytes, stored with 128-bit stores.
+template <typename A, int V>
+UDA_HD void store_map(A* __restrict__ p, const A (&x)[V], const TilePos& tp) {
+  if (tp.full) {
+UDA_UNROLL
+    for (int j = 0; j < int(V * sizeof(A) / 16); ++j) {
+      Pack u;
+      memcpy(&u, &x[j * int(16 / sizeof(A))], sizeof(Pack));
+      reinterpret_cast<Pack*>(p)[j] = u;
+    }
+    return;
+  }
+UDA_UNROLL
+  for (int k = 0; k < V; ++k)
+    if (k < tp.n) p[k] = x[k];
+}
+
+// Reads a per-pixel map of the tile: stride 1 (a map like the output) or 0 (an expanded scalar).
+template <typename A, int V>
+UDA_HD void load_map(const A* __restrict__ p, int64_t stride, A (&x)[V], const TilePos& tp) {
+  if (stride == 0) {
+    const A v = p[0];
+UDA_UNROLL
+    for (int k = 0; k < V; ++k) x[k] = v;
+  } else if (tp.full) {
+UDA_UNROLL
+    for (int j = 0; j < int(V * sizeof(A) / 16); ++j) {
+      const Pack u = reinterpret_cast<const Pack*>(p)[j];
+      memcpy(&x[j * int(16 / sizeof(A))], &u, sizeof(Pack));
+    }
+  } else {
+UDA_UNROLL
+    for (int k = 0; k < V; ++k) x[k] = k < tp.n ? p[k * stride] : A(0);
+  }
+}
+
+// The class packs of one tile in registers: C <= CB, every index a compile-time constant once the
+// class loops are unrolled.
+template <int CB>
+struct RegSlab {
+  static constexpr int kCap = CB;
+  Pack r[CB];
+  template <typename T>
+  UDA_HD void load(const T* __restrict__ p, int64_t cs, int C, const TilePos& tp) {
+    if (tp.full) {
+UDA_UNROLL
+      for (int c = 0; c < CB; ++c)
+        if (c < C) r[c] = *reinterpret_cast<const Pack*>(p + c * cs);
+    } else {
+UDA_UNROLL
+      for (int c = 0; c < CB; ++c)
+        if (c < C) r[c] = load_pack(p + c * cs, tp);
+    }
+  }
+  UDA_HD const Pack& at(int c) const { return r[c]; }
+};
+
+// The class packs of one tile in a shared-memory slab: class c at s[c * stride] (stride = threads of
+// the block, so a warp's 16-byte accesses are contiguous: conflict-free).
+constexpr int kSlabBatch = 8;
+struct SmemSlab {
+  static constexpr int kCap = 0;
+  Pack* s;
+  int64_t stride;
+  template <typename T>
+  UDA_HD void load(const T* __restrict__ p, int64_t cs, int C, const TilePos& tp) {
+    for (int c0 = 0; c0 < C; c0 += kSlabBatch) {
+      Pack b[kSlabBatch];
+      if (tp.full) {
+UDA_UNROLL
+        for (int j = 0; j < kSlabBatch; ++j)
+          if (c0 + j < C) b[j] = *reinterpret_cast<const Pack*>(p + (c0 + j) * cs);
+      } else {
+UDA_UNROLL
+        for (int j = 0; j < kSlabBatch; ++j)
+          if (c0 + j < C) b[j] = load_pack(p + (c0 + j) * cs, tp);
+      }
+UDA_UNROLL
+      for (int j = 0; j < kSlabBatch; ++j)
+        if (c0 + j < C) s[(c0 + j) * stride] = b[j];
+    }
+  }
+  UDA_HD const Pack& at(int c) const { return s[c * stride]; }
+};
+
+// Calls f(c, x) for every class c < C, x[j][k] = class c of lane k of slab j (acc_t).
+template <typename T, int N, typename S, typename F>
+UDA_HD void each_class(int C, const S* s, F&& f) {
+  using acc_t = acc_of<T>;
+  if constexpr (S::kCap > 0) {
+UDA_UNROLL
+    for (int c = 0; c < S::kCap; ++c) {
+      if (c < C) {
+        acc_t x[N][kLanes<T>];
+UDA_UNROLL
+        for (int j = 0; j < N; ++j) unpack<T>(s[j].at(c), x[j]);
+        f(c, x);
+      }
+    }
+  } else {
+UDA_UNROLL2
+    for (int c = 0; c < C; ++c) {
+      acc_t x[N][kLanes<T>];
+UDA_UNROLL
+      for (int j = 0; j < N; ++j) unpack<T>(s[j].at(c), x[j]);
+      f(c, x);
+    }
+  }
+}
+
+// Softmax statistics of the N slabs' tiles, per lane: m = max (branch-free), sum = sum_c exp(x - m).
+// -inf classes give e = 0; an all -inf pixel (m = -inf: x - m is NaN) or any NaN gives a NaN sum.
+template <typename T, int N>
+struct TileSoftmax {
+  using acc_t = acc_of<T>;
+  static constexpr int V = kLanes<T>;
+  acc_t m[N][V], sum[N][V];
+
+  // Pass 1: the max. Pass 2: exp(x - m) once per element, summed; hook(c, d, e) sees d = x - m and e
+  // for extra per-pixel sums.
+  template <typename S, typename Hook>
+  UDA_HD void compute(int C, const S* s, Hook&& hook) {
+UDA_UNROLL
+    for (int j = 0; j < N; ++j)
+UDA_UNROLL
+      for (int k = 0; k < V; ++k) m[j][k] = neg_inf<acc_t>(), sum[j][k] = acc_t(0);
+    each_class<T, N>(C, s, [&](int, const acc_t(&x)[N][V]) {
+UDA_UNROLL
+      for (int j = 0; j < N; ++j)
+UDA_UNROLL
+        for (int k = 0; k < V; ++k) m[j][k] = uda_max(m[j][k], x[j][k]);
+    });
+    exps(C, s, [&](int c, const acc_t(&d)[N][V], const acc_t(&e)[N][V]) {
+UDA_UNROLL
+      for (int j = 0; j < N; ++j)
+UDA_UNROLL
+        for (int k = 0; k < V; ++k) sum[j][k] += e[j][k];
+      hook(c, d, e);
+    });
+  }
+  template <typename S>
+  UDA_HD void compute(int C, const S* s) {
+    compute(C, s, [](int, const acc_t(&)[N][V], const acc_t(&)[N][V]) {});
+  }
+
+  // f(c, d, e) with d = x - m and e = exp(d) of every element of the first N slabs (a later pass).
+  template <typename S, typename F>
+  UDA_HD void exps(int C, const S* s, F&& f) const {
+    each_class<T, N>(C, s, [&](int c, const acc_t(&x)[N][V]) {
+      acc_t d[N][V], e[N][V];
+UDA_UNROLL
+      for (int j = 0; j < N; ++j)
+UDA_UNROLL
+        for (int k = 0; k < V; ++k) d[j][k] = x[j][k] - m[j][k], e[j][k] = fast_exp(d[j][k]);
+      f(c, d, e);
+    });
+  }
+};
+
+// Per-thread work of a planes kernel: the tile (o, t) of op. smem: the block's slab (SmemSlab only),
+// tid / threads: the thread's column and the block's width in it.
+template <int CB, typename Op>
+UDA_HD void planes_thread(const Op& op, const PlanesGeom& g, int64_t o, int64_t t, Pack* smem, int64_t tid,
+                          int64_t threads) {
+  using T = typename Op::T;
+  const TilePos tp = g.tile<T>(o, t);
+  if constexpr (CB > 0) {
+    (void)smem, (void)tid, (void)threads;
+    RegSlab<CB> s[Op::kSlabs];
+    op(g, tp, s);
+  } else {
+    SmemSlab s[Op::kSlabs];
+UDA_UNROLL
+    for (int j = 0; j < Op::kSlabs; ++j) s[j] = SmemSlab{smem + j * g.C * threads + tid, threads};
+    op(g, tp, s);
+  }
+}
+
+// Launch plan of a planes kernel: the register bucket (0: the shared-memory slab), threads per block,
+// dynamic shared memory, grid. ok = false: the slab does not fit (the caller uses the per-pixel kernel).
+constexpr int kTileThreads = 128;
+constexpr int64_t kMaxGridY = 65535;
+constexpr int64_t kDefaultSmem = 48 * 1024;
+struct PlanesPlan {
+  int cb = 0, threads = kTileThreads;
+  int64_t smem = 0, grid_x = 1, grid_y = 1;
+  bool ok = false;
+};
+
+template <typename Op>
+UDA_HD PlanesPlan plan_planes(const PlanesGeom& g, int64_t smem_optin) {
+  using T = typename Op::T;
+  PlanesPlan pl;
+  // register slabs of at most 16 packs a thread (about 160 registers with the unpacked values and their
+  // exps; 32 packs spill)
+  const int cap = 16 / Op::kSlabs;
+  if (sizeof(T) < 8) {
+    for (int cb = 8; cb <= cap; cb *= 2)
+      if (g.C <= cb) {
+        pl.cb = cb;
+        break;
+      }
+  }
+  if (pl.cb == 0) {
+    const int64_t per_thread = g.C * Op::kSlabs * int64_t(sizeof(Pack));
+    while (pl.threads > 32 && pl.threads * per_thread > kDefaultSmem) pl.threads /= 2;
+    pl.smem = pl.threads * per_thread;
+    if (pl.smem > (smem_optin > kDefaultSmem ? smem_optin : kDefaultSmem)) return pl;
+  }
+  const int64_t tiles = g.tiles<T>();
+  pl.grid_x = (tiles + pl.threads - 1) / pl.threads;
+  pl.grid_y = g.outer < kMaxGridY ? g.outer : kMaxGridY;
+  pl.ok = tiles > 0 && g.outer > 0;
+  return pl;
+}
+
+// ------------------------------------------------------------------------------------------------
 // Indexing and launch geometry.
 // ------------------------------------------------------------------------------------------------
 struct PixelGeom {
@@ -206,6 +538,60 @@ __device__ __forceinline__ acc_t block_sum(acc_t v, acc_t* smem) {
   }
   __syncthreads();
   return smem[32];
+}
+// Body of an op's planes kernel (each op defines its own __global__ <op>_<direction>_planes_kernel<T, CB>
+// around it, so that kernels keep their op's name): blockIdx.x * blockDim.x + threadIdx.x = tile,
+// blockIdx.y = sample (strided past 65535 samples).
+template <int CB, typename Op>
+__device__ __forceinline__ void planes_kernel_body(const Op& op, const PlanesGeom& g) {
+  extern __shared__ Pack uda_slab[];
+  const int64_t t = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (t >= g.tiles<typename Op::T>()) return;
+  for (int64_t o = blockIdx.y; o < g.outer; o += gridDim.y)
+    planes_thread<CB>(op, g, o, t, uda_slab, threadIdx.x, blockDim.x);
+}
+
+template <typename Op, typename Kernel>
+cudaError_t launch_planes_kernel(Kernel kernel, const Op& op, const PlanesGeom& g, const PlanesPlan& pl,
+                                 cudaStream_t stream) {
+  if (pl.smem > kDefaultSmem) {
+    const cudaError_t e =
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(pl.smem));
+    if (e != cudaSuccess) return e;
+  }
+  const dim3 grid(static_cast<unsigned int>(pl.grid_x), static_cast<unsigned int>(pl.grid_y));
+  kernel<<<grid, pl.threads, static_cast<size_t>(pl.smem), stream>>>(op, g);
+  return cudaGetLastError();
+}
+
+template <int CB>
+struct Bucket {
+  static constexpr int value = CB;
+};
+
+// Launches op's planes kernel over (outer, C, inner): kernel_of(Bucket<CB>{}) is the op's kernel for
+// bucket CB (0: the shared-memory slab). *launched = false when the slab would not fit in shared memory
+// (then nothing ran and the caller uses its per-pixel kernel).
+template <typename Op, typename KernelOf>
+cudaError_t launch_planes(const Op& op, int64_t outer, int64_t C, int64_t inner, bool* launched,
+                          cudaStream_t stream, KernelOf kernel_of) {
+  using T = typename Op::T;
+  *launched = false;
+  const PlanesGeom g{outer, C, inner, op.aligned() && inner % kLanes<T> == 0};
+  int dev = 0, optin = 0;
+  cudaError_t e = cudaGetDevice(&dev);
+  if (e == cudaSuccess) e = cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
+  if (e != cudaSuccess) return e;
+  const PlanesPlan pl = plan_planes<Op>(g, optin);
+  if (!pl.ok) return cudaSuccess;
+  *launched = true;
+  if constexpr (sizeof(T) < 8) {
+    if (pl.cb == 8) return launch_planes_kernel(kernel_of(Bucket<8>{}), op, g, pl, stream);
+    if constexpr (Op::kSlabs == 1) {
+      if (pl.cb == 16) return launch_planes_kernel(kernel_of(Bucket<16>{}), op, g, pl, stream);
+    }
+  }
+  return launch_planes_kernel(kernel_of(Bucket<0>{}), op, g, pl, stream);
 }
 #endif  // __CUDACC__
 

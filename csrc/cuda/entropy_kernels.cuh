@@ -41,10 +41,89 @@ UDA_HD void entropy_backward_pixel(const T* __restrict__ z, int64_t cs, int64_t 
   }
 }
 
+// ---- planes tiles (common.cuh): H = log S - (sum_c e_c d_c) / S with d = x - m, e = exp(d), S = sum e.
+template <typename T, typename S>
+UDA_HD void entropy_tile_sums(int C, const S* s, TileSoftmax<T, 1>& st, acc_of<T> (&ed)[kLanes<T>]) {
+  using acc_t = acc_of<T>;
+  for (int k = 0; k < kLanes<T>; ++k) ed[k] = acc_t(0);
+  st.compute(C, s, [&](int, const acc_t(&d)[1][kLanes<T>], const acc_t(&e)[1][kLanes<T>]) {
+UDA_UNROLL
+    for (int k = 0; k < kLanes<T>; ++k) ed[k] += mul0(e[0][k], d[0][k]);
+  });
+}
+
+template <typename T_>
+struct EntropyForward {
+  using T = T_;
+  using acc_t = acc_of<T>;
+  static constexpr int kSlabs = 1, V = kLanes<T>;
+  const T* z;
+  acc_t* out;  // per-pixel map
+  bool aligned() const { return aligned16(z) && aligned16(out); }
+
+  template <typename S>
+  UDA_HD void operator()(const PlanesGeom& g, const TilePos& tp, S* s) const {
+    const int C = static_cast<int>(g.C);
+    s[0].load(z + tp.x, g.inner, C, tp);
+    TileSoftmax<T, 1> st;
+    acc_t ed[V], h[V];
+    entropy_tile_sums(C, s, st, ed);
+    const acc_t w = inv_log_classes<acc_t>(C);
+UDA_UNROLL
+    for (int k = 0; k < V; ++k) h[k] = (uda_log(st.sum[0][k]) - ed[k] / st.sum[0][k]) * w;
+    store_map(out + tp.map, h, tp);
+  }
+};
+
+// dE/dz_j = -(g / log C) p_j (log p_j + H) = -(g / log C) p_j (d_j - sum_c e_c d_c / S).
+template <typename T_>
+struct EntropyBackward {
+  using T = T_;
+  using acc_t = acc_of<T>;
+  static constexpr int kSlabs = 1, V = kLanes<T>;
+  const acc_t* grad;  // per pixel, read as grad[p * grad_stride]
+  int64_t grad_stride;
+  const T* z;
+  T* gz;
+  bool aligned() const { return aligned16(grad) && aligned16(z) && aligned16(gz); }
+
+  template <typename S>
+  UDA_HD void operator()(const PlanesGeom& g, const TilePos& tp, S* s) const {
+    const int C = static_cast<int>(g.C);
+    const acc_t il = inv_log_classes<acc_t>(C);
+    s[0].load(z + tp.x, g.inner, C, tp);
+    TileSoftmax<T, 1> st;
+    acc_t ed[V], w[V], r[V], inv[V];
+    entropy_tile_sums(C, s, st, ed);
+    load_map(grad + tp.map * grad_stride, grad_stride, w, tp);
+UDA_UNROLL
+    for (int k = 0; k < V; ++k) inv[k] = acc_t(1) / st.sum[0][k], r[k] = ed[k] * inv[k], w[k] = -w[k] * il;
+    st.exps(C, s, [&](int c, const acc_t(&d)[1][V], const acc_t(&e)[1][V]) {
+      acc_t out[V];
+UDA_UNROLL
+      for (int k = 0; k < V; ++k) out[k] = w[k] * mul0(e[0][k] * inv[k], d[0][k] - r[k]);
+      store_pack(gz + tp.x + c * g.inner, out, tp);
+    });
+  }
+};
+
 #if defined(__CUDACC__)
+template <typename T, int CB>
+__global__ void __launch_bounds__(kTileThreads)
+    entropy_forward_planes_kernel(const EntropyForward<T> op, const PlanesGeom g) {
+  planes_kernel_body<CB>(op, g);
+}
+
+template <typename T, int CB>
+__global__ void __launch_bounds__(kTileThreads)
+    entropy_backward_planes_kernel(const EntropyBackward<T> op, const PlanesGeom g) {
+  planes_kernel_body<CB>(op, g);
+}
+
+// Per pixel (one thread, classes in a loop): the rows layout, and planes whose slab exceeds shared memory.
 template <typename T>
 __global__ void __launch_bounds__(kPixelThreads)
-    entropy_forward_kernel(const T* __restrict__ z, acc_of<T>* __restrict__ out, PixelGeom geo) {
+    entropy_forward_rows_kernel(const T* __restrict__ z, acc_of<T>* __restrict__ out, PixelGeom geo) {
   UDA_GRID_STRIDE_LOOP(p, geo.pixels()) {
     out[p] = entropy_pixel<acc_of<T>>(z + geo.base(p), geo.inner, geo.C);
   }
@@ -52,7 +131,7 @@ __global__ void __launch_bounds__(kPixelThreads)
 
 template <typename T>
 __global__ void __launch_bounds__(kPixelThreads)
-    entropy_backward_kernel(const acc_of<T>* __restrict__ grad, int64_t grad_stride, const T* __restrict__ z,
+    entropy_backward_rows_kernel(const acc_of<T>* __restrict__ grad, int64_t grad_stride, const T* __restrict__ z,
                             T* __restrict__ gz, PixelGeom geo) {
   UDA_GRID_STRIDE_LOOP(p, geo.pixels()) {
     const int64_t o = geo.base(p);
@@ -65,7 +144,13 @@ cudaError_t launch_entropy_forward(const T* z, acc_of<T>* out, int64_t outer, in
                                    cudaStream_t stream) {
   const PixelGeom geo{outer, C, inner};
   if (geo.pixels() == 0) return cudaSuccess;
-  entropy_forward_kernel<T><<<pixel_blocks(geo.pixels()), kPixelThreads, 0, stream>>>(z, out, geo);
+  bool launched = false;
+  if (inner > 1) {
+    const cudaError_t e = launch_planes(EntropyForward<T>{z, out}, outer, C, inner, &launched, stream,
+                                          [](auto cb) { return entropy_forward_planes_kernel<T, decltype(cb)::value>; });
+    if (e != cudaSuccess || launched) return e;
+  }
+  entropy_forward_rows_kernel<T><<<pixel_blocks(geo.pixels()), kPixelThreads, 0, stream>>>(z, out, geo);
   return cudaGetLastError();
 }
 
@@ -74,7 +159,14 @@ cudaError_t launch_entropy_backward(const acc_of<T>* grad, int64_t grad_stride, 
                                     int64_t C, int64_t inner, cudaStream_t stream) {
   const PixelGeom geo{outer, C, inner};
   if (geo.pixels() == 0) return cudaSuccess;
-  entropy_backward_kernel<T><<<pixel_blocks(geo.pixels()), kPixelThreads, 0, stream>>>(grad, grad_stride, z, gz,
+  bool launched = false;
+  if (inner > 1) {
+    const cudaError_t e =
+        launch_planes(EntropyBackward<T>{grad, grad_stride, z, gz}, outer, C, inner, &launched, stream,
+                      [](auto cb) { return entropy_backward_planes_kernel<T, decltype(cb)::value>; });
+    if (e != cudaSuccess || launched) return e;
+  }
+  entropy_backward_rows_kernel<T><<<pixel_blocks(geo.pixels()), kPixelThreads, 0, stream>>>(grad, grad_stride, z, gz,
                                                                                          geo);
   return cudaGetLastError();
 }

@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <functional>
 #include <random>
+#include <type_traits>
 #include <vector>
 
 #include "../../csrc/cuda/adversarial_dropout_mask_kernels.cuh"
@@ -386,6 +387,139 @@ static void check_geometry() {
          "impact threads", impact_planes_threads(64), 64);
 }
 
+// ---- planes tiles: the kernels' per-thread code over the whole simulated grid ---------------------------
+// Buffers are 16-byte aligned plus `off` elements (off = 1: a view misaligned by one element) and carry a
+// sentinel margin after the tensor that no thread may touch.
+template <typename U>
+struct Buf {
+  std::vector<Pack> raw;
+  U* p;
+  size_t n;
+  Buf(size_t n_, int off, double fill) : raw((n_ + off + 64) * sizeof(U) / sizeof(Pack) + 2), n(n_) {
+    p = reinterpret_cast<U*>(raw.data()) + off;
+    for (size_t i = 0; i < n + 32; ++i) p[i] = Num<U>::store(static_cast<acc_of<U>>(fill));
+  }
+  bool margin_untouched(double fill) const {
+    for (size_t i = n; i < n + 32; ++i)
+      if (double(Num<U>::load(p[i])) != fill) return false;
+    return true;
+  }
+};
+
+static constexpr double kSentinel = 640.0;  // exact in every dtype
+
+// Runs op's planes kernel for bucket CB (0: the shared-memory slab) over every block and thread of the
+// grid the launcher would use.
+template <int CB, typename Op>
+static void run_planes_host(const Op& op, int64_t outer, int64_t C, int64_t inner) {
+  using T = typename Op::T;
+  const PlanesGeom g{outer, C, inner, op.aligned() && inner % kLanes<T> == 0};
+  PlanesPlan pl = plan_planes<Op>(g, 227 * 1024);
+  expect(pl.ok, "planes plan ok", 0, 1);
+  const int64_t threads = pl.threads, tiles = g.tiles<T>();
+  std::vector<Pack> smem(threads * C * Op::kSlabs);
+  for (int64_t by = 0; by < pl.grid_y; ++by)
+    for (int64_t bx = 0; bx < pl.grid_x; ++bx)
+      for (int64_t tid = 0; tid < threads; ++tid) {
+        const int64_t t = bx * threads + tid;
+        if (t >= tiles) continue;
+        for (int64_t o = by; o < outer; o += pl.grid_y) planes_thread<CB>(op, g, o, t, smem.data(), tid, threads);
+      }
+}
+
+// Calls f(Bucket<CB>) for every bucket an op of kSlabs inputs can use for C classes.
+template <int kSlabs, typename F>
+static void each_bucket(int64_t C, F&& f) {
+  if (C <= 8) f(Bucket<8>{});
+  if (kSlabs == 1 && C <= 16) f(Bucket<16>{});
+  f(Bucket<0>{});
+}
+
+struct PlanesShape {
+  int64_t outer, C, inner;
+};
+static const PlanesShape kPlanesShapes[] = {{2, 5, 7},  {3, 19, 16}, {1, 3, 9},  {2, 16, 33}, {2, 40, 12},
+                                            {1, 8, 8},  {2, 2, 5},   {3, 7, 24}, {1, 13, 3},  {2, 150, 4}};
+
+template <typename T>
+static void planes_tolerances(double* rtol, double* atol) {
+  const double eps = sizeof(T) == 2 ? (std::is_same<T, __half>::value ? 1e-3 : 8e-3) : (sizeof(T) == 4 ? 1e-6 : 1e-13);
+  *rtol = 20 * eps + (sizeof(T) == 8 ? 0 : 2e-5);
+  *atol = *rtol;
+}
+
+// Inputs: random logits (a few -inf classes), rounded to T; the double copy holds the same values.
+template <typename T>
+static void planes_inputs(std::mt19937& rng, const PlanesShape& s, Buf<T>& b, std::vector<double>& d) {
+  std::normal_distribution<double> nd(0.0, 3.0);
+  std::uniform_int_distribution<int> pick(0, 40);
+  d.resize(b.n);
+  for (size_t i = 0; i < b.n; ++i) {
+    const double v = pick(rng) == 0 ? -INFINITY : nd(rng);
+    b.p[i] = Num<T>::store(static_cast<acc_of<T>>(v));
+    d[i] = double(Num<T>::load(b.p[i]));
+  }
+  (void)s;
+}
+
+template <typename T>
+static void check_planes_entropy(const char* tname) {
+  using acc_t = acc_of<T>;
+  double rtol, atol;
+  planes_tolerances<T>(&rtol, &atol);
+  std::mt19937 rng(11);
+  char what[160];
+  for (const PlanesShape& s : kPlanesShapes)
+    for (int off = 0; off < 2; ++off) {
+      const size_t n = s.outer * s.C * s.inner, P = s.outer * s.inner;
+      Buf<T> z(n, off, 0);
+      std::vector<double> zd;
+      planes_inputs(rng, s, z, zd);
+      Buf<acc_t> grad(P, off, 0);
+      for (size_t p = 0; p < P; ++p) grad.p[p] = acc_t(0.5 + 0.01 * double(p % 17));
+      each_bucket<1>(s.C, [&](auto cb) {
+        constexpr int CB = decltype(cb)::value;
+        Buf<acc_t> out(P, off, kSentinel);
+        Buf<T> gz(n, off, kSentinel);
+        run_planes_host<CB>(EntropyForward<T>{z.p, out.p}, s.outer, s.C, s.inner);
+        run_planes_host<CB>(EntropyBackward<T>{grad.p, 1, z.p, gz.p}, s.outer, s.C, s.inner);
+        std::vector<double> gref(n);
+        for (int64_t o = 0; o < s.outer; ++o)
+          for (int64_t i = 0; i < s.inner; ++i) {
+            const int64_t base = o * s.C * s.inner + i, p = o * s.inner + i;
+            std::snprintf(what, sizeof what, "%s entropy planes CB=%d shape=(%d,%d,%d) off=%d p=%d", tname, CB,
+                          int(s.outer), int(s.C), int(s.inner), off, int(p));
+            close(what, out.p[p], entropy_pixel<double>(zd.data() + base, s.inner, s.C), rtol, atol);
+            entropy_backward_pixel<double>(zd.data() + base, s.inner, s.C, double(grad.p[p]), gref.data() + base);
+          }
+        for (size_t i = 0; i < n; ++i) {
+          std::snprintf(what, sizeof what, "%s entropy_backward planes CB=%d shape=(%d,%d,%d) off=%d i=%d", tname, CB,
+                        int(s.outer), int(s.C), int(s.inner), off, int(i));
+          close(what, double(Num<T>::load(gz.p[i])), gref[i], rtol, atol);
+        }
+        expect(out.margin_untouched(kSentinel) && gz.margin_untouched(kSentinel), "entropy planes margin", 0, 0);
+      });
+    }
+}
+
+template <typename T>
+static void check_planes(const char* tname) {
+  check_planes_entropy<T>(tname);
+}
+
+// The launch plan: register buckets for small C, the shared-memory slab beyond, fallback when too big.
+static void check_plans() {
+  const PlanesGeom g19{2, 19, 64, true}, g8{2, 8, 64, true}, g150{2, 150, 64, true}, g5000{2, 5000, 64, true};
+  expect(plan_planes<EntropyForward<float>>(g8, 0).cb == 8, "plan C=8 bucket 8", 0, 8);
+  expect(plan_planes<EntropyForward<float>>(g19, 0).cb == 0, "plan C=19 slab", 0, 0);
+  const PlanesPlan p150 = plan_planes<EntropyForward<__nv_bfloat16>>(g150, 227 * 1024);
+  expect(p150.ok && p150.smem == 32 * 150 * 16 && p150.threads == 32, "plan C=150: 32 threads, opt-in smem",
+         double(p150.smem), 0);
+  expect(!plan_planes<EntropyForward<__nv_bfloat16>>(g150, 0).ok, "plan C=150 without opt-in falls back", 0, 0);
+  expect(!plan_planes<EntropyForward<float>>(g5000, 227 * 1024).ok, "plan C=5000 falls back", 0, 0);
+  expect(plan_planes<EntropyForward<double>>(g8, 0).cb == 0, "double: slab only", 0, 0);
+}
+
 int main() {
   check_geometry();
   check_values<float>(2e-5, 2e-6, 0, "float");
@@ -397,6 +531,11 @@ int main() {
   check_extremes();
   check_conversions();
   check_mask();
+  check_plans();
+  check_planes<float>("float");
+  check_planes<double>("double");
+  check_planes<__half>("half");
+  check_planes<__nv_bfloat16>("bf16");
   std::printf("%d checks, %d failures\n", checks, failures);
   return failures == 0 ? 0 : 1;
 }
