@@ -338,14 +338,95 @@ def loss_op(kernel: str) -> Optional[str]:
     return None
 
 
+# The NCHW ("planes") kernels of a loss: named after the op with forward/fwd or backward/bwd in the name;
+# rows-layout (channels_last) and finalize/reduce kernels left out.
+NOT_PLANES = re.compile(r"rows|finali[sz]e|reduce|partials")
+
+
+def direction(kernel: str) -> Optional[str]:
+    if re.search(r"backward|bwd", kernel):
+        return "bwd"
+    if re.search(r"forward|fwd", kernel):
+        return "fwd"
+    return None
+
+
+def planes_kernels(rows: List[dict], backend: str, op: str, direction_: str, dtype: str) -> List[dict]:
+    return [r for r in rows if r.get("backend") == backend and r.get("op") == op and r.get("dtype") == dtype
+            and "error" not in r and direction(r["kernel"]) == direction_ and not NOT_PLANES.search(r["kernel"])]
+
+
+def main_kernel(rows: List[dict], classes: int) -> Optional[dict]:
+    """The instantiation that runs at C = classes: the smallest integer template argument (class bucket) that
+    holds C, else the first; for Triton the spec name's ``detach=False``-like variants stay, the first wins."""
+    def bucket(r):
+        ints = [int(a) for a in re.findall(r"(?<![\w.])(\d+)(?![\w.])", r.get("template", "") + " " + r["kernel"])]
+        return ints[-1] if ints else None
+    fits = [r for r in rows if bucket(r) is not None and bucket(r) >= classes]
+    if fits:
+        return min(fits, key=bucket)
+    return rows[0] if rows else None
+
+
+def compare(old: dict, new: dict, dtypes=("fp32", "bf16")) -> str:
+    """Markdown: per backend, loss, direction and dtype, the old and new main NCHW kernel side by side."""
+    classes = new["info"].get("classes", 19)
+    head = ["backend", "op", "dir", "dtype", "kernel old -> new", "regs", "spill B", "ld bits:count",
+            "instr/elem"]
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for backend in ("cuda", "triton"):
+        for op in LOSS_OPS:
+            for d in ("fwd", "bwd"):
+                for dt_ in dtypes:
+                    a = main_kernel(planes_kernels(old["rows"], backend, op, d, dt_), classes)
+                    b = main_kernel(planes_kernels(new["rows"], backend, op, d, dt_), classes)
+                    if a is None and b is None:
+                        continue
+
+                    def cell(r, f):
+                        return "-" if r is None else f(r)
+                    pair = lambda f: f"{cell(a, f)} -> {cell(b, f)}"  # noqa: E731
+                    out.append("| " + " | ".join([
+                        backend, op, d, dt_,
+                        pair(lambda r: f"{r['kernel']}<{r.get('template', '')}>" if backend == "cuda" else r["kernel"]),
+                        pair(lambda r: str(r.get("regs", "?"))),
+                        pair(lambda r: str(r.get("spill_stores", 0) + r.get("spill_loads", 0))),
+                        pair(lambda r: widths(r["ld"])),
+                        pair(lambda r: "-" if r.get("instr_per_elem") is None else f"{r['instr_per_elem']:.0f}"),
+                    ]) + " |")
+    return "\n".join(out)
+
+
 # ---------------------------------------------------------------------------------------------------
 # CUDA
 # ---------------------------------------------------------------------------------------------------
-def compile_cuda(workdir: str, arch: str = "sm_90", source: str = COMPILE_CHECK) -> Tuple[str, str]:
-    """(ptxas -v text, cuobjdump -sass text) of `source` compiled to a cubin for `arch`."""
+def only_dtypes(source: str, dtypes: Iterable[str], workdir: str) -> str:
+    """A copy of compile_check.cu (in `workdir`) that instantiates only `dtypes` ("fp32", "bf16", ...): its
+    ``UDA_INSTANTIATE*(T)`` lines for other T dropped, its relative includes made absolute. Half the
+    compile time for a test that looks at fp32 and bf16 only."""
+    keep = {t for t, d in CUDA_DTYPE.items() if d in set(dtypes)}
+    text = open(os.path.join(ROOT, source)).read()
+    base = os.path.dirname(os.path.join(ROOT, source))
+    text = re.sub(r'#include "(\.\./[^"]+)"',
+                  lambda m: f'#include "{os.path.normpath(os.path.join(base, m.group(1)))}"', text)
+    text = "\n".join(line for line in text.splitlines()
+                     if not (re.match(r"UDA_INSTANTIATE\w*\((\w+)\)\s*$", line)
+                             and re.match(r"UDA_INSTANTIATE\w*\((\w+)\)", line).group(1) not in keep))
+    path = os.path.join(workdir, "kernels_subset.cu")
+    with open(path, "w") as f:
+        f.write(text + "\n")
+    return path
+
+
+def compile_cuda(workdir: str, arch: str = "sm_90", source: str = COMPILE_CHECK,
+                 dtypes: Optional[Iterable[str]] = None) -> Tuple[str, str]:
+    """(ptxas -v text, cuobjdump -sass text) of `source` compiled to a cubin for `arch` (only `dtypes`'
+    instantiations when given)."""
     nvcc, cuobjdump = find_tool("nvcc"), find_tool("cuobjdump")
     if not nvcc or not cuobjdump:
         raise RuntimeError(f"kernel_report: missing {tools_missing()}")
+    if dtypes is not None:
+        source = only_dtypes(source, dtypes, workdir)
     cubin = os.path.join(workdir, f"kernels_{arch}.cubin")
     cmd = [nvcc, *NVCC_FLAGS, f"-arch={arch}", "-cubin", *TORCH_DEFINES, "-Xptxas", "-v", source, "-o", cubin]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
@@ -479,7 +560,20 @@ def main(argv=None) -> int:
     ap.add_argument("--no-triton", action="store_true")
     ap.add_argument("--triton-dtypes", default="fp32,bf16")
     ap.add_argument("--print", action="store_true", help="print the markdown table")
+    ap.add_argument("--compare", nargs=2, metavar=("OLD_JSON", "NEW_JSON"),
+                    help="print (and with --out-md write) old vs new main NCHW kernels of two reports; no compile")
+    ap.add_argument("--out-md", help="with --compare: write the comparison here")
     args = ap.parse_args(argv)
+    if args.compare:
+        old, new = (json.load(open(p)) for p in args.compare)
+        text = (f"Old {old['info']['label']} vs new {new['info']['label']}: main NCHW kernel per loss, direction "
+                f"and dtype at C = {new['info'].get('classes')} (benchmarks/kernel_report.py).\n\n"
+                + compare(old, new) + "\n")
+        print(text)
+        if args.out_md:
+            with open(args.out_md, "w") as f:
+                f.write(text)
+        return 0
     missing = tools_missing(triton=not args.no_triton)
     if missing:
         print(f"kernel_report: missing tools {missing}; nothing written", file=sys.stderr)
