@@ -58,7 +58,7 @@ gpu-bench: build
 # On a lent GPU, one command (issue 10): build the CUDA extension, GPU tests, compute-sanitizer memcheck/racecheck/
 # initcheck, GPU benchmarks, kernel report, all into benchmarks/results/<device>-<date>/ (and $OUT when set); see
 # benchmarks/gpu_check.py. Runs on the machine's python3 (which holds its CUDA torch), not the venv. Under a
-# per-command time limit run it in pieces: GPU_CHECK_STAGES=info,build,tests, then sanitize, then bench,report.
+# 10-minute per-command limit run it in pieces: GPU_CHECK_STAGES=info,build, then tests, sanitize, bench, report.
 GPU_PY ?= python3
 GPU_CHECK_STAGES ?= info,build,tests,sanitize,bench,report
 gpu-check:

@@ -108,7 +108,8 @@ def measure(case: str, impl: str, mode: str, sets: List[list], device: torch.dev
 
 def run(ops: Sequence[str], shapes, dtypes: Sequence[str], layouts: Sequence[str], modes: Sequence[str],
         impls: Sequence[str], device: torch.device, reps: int, graphs: bool = True,
-        budget_s: Optional[float] = None, log=print) -> List[dict]:
+        budget_s: Optional[float] = None, log=print, on_row: Optional[Callable[[List[dict]], None]] = None
+        ) -> List[dict]:
     """Measure every (op, shape, dtype, layout, mode) for every impl; rows as in the module docstring. Past
     `budget_s` seconds the torch.compile impls are skipped (compilation dominates the time of a run)."""
     t0 = time.time()
@@ -135,6 +136,8 @@ def run(ops: Sequence[str], shapes, dtypes: Sequence[str], layouts: Sequence[str
         del sets
         finish_row(row)
         rows.append(row)
+        if on_row is not None:  # e.g. save what is measured so far (a killed run keeps its rows)
+            on_row(rows)
         log(f"[{time.time() - t0:6.0f}s] {op} {row['shape']} {dt} {lay} {mode}: " + ", ".join(
             f"{i} {row[f'{i}_ms']:.3f}" for i in impls if isinstance(row.get(f"{i}_ms"), float)))
     return rows
@@ -245,8 +248,15 @@ def main(argv=None) -> int:
         if "triton" in impls and not (device.type == "cuda" and G.triton_available()):
             impls.remove("triton")
     info = G.machine_info(device)
+
+    def partial(rows_so_far):
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"machine": info, "rows": rows_so_far, "partial": True}, f, indent=1)
+
     rows = run(args.ops.split(","), shapes, args.dtypes.split(","), args.layouts.split(","),
-               args.modes.split(","), impls, device, reps, graphs=not args.no_graphs, budget_s=args.budget_s)
+               args.modes.split(","), impls, device, reps, graphs=not args.no_graphs, budget_s=args.budget_s,
+               on_row=partial)
     info["copy_gbps"] = rows[0]["copy_gbps"] if rows else None
     info.update(method="events, median, rotated inputs, graph replays", reps=reps, rotate_bytes=G.ROTATE_BYTES)
     print(f"\n{info.get('device')}, torch {info.get('torch')}, CUDA {info.get('cuda')}, triton {info.get('triton')}, "

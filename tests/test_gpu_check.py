@@ -23,7 +23,8 @@ def test_plan_covers_every_stage_and_sanitizer(tmp_path):
     assert build.env["UDA_OPS_FORCE_CUDA"] == "1"
     tests = " ".join(next(s for s in steps if s.name == "tests").cmd)
     assert "tests/test_cuda.py" in tests and "tests/test_triton.py" in tests
-    assert sum(s.timeout for s in steps) <= 40 * 60  # bounded even when every step runs to its limit
+    for stage in GC.STAGES:  # each stage fits the device tool's 10-minute command even at its time limits
+        assert sum(s.timeout for s in steps if s.stage == stage) < 600, stage
 
 
 def test_dry_run_writes_the_folder_and_copies_it_to_out(tmp_path, monkeypatch):
