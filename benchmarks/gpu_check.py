@@ -6,8 +6,8 @@ benchmarks/results/<device>-<date>/ (logs, JUnit XML, benchmark JSON/markdown, t
     make gpu-check GPU_CHECK_STAGES=info,build      # the same in pieces, each under 10 minutes (the device
     make gpu-check GPU_CHECK_STAGES=tests           #   tool's per-command limit) even when every step runs
     make gpu-check GPU_CHECK_STAGES=sanitize        #   to its time limit; later calls on the warm machine
-    make gpu-check GPU_CHECK_STAGES=bench           #   reuse the build and write into the same folder
-    make gpu-check GPU_CHECK_STAGES=report
+    make gpu-check GPU_CHECK_STAGES=bench           #   reuse the build (a fresh machine builds it first)
+    make gpu-check GPU_CHECK_STAGES=report          #   and write into the same folder
     python benchmarks/gpu_check.py --dry-run --out /tmp/x   # CPU: the plan, the info and a tiny benchmark
 
 Stages: info (versions, nvidia-smi, git), build (pip install -e . --no-build-isolation --no-deps with
@@ -229,8 +229,14 @@ def main(argv=None) -> int:
         summary["info"] = info()
         with open(os.path.join(out, "info.json"), "w") as f:
             json.dump(summary["info"], f, indent=1)
+    steps = plan(out, args.python, args.dry_run)
+    if "build" not in stages and {"tests", "sanitize", "bench"} & set(stages) and not args.dry_run:
+        check = next(s for s in steps if s.name == "extension")
+        if subprocess.run(check.cmd, cwd=ROOT, capture_output=True).returncode != 0:
+            print("gpu_check: no CUDA extension here (a fresh machine?): building it first", flush=True)
+            stages = ["build"] + stages
     failed = False
-    for step in plan(out, args.python, args.dry_run):
+    for step in steps:
         if step.stage not in stages:
             continue
         print(f"gpu_check: {step.name} ...", flush=True)
