@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "../layout.h"
@@ -34,30 +35,34 @@ namespace uda_ops {
 namespace cpu {
 
 // ------------------------------------------------------------------------------------------------
-// exp for arguments <= 0 (every softmax exponent is z - max z). float: Cephes-style polynomial,
-// branch-free so that lane loops vectorise; max relative error ~1e-7. Below -87.3 it returns exactly
-// 0 (masked classes), NaN stays NaN. double: std::exp (fp64 is for gradcheck, not speed).
+// exp for arguments <= 0 (every softmax exponent is z - max z). float: range reduction to
+// r = x - n ln 2, a degree-5 polynomial fitted for relative error, and 2^n built from the bits of the
+// rounding sum; branch-free so that lane loops vectorise (14 vector instructions); max relative error
+// 2e-7 over every float in [-87.3, 0] (checked exhaustively). Below -87.3 it returns exactly 0 (masked
+// classes), NaN stays NaN. double: std::exp (fp64 is for gradcheck, not speed).
 // ------------------------------------------------------------------------------------------------
 UDA_INLINE float exp_nonpos(float x) {
-  constexpr float lo = -87.3f;
-  const float xc = x < lo ? lo : x;
-  const float t = xc * 1.44269504088896341f + 12582912.0f;  // round to nearest via 1.5 * 2^23
-  const float n = t - 12582912.0f;
-  float r = xc - n * 0.693359375f;
+  constexpr float lo = -87.3f;  // exp(lo) > FLT_MIN: the scale below stays a normal number
+  constexpr float magic = 12583039.0f;  // 1.5 * 2^23 + 127: t's low mantissa bits hold n + 127
+  const float xc = x < lo ? lo : x;  // NaN stays NaN (the comparison is false)
+  const float t = xc * 1.44269504088896341f + magic;  // n = round(x / ln 2)
+  const float n = t - magic;
+  float r = xc - n * 0.693359375f;  // r = x - n ln 2 in two steps, |r| <= ln 2 / 2
   r = r - n * -2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
-  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  // exp(r) = 1 + r + r^2 q(r), q of degree 3 fitted for relative error (1.1e-7 on [-ln 2 / 2, ln 2 / 2])
+  float p = 8.3125215e-3f;
+  p = p * r + 4.1890118e-2f;
+  p = p * r + 1.6667114e-1f;
+  p = p * r + 4.9999231e-1f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  int32_t bits;
+  std::memcpy(&bits, &t, sizeof(bits));
+  bits <<= 23;  // (n + 127) << 23 = 2^n (n in [-126, 0]); the higher mantissa bits of t shift out
   float scale;
   std::memcpy(&scale, &bits, sizeof(scale));
-  float y = p * scale;
-  y = x < lo ? 0.0f : y;
-  return x != x ? x : y;
+  const float y = p * scale;  // NaN in, NaN out: p is NaN
+  return x < lo ? 0.0f : y;   // exactly 0 below lo (masked classes, -inf)
 }
 UDA_INLINE double exp_nonpos(double x) { return std::exp(x); }
 
@@ -172,6 +177,41 @@ UDA_MULTIVERSION void store_tile(const acc_t* __restrict src, const TileGrid& g,
     for (int64_t i = 0; i < t.n; ++i)
       for (int64_t c = 0; c < g.C; ++c) d[i * g.lane_stride + c] = static_cast<scalar_t>(src[c * g.T + i]);
   }
+}
+
+// Whether a kernel reads and writes tiles in place (class stride g.class_stride) rather than through a
+// [C][T] buffer (class stride g.T): the tensor already holds acc_t with contiguous lanes (planes layout).
+template <typename scalar_t, typename acc_t>
+UDA_INLINE bool in_place(const TileGrid& g) {
+  return std::is_same<scalar_t, acc_t>::value && g.lane_stride == 1;
+}
+
+// The tile's values as acc_t and their class stride `xs`: in place where in_place, else loaded into buf.
+template <typename scalar_t, typename acc_t>
+UDA_INLINE const acc_t* tile_in(const scalar_t* src, const TileGrid& g, const Tile& t, acc_t* buf, int64_t& xs) {
+  if (in_place<scalar_t, acc_t>(g)) {
+    xs = g.class_stride;
+    return reinterpret_cast<const acc_t*>(src) + t.base;
+  }
+  load_tile(src, g, t, buf);
+  xs = g.T;
+  return buf;
+}
+
+// Where a tile's result goes: in place in dst where in_place, else buf (then stored by tile_out_done).
+template <typename scalar_t, typename acc_t>
+UDA_INLINE acc_t* tile_out(scalar_t* dst, const TileGrid& g, const Tile& t, acc_t* buf, int64_t& os) {
+  if (in_place<scalar_t, acc_t>(g)) {
+    os = g.class_stride;
+    return reinterpret_cast<acc_t*>(dst) + t.base;
+  }
+  os = g.T;
+  return buf;
+}
+
+template <typename scalar_t, typename acc_t>
+UDA_INLINE void tile_out_done(const acc_t* buf, const TileGrid& g, const Tile& t, scalar_t* dst) {
+  if (!in_place<scalar_t, acc_t>(g)) store_tile(buf, g, t, dst);
 }
 
 // Runs body(tile, scratch) over all tiles in parallel; scratch holds `buffers` [C][T] acc_t buffers

@@ -1,42 +1,16 @@
 // Normalised entropy map E = -sum_c p_c log p_c / log C (SPEC section 2) and its backward.
-#include "common.h"
+#include "entropy.h"
 
 namespace uda_ops {
 namespace cpu {
 
-// h[i] = -sum_c p_c log p_c (natural log, not normalised); leaves P = softmax(X), lse.
 template <typename acc_t>
-UDA_INLINE void entropy_tile(const acc_t* __restrict X, acc_t* __restrict P, acc_t* __restrict lse,
-                             int64_t C, int64_t T, int64_t n, acc_t* __restrict h) {
-  softmax_tile(X, P, lse, C, T, n);
-  for (int64_t i = 0; i < n; ++i) h[i] = 0;
-  for (int64_t c = 0; c < C; ++c)
-    for (int64_t i = 0; i < n; ++i) h[i] -= mul0(P[c * T + i], X[c * T + i] - lse[i]);
-}
-
-template <typename acc_t>
-UDA_MULTIVERSION void entropy_forward_tile(const acc_t* __restrict X, acc_t* __restrict P, int64_t C,
-                                           int64_t T, int64_t n, acc_t* __restrict out) {
-  acc_t lse[kMaxLanes], h[kMaxLanes];
-  entropy_tile(X, P, lse, C, T, n, h);
+UDA_MULTIVERSION void entropy_forward_tile(const acc_t* __restrict X, int64_t xs, int64_t C, int64_t n,
+                                           acc_t* __restrict out) {
+  acc_t m[kMaxLanes], s[kMaxLanes], h[kMaxLanes];
+  entropy_stats<acc_t, false>(X, xs, nullptr, C, 0, n, m, s, h);
   const acc_t inv_log_c = acc_t(1) / std::log(acc_t(C));
   for (int64_t i = 0; i < n; ++i) out[i] = h[i] * inv_log_c;
-}
-
-// dE/dz_j = -(p_j / log C)(log p_j + h); overwrites X with the gradient.
-template <typename acc_t>
-UDA_MULTIVERSION void entropy_backward_tile(acc_t* __restrict X, acc_t* __restrict P, int64_t C,
-                                            int64_t T, int64_t n, const acc_t* __restrict g,
-                                            int64_t gs) {
-  acc_t lse[kMaxLanes], h[kMaxLanes], w[kMaxLanes];
-  entropy_tile(X, P, lse, C, T, n, h);
-  const acc_t inv_log_c = acc_t(1) / std::log(acc_t(C));
-  for (int64_t i = 0; i < n; ++i) w[i] = -g[i * gs] * inv_log_c;
-  for (int64_t c = 0; c < C; ++c)
-    for (int64_t i = 0; i < n; ++i) {
-      const int64_t k = c * T + i;
-      X[k] = w[i] * mul0(P[k], X[k] - lse[i] + h[i]);
-    }
 }
 
 at::Tensor entropy_cpu(const at::Tensor& z, int64_t dim) {
@@ -49,9 +23,10 @@ at::Tensor entropy_cpu(const at::Tensor& z, int64_t dim) {
     using acc_t = at::opmath_type<scalar_t>;
     const scalar_t* pz = zc.const_data_ptr<scalar_t>();
     acc_t* po = out.mutable_data_ptr<acc_t>();
-    for_each_tile<acc_t>(g, 2, [&](const Tile& t, acc_t* buf) {
-      load_tile(pz, g, t, buf);
-      entropy_forward_tile(buf, buf + g.C * g.T, g.C, g.T, t.n, po + t.p0);
+    for_each_tile<acc_t>(g, 1, [&](const Tile& t, acc_t* buf) {
+      int64_t xs;
+      const acc_t* X = tile_in(pz, g, t, buf, xs);
+      entropy_forward_tile(X, xs, g.C, t.n, po + t.p0);
     });
   });
   return out;
@@ -70,9 +45,11 @@ at::Tensor entropy_backward_cpu(const at::Tensor& grad, const at::Tensor& z, int
     const acc_t* pg_ = pg.storage.const_data_ptr<acc_t>();
     scalar_t* pgz = gz.mutable_data_ptr<scalar_t>();
     for_each_tile<acc_t>(g, 2, [&](const Tile& t, acc_t* buf) {
-      load_tile(pz, g, t, buf);
-      entropy_backward_tile(buf, buf + g.C * g.T, g.C, g.T, t.n, pg_ + t.p0 * pg.stride, pg.stride);
-      store_tile(buf, g, t, pgz);
+      int64_t xs, os;
+      const acc_t* X = tile_in(pz, g, t, buf, xs);
+      acc_t* O = tile_out(pgz, g, t, buf, os);
+      entropy_backward_tile(X, xs, buf + g.C * g.T, g.C, g.T, t.n, pg_ + t.p0 * pg.stride, pg.stride, O, os);
+      tile_out_done(buf, g, t, pgz);
     });
   });
   return gz;

@@ -1,42 +1,66 @@
 // Weighted self-information map I_c = -p_c log p_c / log C (SPEC section 2) and its backward.
-#include "common.h"
+#include "entropy.h"
 
 namespace uda_ops {
 namespace cpu {
 
-// Overwrites X with I.
+// Per lane: m = max_c x_c, E[c * T + i] = exp(x_c - m), s = sum_c of those. The softmax is never normalised
+// in a pass of its own: its consumers multiply by 1 / s.
 template <typename acc_t>
-UDA_MULTIVERSION void self_information_forward_tile(acc_t* __restrict X, acc_t* __restrict P, int64_t C,
-                                                    int64_t T, int64_t n) {
-  acc_t lse[kMaxLanes];
-  softmax_tile(X, P, lse, C, T, n);
-  const acc_t w = acc_t(-1) / std::log(acc_t(C));
+UDA_INLINE void exp_tile(const acc_t* __restrict X, int64_t xs, acc_t* __restrict E, int64_t C, int64_t T,
+                         int64_t n, acc_t* __restrict m, acc_t* __restrict s) {
+  for (int64_t i = 0; i < n; ++i) m[i] = -std::numeric_limits<acc_t>::infinity();
   for (int64_t c = 0; c < C; ++c)
-    for (int64_t i = 0; i < n; ++i) {
-      const int64_t k = c * T + i;
-      X[k] = w * mul0(P[k], X[k] - lse[i]);
-    }
-}
-
-// With u_c = G_c (1 + log p_c): dL/dz_j = -(p_j / log C)(u_j - sum_c p_c u_c). Overwrites X.
-template <typename acc_t>
-UDA_MULTIVERSION void self_information_backward_tile(acc_t* __restrict X, acc_t* __restrict G,
-                                                     acc_t* __restrict P, int64_t C, int64_t T,
-                                                     int64_t n) {
-  acc_t lse[kMaxLanes], s[kMaxLanes];
-  softmax_tile(X, P, lse, C, T, n);
+    for (int64_t i = 0; i < n; ++i) m[i] = X[c * xs + i] > m[i] ? X[c * xs + i] : m[i];
   for (int64_t i = 0; i < n; ++i) s[i] = 0;
   for (int64_t c = 0; c < C; ++c)
     for (int64_t i = 0; i < n; ++i) {
+      const acc_t e = exp_nonpos(X[c * xs + i] - m[i]);  // NaN for all -inf lanes: (-inf) - (-inf)
+      E[c * T + i] = e;
+      s[i] += e;
+    }
+}
+
+// O = I = -(e_c / s)((x_c - m) - log s) / log C. X and O may be the same buffer (xs == os).
+template <typename acc_t>
+UDA_MULTIVERSION void self_information_forward_tile(const acc_t* X, int64_t xs, acc_t* __restrict E, int64_t C,
+                                                    int64_t T, int64_t n, acc_t* O, int64_t os) {
+  acc_t m[kMaxLanes], s[kMaxLanes], w[kMaxLanes], ls[kMaxLanes];
+  exp_tile(X, xs, E, C, T, n, m, s);
+  const acc_t inv_log_c = acc_t(1) / std::log(acc_t(C));
+  for (int64_t i = 0; i < n; ++i) {
+    w[i] = -inv_log_c / s[i];
+    ls[i] = log_ge1(s[i]);
+  }
+  for (int64_t c = 0; c < C; ++c)
+    for (int64_t i = 0; i < n; ++i)
+      O[c * os + i] = w[i] * mul0(E[c * T + i], (X[c * xs + i] - m[i]) - ls[i]);
+}
+
+// With u_c = G_c (1 + log p_c): dL/dz_j = -(p_j / log C)(u_j - sum_c p_c u_c). Overwrites X (the [C][T]
+// buffer) with the gradient; G holds the upstream gradient, E is scratch.
+template <typename acc_t>
+UDA_MULTIVERSION void self_information_backward_tile(acc_t* __restrict X, acc_t* __restrict G,
+                                                     acc_t* __restrict E, int64_t C, int64_t T, int64_t n) {
+  acc_t m[kMaxLanes], s[kMaxLanes], inv[kMaxLanes], off[kMaxLanes], su[kMaxLanes];
+  exp_tile(X, T, E, C, T, n, m, s);
+  for (int64_t i = 0; i < n; ++i) {
+    inv[i] = acc_t(1) / s[i];
+    off[i] = acc_t(1) - log_ge1(s[i]);  // 1 + log p_c = (x_c - m) + off
+    su[i] = 0;
+  }
+  for (int64_t c = 0; c < C; ++c)
+    for (int64_t i = 0; i < n; ++i) {
       const int64_t k = c * T + i;
-      G[k] = mul0(P[k], G[k] * (acc_t(1) + X[k] - lse[i]));  // p_c u_c (0 where p_c == 0)
-      s[i] += G[k];
+      E[k] *= inv[i];                                      // p_c
+      G[k] = mul0(E[k], G[k] * ((X[k] - m[i]) + off[i]));  // p_c u_c (0 where p_c == 0)
+      su[i] += G[k];
     }
   const acc_t w = acc_t(-1) / std::log(acc_t(C));
   for (int64_t c = 0; c < C; ++c)
     for (int64_t i = 0; i < n; ++i) {
       const int64_t k = c * T + i;
-      X[k] = w * (G[k] - P[k] * s[i]);
+      X[k] = w * (G[k] - E[k] * su[i]);
     }
 }
 
@@ -51,9 +75,11 @@ at::Tensor self_information_cpu(const at::Tensor& z, int64_t dim) {
     const scalar_t* pz = zc.const_data_ptr<scalar_t>();
     scalar_t* po = out.mutable_data_ptr<scalar_t>();
     for_each_tile<acc_t>(g, 2, [&](const Tile& t, acc_t* buf) {
-      load_tile(pz, g, t, buf);
-      self_information_forward_tile(buf, buf + g.C * g.T, g.C, g.T, t.n);
-      store_tile(buf, g, t, po);
+      int64_t xs, os;
+      const acc_t* X = tile_in(pz, g, t, buf, xs);
+      acc_t* O = tile_out(po, g, t, buf, os);
+      self_information_forward_tile(X, xs, buf + g.C * g.T, g.C, g.T, t.n, O, os);
+      tile_out_done(buf, g, t, po);
     });
   });
   return out;
@@ -65,7 +91,8 @@ at::Tensor self_information_backward_cpu(const at::Tensor& grad, const at::Tenso
   const ClassLayout L = class_layout(z, dim);
   check_classes("self_information_backward", L);
   // The upstream gradient of an output in z's dtype arrives in that dtype; anything else is cast once.
-  // An expanded scalar (the backward of .sum()) is read as one value, never materialised.
+  // An expanded scalar g (the backward of .sum()) is read as one value, never materialised: the gradient
+  // of g sum_c I_c is g dE/dz, the entropy's backward.
   const bool scalar_grad = is_expanded_scalar(grad);
   const at::Tensor zc = to_layout(z, dim, L);
   const at::Tensor gc = scalar_grad ? grad.as_strided({1}, {1}).to(acc_dtype(z))
@@ -75,17 +102,24 @@ at::Tensor self_information_backward_cpu(const at::Tensor& grad, const at::Tenso
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, z.scalar_type(), "self_information_backward_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const scalar_t* pz = zc.const_data_ptr<scalar_t>();
-    const acc_t gscalar = scalar_grad ? gc.const_data_ptr<acc_t>()[0] : acc_t(0);
-    const scalar_t* pgi = scalar_grad ? nullptr : gc.const_data_ptr<scalar_t>();
     scalar_t* pgz = gz.mutable_data_ptr<scalar_t>();
+    if (scalar_grad) {
+      const acc_t* pg_ = gc.const_data_ptr<acc_t>();
+      for_each_tile<acc_t>(g, 2, [&](const Tile& t, acc_t* buf) {
+        int64_t xs, os;
+        const acc_t* X = tile_in(pz, g, t, buf, xs);
+        acc_t* O = tile_out(pgz, g, t, buf, os);
+        entropy_backward_tile(X, xs, buf + g.C * g.T, g.C, g.T, t.n, pg_, 0, O, os);
+        tile_out_done(buf, g, t, pgz);
+      });
+      return;
+    }
+    const scalar_t* pgi = gc.const_data_ptr<scalar_t>();
     for_each_tile<acc_t>(g, 3, [&](const Tile& t, acc_t* buf) {
-      acc_t *X = buf, *G = X + g.C * g.T, *P = G + g.C * g.T;
+      acc_t *X = buf, *G = X + g.C * g.T, *E = G + g.C * g.T;
       load_tile(pz, g, t, X);
-      if (scalar_grad)
-        std::fill(G, G + g.C * g.T, gscalar);
-      else
-        load_tile(pgi, g, t, G);
-      self_information_backward_tile(X, G, P, g.C, g.T, t.n);
+      load_tile(pgi, g, t, G);
+      self_information_backward_tile(X, G, E, g.C, g.T, t.n);
       store_tile(X, g, t, pgz);
     });
   });
