@@ -400,13 +400,13 @@ def compare(old: dict, new: dict, dtypes=("fp32", "bf16")) -> str:
 # ---------------------------------------------------------------------------------------------------
 # CUDA
 # ---------------------------------------------------------------------------------------------------
-def only_dtypes(source: str, dtypes: Iterable[str], workdir: str) -> str:
+def only_dtypes(source: str, dtypes: Iterable[str], workdir: str, root: str = ROOT) -> str:
     """A copy of compile_check.cu (in `workdir`) that instantiates only `dtypes` ("fp32", "bf16", ...): its
     ``UDA_INSTANTIATE*(T)`` lines for other T dropped, its relative includes made absolute. Half the
     compile time for a test that looks at fp32 and bf16 only."""
     keep = {t for t, d in CUDA_DTYPE.items() if d in set(dtypes)}
-    text = open(os.path.join(ROOT, source)).read()
-    base = os.path.dirname(os.path.join(ROOT, source))
+    text = open(os.path.join(root, source)).read()
+    base = os.path.dirname(os.path.join(root, source))
     text = re.sub(r'#include "(\.\./[^"]+)"',
                   lambda m: f'#include "{os.path.normpath(os.path.join(base, m.group(1)))}"', text)
     text = "\n".join(line for line in text.splitlines()
@@ -419,17 +419,17 @@ def only_dtypes(source: str, dtypes: Iterable[str], workdir: str) -> str:
 
 
 def compile_cuda(workdir: str, arch: str = "sm_90", source: str = COMPILE_CHECK,
-                 dtypes: Optional[Iterable[str]] = None) -> Tuple[str, str]:
+                 dtypes: Optional[Iterable[str]] = None, root: str = ROOT) -> Tuple[str, str]:
     """(ptxas -v text, cuobjdump -sass text) of `source` compiled to a cubin for `arch` (only `dtypes`'
     instantiations when given)."""
     nvcc, cuobjdump = find_tool("nvcc"), find_tool("cuobjdump")
     if not nvcc or not cuobjdump:
         raise RuntimeError(f"kernel_report: missing {tools_missing()}")
     if dtypes is not None:
-        source = only_dtypes(source, dtypes, workdir)
+        source = only_dtypes(source, dtypes, workdir, root)
     cubin = os.path.join(workdir, f"kernels_{arch}.cubin")
     cmd = [nvcc, *NVCC_FLAGS, f"-arch={arch}", "-cubin", *TORCH_DEFINES, "-Xptxas", "-v", source, "-o", cubin]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=600)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)}\n{proc.stdout}\n{proc.stderr}")
     sass = subprocess.run([cuobjdump, "-sass", cubin], capture_output=True, text=True, check=True).stdout
@@ -458,7 +458,7 @@ def cuda_rows(ptxas: str, sass: str, classes: int = 19) -> List[dict]:
 # Triton
 # ---------------------------------------------------------------------------------------------------
 def triton_rows(dtypes: Iterable[str] = ("fp32", "bf16"), arch: int = 90, classes: int = 19,
-                workdir: Optional[str] = None) -> List[dict]:
+                workdir: Optional[str] = None, root: str = ROOT) -> List[dict]:
     os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
     if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
         raise RuntimeError("kernel_report: unset TRITON_INTERPRET (the interpreter compiles nothing)")
@@ -466,8 +466,11 @@ def triton_rows(dtypes: Iterable[str] = ("fp32", "bf16"), arch: int = 90, classe
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    sys.path.insert(0, ROOT)
+    sys.path.insert(0, root)
     from uda_ops.triton import aot_check
+
+    if not os.path.realpath(aot_check.__file__).startswith(os.path.realpath(root)):
+        raise RuntimeError(f"kernel_report: uda_ops.triton came from {aot_check.__file__}, not {root}")
 
     from triton.backends.nvidia.compiler import get_ptxas, sm_arch_from_capability
 
@@ -542,9 +545,9 @@ def markdown(rows: List[dict], dtypes: Iterable[str] = ("fp32", "bf16")) -> str:
     return "\n".join(out)
 
 
-def git_label(prefix: str) -> str:
+def git_label(prefix: str, rev: str = "HEAD") -> str:
     try:
-        h = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+        h = subprocess.run(["git", "rev-parse", "--short", rev], cwd=ROOT, capture_output=True, text=True,
                            check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         h = "nogit"
@@ -560,6 +563,8 @@ def main(argv=None) -> int:
     ap.add_argument("--no-triton", action="store_true")
     ap.add_argument("--triton-dtypes", default="fp32,bf16")
     ap.add_argument("--print", action="store_true", help="print the markdown table")
+    ap.add_argument("--rev", help="report the kernels of this git revision (csrc/, tests/cuda, uda_ops/ of that "
+                                  "commit, not the working tree); the default label then names it")
     ap.add_argument("--compare", nargs=2, metavar=("OLD_JSON", "NEW_JSON"),
                     help="print (and with --out-md write) old vs new main NCHW kernels of two reports; no compile")
     ap.add_argument("--out-md", help="with --compare: write the comparison here")
@@ -578,16 +583,25 @@ def main(argv=None) -> int:
     if missing:
         print(f"kernel_report: missing tools {missing}; nothing written", file=sys.stderr)
         return 2
-    label = args.label or git_label("kernels")
+    label = args.label or git_label("kernels", args.rev or "HEAD")
     work = tempfile.mkdtemp(prefix="kernel_report_")
+    root = ROOT
     try:
-        ptxas, sass = compile_cuda(work, args.arch)
+        if args.rev:
+            root = os.path.join(work, "src")
+            os.makedirs(root)
+            archive = subprocess.run(["git", "archive", args.rev, "csrc", "tests/cuda", "uda_ops"], cwd=ROOT,
+                                     capture_output=True, check=True).stdout
+            subprocess.run(["tar", "-x", "-C", root], input=archive, check=True)
+        ptxas, sass = compile_cuda(work, args.arch, root=root)
         rows = cuda_rows(ptxas, sass, args.classes)
         if not args.no_triton:
-            rows += triton_rows(args.triton_dtypes.split(","), int(args.arch.split("_")[1]), args.classes, work)
+            rows += triton_rows(args.triton_dtypes.split(","), int(args.arch.split("_")[1]), args.classes, work,
+                                root)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    info = {"label": label, "arch": args.arch, "classes": args.classes, "date": dt.date.today().isoformat(),
+    info = {"label": label, "rev": args.rev or "working tree", "arch": args.arch, "classes": args.classes,
+            "date": dt.date.today().isoformat(),
             "nvcc": subprocess.run([find_tool("nvcc"), "--version"], capture_output=True,
                                    text=True).stdout.strip().splitlines()[-1],
             "nvcc_flags": NVCC_FLAGS + TORCH_DEFINES}
