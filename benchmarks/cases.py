@@ -1,5 +1,6 @@
-"""What the benchmarks measure: each op as uda_ops runs it, as the eager reference, and as torch.compile of
-the reference, on the same inputs. Shared by the pytest-benchmark suite and the summary script."""
+"""What the benchmarks measure: each op as uda_ops runs it, as the eager reference, as torch.compile of the
+reference, and as the official repositories' eager formula (benchmarks/official.py; the losses only), on the
+same inputs. Shared by the pytest-benchmark suite and the summary script."""
 from __future__ import annotations
 
 import json
@@ -14,7 +15,12 @@ from torch import Tensor
 import uda_ops
 from uda_ops import reference as R
 
-IMPLS = ("uda_ops", "eager", "compile")
+try:
+    from official import OFFICIAL
+except ImportError:  # imported as benchmarks.cases
+    from .official import OFFICIAL
+
+IMPLS = ("uda_ops", "eager", "compile", "official")
 MODES = ("fwd", "fwdbwd")
 
 
@@ -39,11 +45,17 @@ class Case:
     ref: Callable[..., Tensor]
     differentiable: bool = True
 
+    @property
+    def impls(self) -> Tuple[str, ...]:
+        return IMPLS if self.name in OFFICIAL else tuple(i for i in IMPLS if i != "official")
+
     def fn(self, impl: str) -> Callable[..., Tensor]:
         if impl == "uda_ops":
             return self.fused
         if impl == "eager":
             return self.ref
+        if impl == "official":
+            return OFFICIAL[self.name]
         return torch.compile(self.ref)
 
 

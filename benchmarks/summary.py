@@ -1,4 +1,5 @@
-"""Run the benchmark suite (or read a saved run) and print uda_ops beside eager and torch.compile.
+"""Run the benchmark suite (or read a saved run) and print uda_ops beside the eager reference, torch.compile of
+it, and the official repositories' eager formulas (benchmarks/official.py), all measured in the same run.
 
     python benchmarks/summary.py                     # run everything, print the table
     python benchmarks/summary.py --save              # also keep the raw run in benchmarks/results/
@@ -56,13 +57,13 @@ def summarise(raw: dict) -> list:
                                                      iqr_ms=b["stats"]["iqr"] * 1e3)
     rows = []
     for case, mode in sorted({(c, m) for c, m, _ in by}, key=lambda k: (k[0], k[1])):
-        u, e, c = (by.get((case, mode, i)) for i in ("uda_ops", "eager", "compile"))
+        u, e, c, o = (by.get((case, mode, i)) for i in ("uda_ops", "eager", "compile", "official"))
         if u is None:
             continue
         row = {"op": case, "mode": mode, "shape": u["shape"], "dtype": u["dtype"],
                "uda_ops_ms": u["median_ms"], "uda_ops_gbps": u.get("gbps"),
                "peak_mib": u["peak_bytes"] / 2**20, "own_mib": u["own_bytes"] / 2**20}
-        for name, r in (("eager", e), ("compile", c)):
+        for name, r in (("eager", e), ("compile", c), ("official", o)):
             if r is not None:
                 row[f"{name}_ms"] = r["median_ms"]
                 row[f"x_{name}"] = r["median_ms"] / u["median_ms"]
@@ -76,15 +77,16 @@ def fmt(v, spec):
 
 
 def table(rows: list, markdown: bool) -> str:
-    head = ["op", "mode", "uda_ops ms", "eager ms", "compile ms", "x eager", "x compile", "GB/s",
-            "peak MiB (uda/eager/compile)", "inputs+grads MiB"]
+    head = ["op", "mode", "uda_ops ms", "eager ms", "compile ms", "official ms", "x eager", "x compile",
+            "x official", "GB/s", "peak MiB (uda/eager/compile/official)", "inputs+grads MiB"]
     lines = []
     for r in rows:
         lines.append([r["op"], r["mode"], fmt(r["uda_ops_ms"], ".2f"), fmt(r.get("eager_ms"), ".2f"),
-                      fmt(r.get("compile_ms"), ".2f"), fmt(r.get("x_eager"), ".1f"),
-                      fmt(r.get("x_compile"), ".2f"), fmt(r.get("uda_ops_gbps"), ".1f"),
+                      fmt(r.get("compile_ms"), ".2f"), fmt(r.get("official_ms"), ".2f"), fmt(r.get("x_eager"), ".1f"),
+                      fmt(r.get("x_compile"), ".2f"), fmt(r.get("x_official"), ".2f"), fmt(r.get("uda_ops_gbps"), ".1f"),
                       f"{r['peak_mib']:.1f} / {fmt(r.get('eager_peak_mib'), '.1f')} / "
-                      f"{fmt(r.get('compile_peak_mib'), '.1f')}", f"{r['own_mib']:.1f}"])
+                      f"{fmt(r.get('compile_peak_mib'), '.1f')} / {fmt(r.get('official_peak_mib'), '.1f')}",
+                      f"{r['own_mib']:.1f}"])
     if markdown:
         out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         out += ["| " + " | ".join(l) + " |" for l in lines]

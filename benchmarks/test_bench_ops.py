@@ -1,4 +1,5 @@
-"""pytest-benchmark suite: every op beside the eager reference and torch.compile of it, in one run.
+"""pytest-benchmark suite: every op beside the eager reference, torch.compile of it and the official
+repositories' eager formula (benchmarks/official.py), in one run.
 
     pytest benchmarks/ --benchmark-json=out.json      # or: python benchmarks/summary.py
 Each benchmark records extra_info: bytes that must move, achieved GB/s, peak extra memory and the
@@ -7,11 +8,11 @@ inputs'+gradients' own size, so the summary can put them side by side.
 import pytest
 import torch
 
-from cases import CASES, IMPLS, MODES, bytes_moved, peak_bytes, step
+from cases import CASES, MODES, bytes_moved, peak_bytes, step
 
 DEVICE = torch.device("cpu")
 
-PARAMS = [(c, i, m) for c in CASES for m in MODES for i in IMPLS
+PARAMS = [(c, i, m) for c in CASES for m in MODES for i in CASES[c].impls
           if m == "fwd" or CASES[c].differentiable]
 
 
