@@ -42,10 +42,94 @@ UDA_HD acc_t clan_adversarial_backward_pixel(acc_t d, const T* __restrict__ z1, 
   return g * (eps + lam * (acc_t(1) - st.cos)) * dl;
 }
 
+// ---- planes tiles (common.cuh): the cosine of CosineTile, the BCE per lane.
+template <typename T_>
+struct ClanForward {
+  using T = T_;
+  using acc_t = acc_of<T>;
+  static constexpr int kSlabs = 2, V = kLanes<T>;
+  const acc_t* d;
+  const T* z1;
+  const T* z2;
+  acc_t* out;
+  acc_t target, lam, eps;
+  bool aligned() const { return aligned16(d) && aligned16(z1) && aligned16(z2) && aligned16(out); }
+
+  template <typename S>
+  UDA_HD void operator()(const PlanesGeom& g, const TilePos& tp, S* s) const {
+    const int C = static_cast<int>(g.C);
+    s[0].load(z1 + tp.x, g.inner, C, tp);
+    s[1].load(z2 + tp.x, g.inner, C, tp);
+    CosineTile<T> ct;
+    ct.compute(C, s);
+    acc_t v[V];
+    load_map(d + tp.map, 1, v, tp);
+UDA_UNROLL
+    for (int k = 0; k < V; ++k) {
+      acc_t l, dl;
+      bce_with_logits(v[k], target, &l, &dl);
+      v[k] = (eps + lam * (acc_t(1) - ct.cos[k])) * l;
+    }
+    store_map(out + tp.map, v, tp);
+  }
+};
+
+template <typename T_>
+struct ClanBackward {
+  using T = T_;
+  using acc_t = acc_of<T>;
+  static constexpr int kSlabs = 2, V = kLanes<T>;
+  const acc_t* grad;
+  int64_t grad_stride;
+  const acc_t* d;
+  const T* z1;
+  const T* z2;
+  acc_t* gd;
+  T* g1;  // g1 == g2 == nullptr: the logit gradients are not needed
+  T* g2;
+  acc_t target, lam, eps;
+  bool aligned() const {
+    return aligned16(grad) && aligned16(d) && aligned16(z1) && aligned16(z2) && aligned16(gd) &&
+           (g1 == nullptr || (aligned16(g1) && aligned16(g2)));
+  }
+
+  template <typename S>
+  UDA_HD void operator()(const PlanesGeom& g, const TilePos& tp, S* s) const {
+    const int C = static_cast<int>(g.C);
+    s[0].load(z1 + tp.x, g.inner, C, tp);
+    s[1].load(z2 + tp.x, g.inner, C, tp);
+    CosineTile<T> ct;
+    ct.compute(C, s);
+    acc_t gv[V], v[V], gm[V];
+    load_map(grad + tp.map * grad_stride, grad_stride, gv, tp);
+    load_map(d + tp.map, 1, v, tp);
+UDA_UNROLL
+    for (int k = 0; k < V; ++k) {
+      acc_t l, dl;
+      bce_with_logits(v[k], target, &l, &dl);
+      gm[k] = gv[k] * lam * l;
+      v[k] = gv[k] * (eps + lam * (acc_t(1) - ct.cos[k])) * dl;
+    }
+    store_map(gd + tp.map, v, tp);
+    if (g1 != nullptr) ct.grads(C, s, gm, g, tp, g1, g2);
+  }
+};
+
 #if defined(__CUDACC__)
+template <typename T, int CB>
+__global__ void UDA_TILE_BOUNDS clan_adversarial_forward_planes_kernel(const ClanForward<T> op, const PlanesGeom g) {
+  planes_kernel_body<CB>(op, g);
+}
+
+template <typename T, int CB>
+__global__ void UDA_TILE_BOUNDS clan_adversarial_backward_planes_kernel(const ClanBackward<T> op, const PlanesGeom g) {
+  planes_kernel_body<CB>(op, g);
+}
+
+// Per pixel (one thread, classes in a loop): the rows layout, and planes whose slab exceeds shared memory.
 template <typename T>
 __global__ void __launch_bounds__(kPixelThreads)
-    clan_adversarial_forward_kernel(const acc_of<T>* __restrict__ d, const T* __restrict__ z1,
+    clan_adversarial_forward_rows_kernel(const acc_of<T>* __restrict__ d, const T* __restrict__ z1,
                                     const T* __restrict__ z2, acc_of<T>* __restrict__ out, PixelGeom geo,
                                     ClanParams prm) {
   using acc_t = acc_of<T>;
@@ -59,7 +143,7 @@ __global__ void __launch_bounds__(kPixelThreads)
 
 template <typename T>
 __global__ void __launch_bounds__(kPixelThreads)
-    clan_adversarial_backward_kernel(const acc_of<T>* __restrict__ grad, int64_t grad_stride,
+    clan_adversarial_backward_rows_kernel(const acc_of<T>* __restrict__ grad, int64_t grad_stride,
                                      const acc_of<T>* __restrict__ d, const T* __restrict__ z1,
                                      const T* __restrict__ z2, acc_of<T>* __restrict__ gd, T* __restrict__ g1,
                                      T* __restrict__ g2, PixelGeom geo, ClanParams prm) {
@@ -81,7 +165,13 @@ cudaError_t launch_clan_adversarial_forward(const acc_of<T>* d, const T* z1, con
                                             double lambda_local, double epsilon, cudaStream_t stream) {
   const PixelGeom geo{outer, C, inner};
   if (geo.pixels() == 0) return cudaSuccess;
-  clan_adversarial_forward_kernel<T><<<pixel_blocks(geo.pixels()), kPixelThreads, 0, stream>>>(
+  if (inner > 1) {
+    bool launched = false;
+    const cudaError_t e = launch_planes(ClanForward<T>{d, z1, z2, out, acc_of<T>(target), acc_of<T>(lambda_local), acc_of<T>(epsilon)}, outer, C, inner, &launched, stream,
+                                        [](auto cb) { return clan_adversarial_forward_planes_kernel<T, decltype(cb)::value>; });
+    if (e != cudaSuccess || launched) return e;
+  }
+  clan_adversarial_forward_rows_kernel<T><<<pixel_blocks(geo.pixels()), kPixelThreads, 0, stream>>>(
       d, z1, z2, out, geo, ClanParams{target, lambda_local, epsilon});
   return cudaGetLastError();
 }
@@ -94,7 +184,13 @@ cudaError_t launch_clan_adversarial_backward(const acc_of<T>* grad, int64_t grad
                                              double epsilon, cudaStream_t stream) {
   const PixelGeom geo{outer, C, inner};
   if (geo.pixels() == 0) return cudaSuccess;
-  clan_adversarial_backward_kernel<T><<<pixel_blocks(geo.pixels()), kPixelThreads, 0, stream>>>(
+  if (inner > 1) {
+    bool launched = false;
+    const cudaError_t e = launch_planes(ClanBackward<T>{grad, grad_stride, d, z1, z2, gd, g1, g2, acc_of<T>(target), acc_of<T>(lambda_local), acc_of<T>(epsilon)}, outer, C, inner, &launched, stream,
+                                        [](auto cb) { return clan_adversarial_backward_planes_kernel<T, decltype(cb)::value>; });
+    if (e != cudaSuccess || launched) return e;
+  }
+  clan_adversarial_backward_rows_kernel<T><<<pixel_blocks(geo.pixels()), kPixelThreads, 0, stream>>>(
       grad, grad_stride, d, z1, z2, gd, g1, g2, geo, ClanParams{target, lambda_local, epsilon});
   return cudaGetLastError();
 }

@@ -23,6 +23,8 @@
 #include <math.h>
 
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 #define UDA_HD __host__ __device__ __forceinline__
@@ -247,9 +249,26 @@ struct PlanesGeom {
 
 inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
 
+// Every 128-bit access goes through as_pack. On the host (tests/cuda/host_check.cu, where a misaligned
+// 16-byte access would silently work) a misaligned one aborts: the vector path must never see one.
+template <typename U>
+UDA_HD const Pack* as_pack(const U* p) {
+#if !defined(__CUDA_ARCH__)
+  if (!aligned16(p)) {
+    std::fprintf(stderr, "uda_ops: misaligned 128-bit access at %p\n", static_cast<const void*>(p));
+    std::abort();
+  }
+#endif
+  return reinterpret_cast<const Pack*>(p);
+}
+template <typename U>
+UDA_HD Pack* as_pack(U* p) {
+  return const_cast<Pack*>(as_pack(static_cast<const U*>(p)));
+}
+
 template <typename T>
 UDA_HD Pack load_pack(const T* __restrict__ p, const TilePos& tp) {
-  if (tp.full) return *reinterpret_cast<const Pack*>(p);
+  if (tp.full) return *as_pack(p);
   T t[kLanes<T>];
 UDA_UNROLL
   for (int k = 0; k < kLanes<T>; ++k) t[k] = k < tp.n ? p[k] : Num<T>::store(acc_of<T>(0));
@@ -261,7 +280,7 @@ UDA_UNROLL
 template <typename T>
 UDA_HD void store_pack(T* __restrict__ p, const acc_of<T> (&x)[kLanes<T>], const TilePos& tp) {
   if (tp.full) {
-    *reinterpret_cast<Pack*>(p) = pack<T>(x);
+    *as_pack(p) = pack<T>(x);
     return;
   }
 UDA_UNROLL
@@ -277,7 +296,7 @@ UDA_UNROLL
     for (int j = 0; j < int(V * sizeof(A) / 16); ++j) {
       Pack u;
       memcpy(&u, &x[j * int(16 / sizeof(A))], sizeof(Pack));
-      reinterpret_cast<Pack*>(p)[j] = u;
+      as_pack(p)[j] = u;
     }
     return;
   }
@@ -296,7 +315,7 @@ UDA_UNROLL
   } else if (tp.full) {
 UDA_UNROLL
     for (int j = 0; j < int(V * sizeof(A) / 16); ++j) {
-      const Pack u = reinterpret_cast<const Pack*>(p)[j];
+      const Pack u = as_pack(p)[j];
       memcpy(&x[j * int(16 / sizeof(A))], &u, sizeof(Pack));
     }
   } else {
@@ -316,7 +335,7 @@ struct RegSlab {
     if (tp.full) {
 UDA_UNROLL
       for (int c = 0; c < CB; ++c)
-        if (c < C) r[c] = *reinterpret_cast<const Pack*>(p + c * cs);
+        if (c < C) r[c] = *as_pack(p + c * cs);
     } else {
 UDA_UNROLL
       for (int c = 0; c < CB; ++c)
@@ -340,7 +359,7 @@ struct SmemSlab {
       if (tp.full) {
 UDA_UNROLL
         for (int j = 0; j < kSlabBatch; ++j)
-          if (c0 + j < C) b[j] = *reinterpret_cast<const Pack*>(p + (c0 + j) * cs);
+          if (c0 + j < C) b[j] = *as_pack(p + (c0 + j) * cs);
       } else {
 UDA_UNROLL
         for (int j = 0; j < kSlabBatch; ++j)
@@ -387,8 +406,8 @@ struct TileSoftmax {
   static constexpr int V = kLanes<T>;
   acc_t m[N][V], sum[N][V];
 
-  // Pass 1: the max. Pass 2: exp(x - m) once per element, summed; hook(c, d, e) sees d = x - m and e
-  // for extra per-pixel sums.
+  // Pass 1: the max. Pass 2: exp(x - m) once per element, summed; hook(c, x, d, e) sees x, d = x - m
+  // and e for extra per-pixel sums.
   template <typename S, typename Hook>
   UDA_HD void compute(int C, const S* s, Hook&& hook) {
 UDA_UNROLL
@@ -401,20 +420,20 @@ UDA_UNROLL
 UDA_UNROLL
         for (int k = 0; k < V; ++k) m[j][k] = uda_max(m[j][k], x[j][k]);
     });
-    exps(C, s, [&](int c, const acc_t(&d)[N][V], const acc_t(&e)[N][V]) {
+    exps(C, s, [&](int c, const acc_t(&x)[N][V], const acc_t(&d)[N][V], const acc_t(&e)[N][V]) {
 UDA_UNROLL
       for (int j = 0; j < N; ++j)
 UDA_UNROLL
         for (int k = 0; k < V; ++k) sum[j][k] += e[j][k];
-      hook(c, d, e);
+      hook(c, x, d, e);
     });
   }
   template <typename S>
   UDA_HD void compute(int C, const S* s) {
-    compute(C, s, [](int, const acc_t(&)[N][V], const acc_t(&)[N][V]) {});
+    compute(C, s, [](int, const acc_t(&)[N][V], const acc_t(&)[N][V], const acc_t(&)[N][V]) {});
   }
 
-  // f(c, d, e) with d = x - m and e = exp(d) of every element of the first N slabs (a later pass).
+  // f(c, x, d, e) with d = x - m and e = exp(d) for every element of the first N slabs (a later pass).
   template <typename S, typename F>
   UDA_HD void exps(int C, const S* s, F&& f) const {
     each_class<T, N>(C, s, [&](int c, const acc_t(&x)[N][V]) {
@@ -423,7 +442,7 @@ UDA_UNROLL
       for (int j = 0; j < N; ++j)
 UDA_UNROLL
         for (int k = 0; k < V; ++k) d[j][k] = x[j][k] - m[j][k], e[j][k] = fast_exp(d[j][k]);
-      f(c, d, e);
+      f(c, x, d, e);
     });
   }
 };
@@ -450,6 +469,10 @@ UDA_UNROLL
 // Launch plan of a planes kernel: the register bucket (0: the shared-memory slab), threads per block,
 // dynamic shared memory, grid. ok = false: the slab does not fit (the caller uses the per-pixel kernel).
 constexpr int kTileThreads = 128;
+// Register limit of the planes kernels: with __launch_bounds__ ptxas caps them at an occupancy step
+// (80, 96, 128 or 168 registers) and spills; 224 keeps every bucket spill-free (two 128-thread blocks
+// per SM at the top).
+#define UDA_TILE_BOUNDS __maxnreg__(224)
 constexpr int64_t kMaxGridY = 65535;
 constexpr int64_t kDefaultSmem = 48 * 1024;
 struct PlanesPlan {

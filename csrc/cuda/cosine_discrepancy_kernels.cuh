@@ -50,10 +50,122 @@ UDA_HD acc_t cosine_discrepancy_pixel(const T* __restrict__ z1, const T* __restr
   return acc_t(1) - cosine_stats<acc_t>(z1, z2, cs, C).cos;
 }
 
+// ---- planes tiles (common.cuh): with e = exp(x - m) (the 1/S factors cancel in the cosine),
+// E12 = sum e1 e2, E11 = sum e1^2, E22 = sum e2^2: cos = E12 / sqrt(E11 E22), and
+// dL/dz1_j = -gm (e1_j e2_j / sqrt(E11 E22) - cos e1_j^2 / E11), symmetrically for z2.
+template <typename T>
+struct CosineTile {
+  using acc_t = acc_of<T>;
+  static constexpr int V = kLanes<T>;
+  TileSoftmax<T, 2> st;
+  acc_t cos[V], i12[V], i11[V], i22[V];
+
+  template <typename S>
+  UDA_HD void compute(int C, const S* s) {
+    acc_t e12[V], e11[V], e22[V];
+    for (int k = 0; k < V; ++k) e12[k] = acc_t(0), e11[k] = acc_t(0), e22[k] = acc_t(0);
+    st.compute(C, s, [&](int, const acc_t(&)[2][V], const acc_t(&)[2][V], const acc_t(&e)[2][V]) {
+UDA_UNROLL
+      for (int k = 0; k < V; ++k) {
+        e12[k] += e[0][k] * e[1][k];
+        e11[k] += e[0][k] * e[0][k];
+        e22[k] += e[1][k] * e[1][k];
+      }
+    });
+UDA_UNROLL
+    for (int k = 0; k < V; ++k) {
+      // an all -inf or NaN pixel: the sums of exps are NaN (or 0 from x - m = NaN), so is everything here
+      const bool bad = is_nan(st.sum[0][k]) || is_nan(st.sum[1][k]);
+      i12[k] = bad ? quiet_nan<acc_t>() : acc_t(1) / uda_sqrt(e11[k] * e22[k]);
+      cos[k] = e12[k] * i12[k];
+      i11[k] = acc_t(1) / e11[k];
+      i22[k] = acc_t(1) / e22[k];
+    }
+  }
+
+  // Writes the gradients for gm = dL/dM per lane into g1, g2 (class rows of the tile).
+  template <typename S>
+  UDA_HD void grads(int C, const S* s, const acc_t (&gm)[V], const PlanesGeom& g, const TilePos& tp, T* g1,
+                    T* g2) const {
+    st.exps(C, s, [&](int c, const acc_t(&)[2][V], const acc_t(&)[2][V], const acc_t(&e)[2][V]) {
+      acc_t o1[V], o2[V];
+UDA_UNROLL
+      for (int k = 0; k < V; ++k) {
+        const acc_t e1 = e[0][k], e2 = e[1][k], both = e1 * e2 * i12[k];
+        o1[k] = -gm[k] * (both - cos[k] * e1 * e1 * i11[k]);
+        o2[k] = -gm[k] * (both - cos[k] * e2 * e2 * i22[k]);
+      }
+      store_pack(g1 + tp.x + c * g.inner, o1, tp);
+      store_pack(g2 + tp.x + c * g.inner, o2, tp);
+    });
+  }
+};
+
+template <typename T_>
+struct CosineForward {
+  using T = T_;
+  using acc_t = acc_of<T>;
+  static constexpr int kSlabs = 2, V = kLanes<T>;
+  const T* z1;
+  const T* z2;
+  acc_t* out;
+  bool aligned() const { return aligned16(z1) && aligned16(z2) && aligned16(out); }
+
+  template <typename S>
+  UDA_HD void operator()(const PlanesGeom& g, const TilePos& tp, S* s) const {
+    const int C = static_cast<int>(g.C);
+    s[0].load(z1 + tp.x, g.inner, C, tp);
+    s[1].load(z2 + tp.x, g.inner, C, tp);
+    CosineTile<T> ct;
+    ct.compute(C, s);
+    acc_t v[V];
+UDA_UNROLL
+    for (int k = 0; k < V; ++k) v[k] = acc_t(1) - ct.cos[k];
+    store_map(out + tp.map, v, tp);
+  }
+};
+
+template <typename T_>
+struct CosineBackward {
+  using T = T_;
+  using acc_t = acc_of<T>;
+  static constexpr int kSlabs = 2, V = kLanes<T>;
+  const acc_t* grad;
+  int64_t grad_stride;
+  const T* z1;
+  const T* z2;
+  T* g1;
+  T* g2;
+  bool aligned() const { return aligned16(grad) && aligned16(z1) && aligned16(z2) && aligned16(g1) && aligned16(g2); }
+
+  template <typename S>
+  UDA_HD void operator()(const PlanesGeom& g, const TilePos& tp, S* s) const {
+    const int C = static_cast<int>(g.C);
+    s[0].load(z1 + tp.x, g.inner, C, tp);
+    s[1].load(z2 + tp.x, g.inner, C, tp);
+    CosineTile<T> ct;
+    ct.compute(C, s);
+    acc_t gm[V];
+    load_map(grad + tp.map * grad_stride, grad_stride, gm, tp);
+    ct.grads(C, s, gm, g, tp, g1, g2);
+  }
+};
+
 #if defined(__CUDACC__)
+template <typename T, int CB>
+__global__ void UDA_TILE_BOUNDS cosine_discrepancy_forward_planes_kernel(const CosineForward<T> op, const PlanesGeom g) {
+  planes_kernel_body<CB>(op, g);
+}
+
+template <typename T, int CB>
+__global__ void UDA_TILE_BOUNDS cosine_discrepancy_backward_planes_kernel(const CosineBackward<T> op, const PlanesGeom g) {
+  planes_kernel_body<CB>(op, g);
+}
+
+// Per pixel (one thread, classes in a loop): the rows layout, and planes whose slab exceeds shared memory.
 template <typename T>
 __global__ void __launch_bounds__(kPixelThreads)
-    cosine_discrepancy_forward_kernel(const T* __restrict__ z1, const T* __restrict__ z2,
+    cosine_discrepancy_forward_rows_kernel(const T* __restrict__ z1, const T* __restrict__ z2,
                                       acc_of<T>* __restrict__ out, PixelGeom geo) {
   UDA_GRID_STRIDE_LOOP(p, geo.pixels()) {
     const int64_t o = geo.base(p);
@@ -63,7 +175,7 @@ __global__ void __launch_bounds__(kPixelThreads)
 
 template <typename T>
 __global__ void __launch_bounds__(kPixelThreads)
-    cosine_discrepancy_backward_kernel(const acc_of<T>* __restrict__ grad, int64_t grad_stride,
+    cosine_discrepancy_backward_rows_kernel(const acc_of<T>* __restrict__ grad, int64_t grad_stride,
                                        const T* __restrict__ z1, const T* __restrict__ z2, T* __restrict__ g1,
                                        T* __restrict__ g2, PixelGeom geo) {
   using acc_t = acc_of<T>;
@@ -79,7 +191,13 @@ cudaError_t launch_cosine_discrepancy_forward(const T* z1, const T* z2, acc_of<T
                                               int64_t inner, cudaStream_t stream) {
   const PixelGeom geo{outer, C, inner};
   if (geo.pixels() == 0) return cudaSuccess;
-  cosine_discrepancy_forward_kernel<T><<<pixel_blocks(geo.pixels()), kPixelThreads, 0, stream>>>(z1, z2, out,
+  if (inner > 1) {
+    bool launched = false;
+    const cudaError_t e = launch_planes(CosineForward<T>{z1, z2, out}, outer, C, inner, &launched, stream,
+                                        [](auto cb) { return cosine_discrepancy_forward_planes_kernel<T, decltype(cb)::value>; });
+    if (e != cudaSuccess || launched) return e;
+  }
+  cosine_discrepancy_forward_rows_kernel<T><<<pixel_blocks(geo.pixels()), kPixelThreads, 0, stream>>>(z1, z2, out,
                                                                                                   geo);
   return cudaGetLastError();
 }
@@ -90,7 +208,13 @@ cudaError_t launch_cosine_discrepancy_backward(const acc_of<T>* grad, int64_t gr
                                                cudaStream_t stream) {
   const PixelGeom geo{outer, C, inner};
   if (geo.pixels() == 0) return cudaSuccess;
-  cosine_discrepancy_backward_kernel<T><<<pixel_blocks(geo.pixels()), kPixelThreads, 0, stream>>>(
+  if (inner > 1) {
+    bool launched = false;
+    const cudaError_t e = launch_planes(CosineBackward<T>{grad, grad_stride, z1, z2, g1, g2}, outer, C, inner, &launched, stream,
+                                        [](auto cb) { return cosine_discrepancy_backward_planes_kernel<T, decltype(cb)::value>; });
+    if (e != cudaSuccess || launched) return e;
+  }
+  cosine_discrepancy_backward_rows_kernel<T><<<pixel_blocks(geo.pixels()), kPixelThreads, 0, stream>>>(
       grad, grad_stride, z1, z2, g1, g2, geo);
   return cudaGetLastError();
 }

@@ -46,7 +46,8 @@ template <typename T, typename S>
 UDA_HD void entropy_tile_sums(int C, const S* s, TileSoftmax<T, 1>& st, acc_of<T> (&ed)[kLanes<T>]) {
   using acc_t = acc_of<T>;
   for (int k = 0; k < kLanes<T>; ++k) ed[k] = acc_t(0);
-  st.compute(C, s, [&](int, const acc_t(&d)[1][kLanes<T>], const acc_t(&e)[1][kLanes<T>]) {
+  st.compute(C, s, [&](int, const acc_t(&)[1][kLanes<T>], const acc_t(&d)[1][kLanes<T>],
+                       const acc_t(&e)[1][kLanes<T>]) {
 UDA_UNROLL
     for (int k = 0; k < kLanes<T>; ++k) ed[k] += mul0(e[0][k], d[0][k]);
   });
@@ -98,7 +99,7 @@ struct EntropyBackward {
     load_map(grad + tp.map * grad_stride, grad_stride, w, tp);
 UDA_UNROLL
     for (int k = 0; k < V; ++k) inv[k] = acc_t(1) / st.sum[0][k], r[k] = ed[k] * inv[k], w[k] = -w[k] * il;
-    st.exps(C, s, [&](int c, const acc_t(&d)[1][V], const acc_t(&e)[1][V]) {
+    st.exps(C, s, [&](int c, const acc_t(&)[1][V], const acc_t(&d)[1][V], const acc_t(&e)[1][V]) {
       acc_t out[V];
 UDA_UNROLL
       for (int k = 0; k < V; ++k) out[k] = w[k] * mul0(e[0][k] * inv[k], d[0][k] - r[k]);
@@ -109,13 +110,13 @@ UDA_UNROLL
 
 #if defined(__CUDACC__)
 template <typename T, int CB>
-__global__ void __launch_bounds__(kTileThreads)
+__global__ void UDA_TILE_BOUNDS
     entropy_forward_planes_kernel(const EntropyForward<T> op, const PlanesGeom g) {
   planes_kernel_body<CB>(op, g);
 }
 
 template <typename T, int CB>
-__global__ void __launch_bounds__(kTileThreads)
+__global__ void UDA_TILE_BOUNDS
     entropy_backward_planes_kernel(const EntropyBackward<T> op, const PlanesGeom g) {
   planes_kernel_body<CB>(op, g);
 }

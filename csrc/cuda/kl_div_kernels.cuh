@@ -39,10 +39,103 @@ UDA_HD void kl_div_backward_pixel(const T* __restrict__ x, const T* __restrict__
   }
 }
 
+// ---- planes tiles (common.cuh): x = input (p), y = target (q). With A = sum e_y (d_y - d_x):
+// KL = A / S_y - log S_y + log S_x (the q-weighted log-ratio, exps computed once).
+template <typename T, typename S>
+UDA_HD void kl_div_tile_sums(int C, const S* s, TileSoftmax<T, 2>& st, acc_of<T> (&kl)[kLanes<T>]) {
+  using acc_t = acc_of<T>;
+  constexpr int V = kLanes<T>;
+  for (int k = 0; k < V; ++k) kl[k] = acc_t(0);
+  st.compute(C, s, [&](int, const acc_t(&)[2][V], const acc_t(&d)[2][V], const acc_t(&e)[2][V]) {
+UDA_UNROLL
+    for (int k = 0; k < V; ++k) kl[k] += mul0(e[1][k], d[1][k] - d[0][k]);
+  });
+UDA_UNROLL
+  for (int k = 0; k < V; ++k) kl[k] = kl[k] / st.sum[1][k] - uda_log(st.sum[1][k]) + uda_log(st.sum[0][k]);
+}
+
+template <typename T_>
+struct KlDivForward {
+  using T = T_;
+  using acc_t = acc_of<T>;
+  static constexpr int kSlabs = 2, V = kLanes<T>;
+  const T* x;
+  const T* y;
+  acc_t* out;
+  bool aligned() const { return aligned16(x) && aligned16(y) && aligned16(out); }
+
+  template <typename S>
+  UDA_HD void operator()(const PlanesGeom& g, const TilePos& tp, S* s) const {
+    const int C = static_cast<int>(g.C);
+    s[0].load(x + tp.x, g.inner, C, tp);
+    s[1].load(y + tp.x, g.inner, C, tp);
+    TileSoftmax<T, 2> st;
+    acc_t kl[V];
+    kl_div_tile_sums(C, s, st, kl);
+    store_map(out + tp.map, kl, tp);
+  }
+};
+
+// d/dinput = g (p - q); with gy: d/dtarget_j = g q_j ((log q_j - log p_j) - KL).
+template <typename T_>
+struct KlDivBackward {
+  using T = T_;
+  using acc_t = acc_of<T>;
+  static constexpr int kSlabs = 2, V = kLanes<T>;
+  const acc_t* grad;
+  int64_t grad_stride;
+  const T* x;
+  const T* y;
+  T* gx;
+  T* gy;  // nullptr: not needed
+  bool aligned() const {
+    return aligned16(grad) && aligned16(x) && aligned16(y) && aligned16(gx) && (gy == nullptr || aligned16(gy));
+  }
+
+  template <typename S>
+  UDA_HD void operator()(const PlanesGeom& g, const TilePos& tp, S* s) const {
+    const int C = static_cast<int>(g.C);
+    s[0].load(x + tp.x, g.inner, C, tp);
+    s[1].load(y + tp.x, g.inner, C, tp);
+    TileSoftmax<T, 2> st;
+    acc_t kl[V], w[V], ix[V], iy[V], lx[V], ly[V];
+    kl_div_tile_sums(C, s, st, kl);
+    load_map(grad + tp.map * grad_stride, grad_stride, w, tp);
+UDA_UNROLL
+    for (int k = 0; k < V; ++k) {
+      ix[k] = acc_t(1) / st.sum[0][k], iy[k] = acc_t(1) / st.sum[1][k];
+      lx[k] = uda_log(st.sum[0][k]), ly[k] = uda_log(st.sum[1][k]);
+    }
+    st.exps(C, s, [&](int c, const acc_t(&)[2][V], const acc_t(&d)[2][V], const acc_t(&e)[2][V]) {
+      acc_t ox[V], oy[V];
+UDA_UNROLL
+      for (int k = 0; k < V; ++k) {
+        const acc_t q = e[1][k] * iy[k];
+        ox[k] = w[k] * (e[0][k] * ix[k] - q);
+        oy[k] = w[k] * mul0(q, diff0(d[1][k] - ly[k], d[0][k] - lx[k]) - kl[k]);
+      }
+      store_pack(gx + tp.x + c * g.inner, ox, tp);
+      if (gy != nullptr) store_pack(gy + tp.x + c * g.inner, oy, tp);
+    });
+  }
+};
+
 #if defined(__CUDACC__)
+template <typename T, int CB>
+__global__ void UDA_TILE_BOUNDS kl_div_forward_planes_kernel(const KlDivForward<T> op, const PlanesGeom g) {
+  planes_kernel_body<CB>(op, g);
+}
+
+template <typename T, int CB>
+__global__ void UDA_TILE_BOUNDS kl_div_backward_planes_kernel(const KlDivBackward<T> op, const PlanesGeom g) {
+  planes_kernel_body<CB>(op, g);
+}
+
+
+// Per pixel (one thread, classes in a loop): the rows layout, and planes whose slab exceeds shared memory.
 template <typename T>
 __global__ void __launch_bounds__(kPixelThreads)
-    kl_div_forward_kernel(const T* __restrict__ x, const T* __restrict__ y, acc_of<T>* __restrict__ out,
+    kl_div_forward_rows_kernel(const T* __restrict__ x, const T* __restrict__ y, acc_of<T>* __restrict__ out,
                           PixelGeom geo) {
   UDA_GRID_STRIDE_LOOP(p, geo.pixels()) {
     const int64_t o = geo.base(p);
@@ -52,7 +145,7 @@ __global__ void __launch_bounds__(kPixelThreads)
 
 template <typename T>
 __global__ void __launch_bounds__(kPixelThreads)
-    kl_div_backward_kernel(const acc_of<T>* __restrict__ grad, int64_t grad_stride, const T* __restrict__ x,
+    kl_div_backward_rows_kernel(const acc_of<T>* __restrict__ grad, int64_t grad_stride, const T* __restrict__ x,
                            const T* __restrict__ y, T* __restrict__ gx, T* __restrict__ gy, PixelGeom geo) {
   UDA_GRID_STRIDE_LOOP(p, geo.pixels()) {
     const int64_t o = geo.base(p);
@@ -66,7 +159,13 @@ cudaError_t launch_kl_div_forward(const T* x, const T* y, acc_of<T>* out, int64_
                                   int64_t inner, cudaStream_t stream) {
   const PixelGeom geo{outer, C, inner};
   if (geo.pixels() == 0) return cudaSuccess;
-  kl_div_forward_kernel<T><<<pixel_blocks(geo.pixels()), kPixelThreads, 0, stream>>>(x, y, out, geo);
+  if (inner > 1) {
+    bool launched = false;
+    const cudaError_t e = launch_planes(KlDivForward<T>{x, y, out}, outer, C, inner, &launched, stream,
+                                        [](auto cb) { return kl_div_forward_planes_kernel<T, decltype(cb)::value>; });
+    if (e != cudaSuccess || launched) return e;
+  }
+  kl_div_forward_rows_kernel<T><<<pixel_blocks(geo.pixels()), kPixelThreads, 0, stream>>>(x, y, out, geo);
   return cudaGetLastError();
 }
 
@@ -76,7 +175,13 @@ cudaError_t launch_kl_div_backward(const acc_of<T>* grad, int64_t grad_stride, c
                                    T* gy, int64_t outer, int64_t C, int64_t inner, cudaStream_t stream) {
   const PixelGeom geo{outer, C, inner};
   if (geo.pixels() == 0) return cudaSuccess;
-  kl_div_backward_kernel<T><<<pixel_blocks(geo.pixels()), kPixelThreads, 0, stream>>>(grad, grad_stride, x, y,
+  if (inner > 1) {
+    bool launched = false;
+    const cudaError_t e = launch_planes(KlDivBackward<T>{grad, grad_stride, x, y, gx, gy}, outer, C, inner, &launched, stream,
+                                        [](auto cb) { return kl_div_backward_planes_kernel<T, decltype(cb)::value>; });
+    if (e != cudaSuccess || launched) return e;
+  }
+  kl_div_backward_rows_kernel<T><<<pixel_blocks(geo.pixels()), kPixelThreads, 0, stream>>>(grad, grad_stride, x, y,
                                                                                         gx, gy, geo);
   return cudaGetLastError();
 }

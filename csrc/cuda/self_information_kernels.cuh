@@ -2,6 +2,8 @@
 // per-pixel math, kernels and launchers. Torch-free: compiles with nvcc alone.
 #pragma once
 
+#include <type_traits>
+
 #include "common.cuh"
 #include "entropy_kernels.cuh"
 
@@ -37,10 +39,105 @@ UDA_HD void self_information_backward_pixel(const T* __restrict__ z, int64_t cs,
   }
 }
 
+// ---- planes tiles (common.cuh): I_c = -(1 / log C) p_c log p_c with p = e / S, log p = d - log S.
+template <typename T_>
+struct SelfInformationForward {
+  using T = T_;
+  using acc_t = acc_of<T>;
+  static constexpr int kSlabs = 1, V = kLanes<T>;
+  const T* z;
+  T* out;
+  bool aligned() const { return aligned16(z) && aligned16(out); }
+
+  template <typename S>
+  UDA_HD void operator()(const PlanesGeom& g, const TilePos& tp, S* s) const {
+    const int C = static_cast<int>(g.C);
+    const acc_t w = -inv_log_classes<acc_t>(C);
+    s[0].load(z + tp.x, g.inner, C, tp);
+    TileSoftmax<T, 1> st;
+    st.compute(C, s);
+    acc_t inv[V], ls[V];
+UDA_UNROLL
+    for (int k = 0; k < V; ++k) inv[k] = acc_t(1) / st.sum[0][k], ls[k] = uda_log(st.sum[0][k]);
+    st.exps(C, s, [&](int c, const acc_t(&)[1][V], const acc_t(&d)[1][V], const acc_t(&e)[1][V]) {
+      acc_t o[V];
+UDA_UNROLL
+      for (int k = 0; k < V; ++k) o[k] = w * mul0(e[0][k] * inv[k], d[0][k] - ls[k]);
+      store_pack(out + tp.x + c * g.inner, o, tp);
+    });
+  }
+};
+
+// kFull: the upstream gradient G is laid out like z (a second slab); else one expanded value (acc_t).
+// With u_c = G_c (1 + log p_c): dL/dz_j = -(1 / log C)(p_j u_j - p_j sum_c p_c u_c).
+template <typename T_, bool kFull>
+struct SelfInformationBackward {
+  using T = T_;
+  using acc_t = acc_of<T>;
+  using G = typename std::conditional<kFull, T, acc_t>::type;
+  static constexpr int kSlabs = kFull ? 2 : 1, V = kLanes<T>;
+  const G* grad;
+  const T* z;
+  T* gz;
+  bool aligned() const { return aligned16(grad) && aligned16(z) && aligned16(gz); }
+
+  template <typename S>
+  UDA_HD void operator()(const PlanesGeom& g, const TilePos& tp, S* s) const {
+    const int C = static_cast<int>(g.C);
+    const acc_t w = -inv_log_classes<acc_t>(C);
+    s[0].load(z + tp.x, g.inner, C, tp);
+    if constexpr (kFull) s[1].load(grad + tp.x, g.inner, C, tp);
+    TileSoftmax<T, 1> st;
+    st.compute(C, s);
+    acc_t inv[V], ls[V], su[V];
+UDA_UNROLL
+    for (int k = 0; k < V; ++k) inv[k] = acc_t(1) / st.sum[0][k], ls[k] = uda_log(st.sum[0][k]), su[k] = acc_t(0);
+    // p_c u_c of every element, handed to f(c, p, pu)
+    auto each_pu = [&](auto&& f) {
+      st.exps(C, s, [&](int c, const acc_t(&)[1][V], const acc_t(&d)[1][V], const acc_t(&e)[1][V]) {
+        acc_t G_[V], p[V], pu[V];
+        if constexpr (kFull) {
+          unpack<T>(s[1].at(c), G_);
+        } else {
+UDA_UNROLL
+          for (int k = 0; k < V; ++k) G_[k] = Num<G>::load(grad[0]);
+        }
+UDA_UNROLL
+        for (int k = 0; k < V; ++k) {
+          p[k] = e[0][k] * inv[k];
+          pu[k] = mul0(p[k], G_[k] * (acc_t(1) + d[0][k] - ls[k]));
+        }
+        f(c, p, pu);
+      });
+    };
+    each_pu([&](int, const acc_t(&)[V], const acc_t(&pu)[V]) {
+UDA_UNROLL
+      for (int k = 0; k < V; ++k) su[k] += pu[k];
+    });
+    each_pu([&](int c, const acc_t(&p)[V], const acc_t(&pu)[V]) {
+      acc_t o[V];
+UDA_UNROLL
+      for (int k = 0; k < V; ++k) o[k] = w * (pu[k] - p[k] * su[k]);
+      store_pack(gz + tp.x + c * g.inner, o, tp);
+    });
+  }
+};
+
 #if defined(__CUDACC__)
+template <typename T, int CB>
+__global__ void UDA_TILE_BOUNDS self_information_forward_planes_kernel(const SelfInformationForward<T> op, const PlanesGeom g) {
+  planes_kernel_body<CB>(op, g);
+}
+
+template <typename T, bool kFull, int CB>
+__global__ void UDA_TILE_BOUNDS self_information_backward_planes_kernel(const SelfInformationBackward<T, kFull> op, const PlanesGeom g) {
+  planes_kernel_body<CB>(op, g);
+}
+
+// Per pixel (one thread, classes in a loop): the rows layout, and planes whose slab exceeds shared memory.
 template <typename T>
 __global__ void __launch_bounds__(kPixelThreads)
-    self_information_forward_kernel(const T* __restrict__ z, T* __restrict__ out, PixelGeom geo) {
+    self_information_forward_rows_kernel(const T* __restrict__ z, T* __restrict__ out, PixelGeom geo) {
   UDA_GRID_STRIDE_LOOP(p, geo.pixels()) {
     const int64_t o = geo.base(p);
     self_information_pixel<acc_of<T>>(z + o, geo.inner, geo.C, out + o);
@@ -51,7 +148,7 @@ __global__ void __launch_bounds__(kPixelThreads)
 // laid out like z.
 template <typename T, typename G>
 __global__ void __launch_bounds__(kPixelThreads)
-    self_information_backward_kernel(const G* __restrict__ grad, bool grad_scalar, const T* __restrict__ z,
+    self_information_backward_rows_kernel(const G* __restrict__ grad, bool grad_scalar, const T* __restrict__ z,
                                      T* __restrict__ gz, PixelGeom geo) {
   UDA_GRID_STRIDE_LOOP(p, geo.pixels()) {
     const int64_t o = geo.base(p);
@@ -65,7 +162,13 @@ cudaError_t launch_self_information_forward(const T* z, T* out, int64_t outer, i
                                             cudaStream_t stream) {
   const PixelGeom geo{outer, C, inner};
   if (geo.pixels() == 0) return cudaSuccess;
-  self_information_forward_kernel<T><<<pixel_blocks(geo.pixels()), kPixelThreads, 0, stream>>>(z, out, geo);
+  if (inner > 1) {
+    bool launched = false;
+    const cudaError_t e = launch_planes(SelfInformationForward<T>{z, out}, outer, C, inner, &launched, stream,
+                                        [](auto cb) { return self_information_forward_planes_kernel<T, decltype(cb)::value>; });
+    if (e != cudaSuccess || launched) return e;
+  }
+  self_information_forward_rows_kernel<T><<<pixel_blocks(geo.pixels()), kPixelThreads, 0, stream>>>(z, out, geo);
   return cudaGetLastError();
 }
 
@@ -75,7 +178,19 @@ cudaError_t launch_self_information_backward(const G* grad, bool grad_scalar, co
                                              int64_t C, int64_t inner, cudaStream_t stream) {
   const PixelGeom geo{outer, C, inner};
   if (geo.pixels() == 0) return cudaSuccess;
-  self_information_backward_kernel<T, G><<<pixel_blocks(geo.pixels()), kPixelThreads, 0, stream>>>(
+  if (inner > 1) {
+    bool launched = false;
+    const cudaError_t e =
+        grad_scalar
+            ? launch_planes(SelfInformationBackward<T, false>{reinterpret_cast<const acc_of<T>*>(grad), z, gz}, outer,
+                            C, inner, &launched, stream,
+                            [](auto cb) { return self_information_backward_planes_kernel<T, false, decltype(cb)::value>; })
+            : launch_planes(SelfInformationBackward<T, true>{reinterpret_cast<const T*>(grad), z, gz}, outer, C,
+                            inner, &launched, stream,
+                            [](auto cb) { return self_information_backward_planes_kernel<T, true, decltype(cb)::value>; });
+    if (e != cudaSuccess || launched) return e;
+  }
+  self_information_backward_rows_kernel<T, G><<<pixel_blocks(geo.pixels()), kPixelThreads, 0, stream>>>(
       grad, grad_scalar, z, gz, geo);
   return cudaGetLastError();
 }

@@ -48,10 +48,112 @@ UDA_HD void sym_kl_backward_pixel(const T* __restrict__ a, const T* __restrict__
   }
 }
 
+// ---- planes tiles (common.cuh). With d = diff0(a, b), A = sum e_a d, B = sum e_b d:
+// value = (A / S_a - B / S_b) / 2; s_a = sum p d = A / S_a, s_b = -sum q d = -B / S_b.
+template <typename T, typename S>
+UDA_HD void sym_kl_tile_sums(int C, const S* s, TileSoftmax<T, 2>& st, acc_of<T> (&A)[kLanes<T>],
+                             acc_of<T> (&B)[kLanes<T>]) {
+  using acc_t = acc_of<T>;
+  constexpr int V = kLanes<T>;
+  for (int k = 0; k < V; ++k) A[k] = acc_t(0), B[k] = acc_t(0);
+  st.compute(C, s, [&](int, const acc_t(&x)[2][V], const acc_t(&)[2][V], const acc_t(&e)[2][V]) {
+UDA_UNROLL
+    for (int k = 0; k < V; ++k) {
+      const acc_t d = diff0(x[0][k], x[1][k]);
+      A[k] += mul0(e[0][k], d);
+      B[k] += mul0(e[1][k], d);
+    }
+  });
+}
+
+template <typename T_>
+struct SymKlForward {
+  using T = T_;
+  using acc_t = acc_of<T>;
+  static constexpr int kSlabs = 2, V = kLanes<T>;
+  const T* a;
+  const T* b;
+  acc_t* out;
+  bool aligned() const { return aligned16(a) && aligned16(b) && aligned16(out); }
+
+  template <typename S>
+  UDA_HD void operator()(const PlanesGeom& g, const TilePos& tp, S* s) const {
+    const int C = static_cast<int>(g.C);
+    s[0].load(a + tp.x, g.inner, C, tp);
+    s[1].load(b + tp.x, g.inner, C, tp);
+    TileSoftmax<T, 2> st;
+    acc_t A[V], B[V], v[V];
+    sym_kl_tile_sums(C, s, st, A, B);
+UDA_UNROLL
+    for (int k = 0; k < V; ++k) v[k] = acc_t(0.5) * (A[k] / st.sum[0][k] - B[k] / st.sum[1][k]);
+    store_map(out + tp.map, v, tp);
+  }
+};
+
+template <typename T_>
+struct SymKlBackward {
+  using T = T_;
+  using acc_t = acc_of<T>;
+  static constexpr int kSlabs = 2, V = kLanes<T>;
+  const acc_t* grad;
+  int64_t grad_stride;
+  const T* a;
+  const T* b;
+  T* ga;
+  T* gb;
+  bool detach;
+  bool aligned() const { return aligned16(grad) && aligned16(a) && aligned16(b) && aligned16(ga) && aligned16(gb); }
+
+  template <typename S>
+  UDA_HD void operator()(const PlanesGeom& g, const TilePos& tp, S* s) const {
+    const int C = static_cast<int>(g.C);
+    s[0].load(a + tp.x, g.inner, C, tp);
+    s[1].load(b + tp.x, g.inner, C, tp);
+    TileSoftmax<T, 2> st;
+    acc_t A[V], B[V], hg[V], ia[V], ib[V];
+    sym_kl_tile_sums(C, s, st, A, B);
+    load_map(grad + tp.map * grad_stride, grad_stride, hg, tp);
+UDA_UNROLL
+    for (int k = 0; k < V; ++k) {
+      ia[k] = acc_t(1) / st.sum[0][k], ib[k] = acc_t(1) / st.sum[1][k], hg[k] *= acc_t(0.5);
+      A[k] *= ia[k], B[k] *= -ib[k];  // s_a, s_b
+    }
+    st.exps(C, s, [&](int c, const acc_t(&x)[2][V], const acc_t(&)[2][V], const acc_t(&e)[2][V]) {
+      acc_t oa[V], ob[V];
+UDA_UNROLL
+      for (int k = 0; k < V; ++k) {
+        const acc_t p = e[0][k] * ia[k], q = e[1][k] * ib[k];
+        if (detach) {  // ADR code: each direction's target held constant
+          oa[k] = hg[k] * (p - q);
+          ob[k] = -oa[k];
+        } else {
+          const acc_t d = diff0(x[0][k], x[1][k]);
+          oa[k] = hg[k] * (mul0(p, d - A[k]) + p - q);
+          ob[k] = hg[k] * (mul0(q, -d - B[k]) + q - p);
+        }
+      }
+      store_pack(ga + tp.x + c * g.inner, oa, tp);
+      store_pack(gb + tp.x + c * g.inner, ob, tp);
+    });
+  }
+};
+
 #if defined(__CUDACC__)
+template <typename T, int CB>
+__global__ void UDA_TILE_BOUNDS sym_kl_forward_planes_kernel(const SymKlForward<T> op, const PlanesGeom g) {
+  planes_kernel_body<CB>(op, g);
+}
+
+template <typename T, int CB>
+__global__ void UDA_TILE_BOUNDS sym_kl_backward_planes_kernel(const SymKlBackward<T> op, const PlanesGeom g) {
+  planes_kernel_body<CB>(op, g);
+}
+
+
+// Per pixel (one thread, classes in a loop): the rows layout, and planes whose slab exceeds shared memory.
 template <typename T>
 __global__ void __launch_bounds__(kPixelThreads)
-    sym_kl_forward_kernel(const T* __restrict__ a, const T* __restrict__ b, acc_of<T>* __restrict__ out,
+    sym_kl_forward_rows_kernel(const T* __restrict__ a, const T* __restrict__ b, acc_of<T>* __restrict__ out,
                           PixelGeom geo) {
   UDA_GRID_STRIDE_LOOP(p, geo.pixels()) {
     const int64_t o = geo.base(p);
@@ -61,7 +163,7 @@ __global__ void __launch_bounds__(kPixelThreads)
 
 template <typename T>
 __global__ void __launch_bounds__(kPixelThreads)
-    sym_kl_backward_kernel(const acc_of<T>* __restrict__ grad, int64_t grad_stride, const T* __restrict__ a,
+    sym_kl_backward_rows_kernel(const acc_of<T>* __restrict__ grad, int64_t grad_stride, const T* __restrict__ a,
                            const T* __restrict__ b, T* __restrict__ ga, T* __restrict__ gb, PixelGeom geo,
                            bool detach) {
   UDA_GRID_STRIDE_LOOP(p, geo.pixels()) {
@@ -78,7 +180,13 @@ cudaError_t launch_sym_kl_forward(const T* a, const T* b, acc_of<T>* out, int64_
                                   int64_t inner, cudaStream_t stream) {
   const PixelGeom geo{outer, C, inner};
   if (geo.pixels() == 0) return cudaSuccess;
-  sym_kl_forward_kernel<T><<<pixel_blocks(geo.pixels()), kPixelThreads, 0, stream>>>(a, b, out, geo);
+  if (inner > 1) {
+    bool launched = false;
+    const cudaError_t e = launch_planes(SymKlForward<T>{a, b, out}, outer, C, inner, &launched, stream,
+                                        [](auto cb) { return sym_kl_forward_planes_kernel<T, decltype(cb)::value>; });
+    if (e != cudaSuccess || launched) return e;
+  }
+  sym_kl_forward_rows_kernel<T><<<pixel_blocks(geo.pixels()), kPixelThreads, 0, stream>>>(a, b, out, geo);
   return cudaGetLastError();
 }
 
@@ -88,7 +196,13 @@ cudaError_t launch_sym_kl_backward(const acc_of<T>* grad, int64_t grad_stride, c
                                    cudaStream_t stream) {
   const PixelGeom geo{outer, C, inner};
   if (geo.pixels() == 0) return cudaSuccess;
-  sym_kl_backward_kernel<T><<<pixel_blocks(geo.pixels()), kPixelThreads, 0, stream>>>(
+  if (inner > 1) {
+    bool launched = false;
+    const cudaError_t e = launch_planes(SymKlBackward<T>{grad, grad_stride, a, b, ga, gb, detach}, outer, C, inner, &launched, stream,
+                                        [](auto cb) { return sym_kl_backward_planes_kernel<T, decltype(cb)::value>; });
+    if (e != cudaSuccess || launched) return e;
+  }
+  sym_kl_backward_rows_kernel<T><<<pixel_blocks(geo.pixels()), kPixelThreads, 0, stream>>>(
       grad, grad_stride, a, b, ga, gb, geo, detach);
   return cudaGetLastError();
 }

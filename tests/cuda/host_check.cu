@@ -502,9 +502,119 @@ static void check_planes_entropy(const char* tname) {
     }
 }
 
+// Every other planes op against the per-pixel functions in double on the same (rounded) values:
+// run(Bucket, a, b, aux, map_out, full1, full2) runs the op over the simulated grid; ref(base, p, a, b, aux,
+// &map, full1, full2) writes the expected values of one pixel (classes inner apart from base).
+template <typename T, int kSlabs, typename Run, typename Ref>
+static void check_planes_op(const char* name, const char* tname, bool has_map, int fulls, Run run, Ref ref) {
+  using acc_t = acc_of<T>;
+  double rtol, atol;
+  planes_tolerances<T>(&rtol, &atol);
+  std::mt19937 rng(12);
+  char what[200];
+  for (const PlanesShape& s : kPlanesShapes)
+    for (int off = 0; off < 2; ++off) {
+      const size_t n = s.outer * s.C * s.inner, P = s.outer * s.inner;
+      Buf<T> a(n, off, 0), b(n, off, 0);
+      std::vector<double> ad, bd;
+      planes_inputs(rng, s, a, ad);
+      planes_inputs(rng, s, b, bd);
+      Buf<acc_t> aux(P, off, 0);
+      for (size_t p = 0; p < P; ++p) aux.p[p] = acc_t(0.3 * double(p % 13) - 1.7);
+      each_bucket<kSlabs>(s.C, [&](auto cb) {
+        constexpr int CB = decltype(cb)::value;
+        Buf<acc_t> m(P, off, kSentinel);
+        Buf<T> f1(n, off, kSentinel), f2(n, off, kSentinel);
+        run(cb, a.p, b.p, aux.p, m.p, f1.p, f2.p, s);
+        std::vector<double> rm(P), r1(n), r2(n);
+        for (int64_t o = 0; o < s.outer; ++o)
+          for (int64_t i = 0; i < s.inner; ++i) {
+            const int64_t base = o * s.C * s.inner + i, p = o * s.inner + i;
+            ref(base, p, ad.data(), bd.data(), double(aux.p[p]), &rm[p], r1.data(), r2.data(), s);
+          }
+        const auto tag = [&](const char* out, size_t i) {
+          std::snprintf(what, sizeof what, "%s %s %s planes CB=%d shape=(%d,%d,%d) off=%d i=%d", tname, name, out, CB,
+                        int(s.outer), int(s.C), int(s.inner), off, int(i));
+          return what;
+        };
+        if (has_map)
+          for (size_t p = 0; p < P; ++p) close(tag("map", p), m.p[p], rm[p], rtol, atol);
+        for (size_t i = 0; i < n && fulls >= 1; ++i) close(tag("full1", i), double(Num<T>::load(f1.p[i])), r1[i], rtol, atol);
+        for (size_t i = 0; i < n && fulls >= 2; ++i) close(tag("full2", i), double(Num<T>::load(f2.p[i])), r2[i], rtol, atol);
+        expect(m.margin_untouched(kSentinel) && f1.margin_untouched(kSentinel) && f2.margin_untouched(kSentinel),
+               tag("margins", 0), 0, 0);
+        if (!has_map) expect(m.p[0] == acc_t(kSentinel), tag("no map written", 0), 0, 0);
+        if (fulls < 2) expect(double(Num<T>::load(f2.p[0])) == kSentinel, tag("no full2 written", 0), 0, 0);
+      });
+    }
+}
+
 template <typename T>
 static void check_planes(const char* tname) {
+  using acc_t = acc_of<T>;
+  using A = const T*;
+  using M = const acc_t*;
   check_planes_entropy<T>(tname);
+  const acc_t g0 = acc_t(1.3);  // an expanded scalar upstream gradient (stride 0)
+#define UDA_RUN(...)                                                                                      \
+  [&](auto cb, A a, A b, M aux, acc_t* m, T* f1, T* f2, const PlanesShape& s) {                           \
+    (void)a, (void)b, (void)aux, (void)m, (void)f1, (void)f2;                                             \
+    run_planes_host<decltype(cb)::value>(__VA_ARGS__, s.outer, s.C, s.inner);                             \
+  }
+#define UDA_REF(...)                                                                                      \
+  [&](int64_t base, int64_t p, const double* a, const double* b, double aux, double* m, double* f1, double* f2, \
+      const PlanesShape& s) {                                                                             \
+    (void)base, (void)p, (void)a, (void)b, (void)aux, (void)m, (void)f1, (void)f2;                        \
+    const int64_t cs = s.inner, C = s.C;                                                                  \
+    __VA_ARGS__;                                                                                          \
+  }
+  check_planes_op<T, 2>("sym_kl", tname, true, 0, UDA_RUN(SymKlForward<T>{a, b, m}),
+                        UDA_REF(*m = sym_kl_pixel<double>(a + base, b + base, cs, C)));
+  for (bool det : {false, true})
+    check_planes_op<T, 2>(det ? "sym_kl_backward detach" : "sym_kl_backward", tname, false, 2,
+                          UDA_RUN(SymKlBackward<T>{aux, 1, a, b, f1, f2, det}),
+                          UDA_REF(sym_kl_backward_pixel<double>(a + base, b + base, cs, C, aux, det, f1 + base,
+                                                                f2 + base)));
+  check_planes_op<T, 2>("kl_div", tname, true, 0, UDA_RUN(KlDivForward<T>{a, b, m}),
+                        UDA_REF(*m = kl_div_pixel<double>(a + base, b + base, cs, C)));
+  check_planes_op<T, 2>("kl_div_backward", tname, false, 2, UDA_RUN(KlDivBackward<T>{aux, 1, a, b, f1, f2}),
+                        UDA_REF(kl_div_backward_pixel<double>(a + base, b + base, cs, C, aux, f1 + base, f2 + base)));
+  check_planes_op<T, 2>("kl_div_backward no target", tname, false, 1,
+                        UDA_RUN(KlDivBackward<T>{&g0, 0, a, b, f1, nullptr}),
+                        UDA_REF(kl_div_backward_pixel<double>(a + base, b + base, cs, C, double(g0), f1 + base,
+                                                              static_cast<double*>(nullptr))));
+  check_planes_op<T, 2>("cosine", tname, true, 0, UDA_RUN(CosineForward<T>{a, b, m}),
+                        UDA_REF(*m = cosine_discrepancy_pixel<double>(a + base, b + base, cs, C)));
+  check_planes_op<T, 2>("cosine_backward", tname, false, 2, UDA_RUN(CosineBackward<T>{aux, 1, a, b, f1, f2}),
+                        UDA_REF(cosine_grad_pixel(a + base, b + base, cs, C,
+                                                  cosine_stats<double>(a + base, b + base, cs, C), aux, f1 + base,
+                                                  f2 + base)));
+  const acc_t t = acc_t(1), lam = acc_t(40), eps = acc_t(0.4);
+  check_planes_op<T, 2>("clan", tname, true, 0, UDA_RUN(ClanForward<T>{aux, a, b, m, t, lam, eps}),
+                        UDA_REF(*m = clan_adversarial_pixel<double>(aux, a + base, b + base, cs, C, 1.0, 40.0, 0.4)));
+  // the map output of the backward is d/dd (acc_t), checked through a T-typed full output would lose
+  // precision: run it twice, with and without the logit gradients
+  check_planes_op<T, 2>("clan_backward", tname, true, 2,
+                        UDA_RUN(ClanBackward<T>{&g0, 0, aux, a, b, m, f1, f2, t, lam, eps}),
+                        UDA_REF(*m = clan_adversarial_backward_pixel<double>(aux, a + base, b + base, cs, C,
+                                                                             double(g0), 1.0, 40.0, 0.4, f1 + base,
+                                                                             f2 + base)));
+  check_planes_op<T, 2>("clan_backward no logits", tname, true, 0,
+                        UDA_RUN(ClanBackward<T>{&g0, 0, aux, a, b, m, nullptr, nullptr, t, lam, eps}),
+                        UDA_REF(*m = clan_adversarial_backward_pixel<double>(
+                                    aux, a + base, b + base, cs, C, double(g0), 1.0, 40.0, 0.4,
+                                    static_cast<double*>(nullptr), static_cast<double*>(nullptr))));
+  check_planes_op<T, 1>("self_information", tname, false, 1, UDA_RUN(SelfInformationForward<T>{a, f1}),
+                        UDA_REF(self_information_pixel<double>(a + base, cs, C, f1 + base)));
+  check_planes_op<T, 2>("self_information_backward full", tname, false, 1,
+                        UDA_RUN(SelfInformationBackward<T, true>{b, a, f1}),
+                        UDA_REF(self_information_backward_pixel<double>(a + base, cs, C, b + base, cs, f1 + base)));
+  check_planes_op<T, 1>("self_information_backward scalar", tname, false, 1,
+                        UDA_RUN(SelfInformationBackward<T, false>{&g0, a, f1}),
+                        UDA_REF(const double gs = double(g0);
+                                self_information_backward_pixel<double>(a + base, cs, C, &gs, 0, f1 + base)));
+#undef UDA_RUN
+#undef UDA_REF
 }
 
 // The launch plan: register buckets for small C, the shared-memory slab beyond, fallback when too big.
