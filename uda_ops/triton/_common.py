@@ -15,6 +15,7 @@ yield NaN (SPEC section 6). Every reduction is a fixed-order loop or tl.sum: no 
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from dataclasses import dataclass
@@ -74,6 +75,19 @@ def map_shape(x: Tensor, dim: int):
     return [s for i, s in enumerate(x.shape) if i != dim]
 
 
+def canonical_view(t: Tensor, dim: int, L: Layout) -> Tuple[Tensor, int, int, int]:
+    """`t` (shaped like the input) as an (outer, C, inner) view and its three strides, without a copy where a
+    view exists: an expanded gradient (the backward of .sum()/.mean()) keeps its 0 strides and is read in
+    place. Otherwise a dense copy in the memory order of `L`."""
+    dim = dim % t.dim()
+    shape = (L.outer, L.classes, L.inner)
+    try:
+        v = (t.movedim(dim, -1) if L.moved else t).view(shape)
+    except RuntimeError:
+        v = to_layout(t, dim, L).view(shape)
+    return (v, *v.stride())
+
+
 def acc_dtype(x: Tensor) -> torch.dtype:
     return torch.float64 if x.dtype == torch.float64 else torch.float32
 
@@ -123,6 +137,19 @@ def pixel_grid(pixels: int, block: int):
 NUM_WARPS = 4
 
 
+def device_guard(device: torch.device):
+    """Makes `device` current for a launch: Triton launches on the current device's current stream, so a
+    tensor on cuda:1 while cuda:0 is current runs on cuda:1 and on cuda:1's current stream."""
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+
+
+def launch(kernel, grid, *args, **meta) -> None:
+    """Every Triton launch of uda_ops: kernel[grid](*args, **meta) on the device of args[0] (a tensor) and on
+    that device's current stream."""
+    with device_guard(args[0].device):
+        kernel[grid](*args, **meta)
+
+
 # ---------------------------------------------------------------------------------------------------
 # Device side
 # ---------------------------------------------------------------------------------------------------
@@ -140,14 +167,21 @@ def pixel_offsets(pid, inner, C, P, BLOCK: tl.constexpr):
     """Offsets of class 0 of this program's BLOCK pixels (int64), and the in-range lane mask."""
     p = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = p < P
-    base = (p // inner) * C * inner + p % inner
+    inner64 = tl.full([], inner, tl.int64)
+    base = (p // inner64) * C * inner64 + p % inner64
     return p, base, mask
+
+
+@triton.jit
+def class_off(base, c, inner):
+    """Offset of class c from `base` in int64 (c * inner overflows int32 past 2^31 elements per sample)."""
+    return base + tl.cast(c, tl.int64) * inner
 
 
 @triton.jit
 def load_class(ptr, base, c, inner, mask, F64: tl.constexpr):
     """Class c of every lane in the accumulation dtype; tail lanes read 0 (finite: nothing to subtract)."""
-    return to_acc(tl.load(ptr + base + c * inner, mask=mask, other=0.0), F64)
+    return to_acc(tl.load(ptr + class_off(base, c, inner), mask=mask, other=0.0), F64)
 
 
 @triton.jit
@@ -210,7 +244,7 @@ def cosine_grad(z1_ptr, z2_ptr, g1_ptr, g2_ptr, base, inner, C, mask, m1, m2, co
                 F64: tl.constexpr):
     """Writes gm * dM/dz1 and gm * dM/dz2 (gm = dL/dM per lane)."""
     for c in range(C):
-        off = base + c * inner
+        off = class_off(base, c, inner)
         e1 = tl.exp(load_class(z1_ptr, base, c, inner, mask, F64) - m1)
         e2 = tl.exp(load_class(z2_ptr, base, c, inner, mask, F64) - m2)
         x = e1 * e2 * inv12

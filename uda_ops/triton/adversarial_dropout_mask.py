@@ -13,7 +13,8 @@ Selection (both ops), `_search_rows`, one program per row, entirely in Triton:
   float64; each step counts over the row held in registers, or, for rows longer than ROW_BLOCK, one
   counting pass over the row; integer sums: exact). When L + 1 > U no pattern
   qualifies but 0, so t = 0 as the SPEC asks. Then flip exactly the units with a > t, m = |m0 - flip|,
-  and rescale by U / sum(m) when asked (and L > 0). A row holding a NaN gives a NaN row (as the CPU op).
+  and rescale by U / sum(m) when asked (and L > 0). A row holding a NaN gives a NaN row, except with L == 0,
+which returns m0 unchanged (SPEC section 4 step 1).
 The result carries no gradient (no autograd registered: the inputs are detached by uda_ops.functional).
 """
 from __future__ import annotations
@@ -97,7 +98,7 @@ def _search_rows(j_ptr, m_ptr, out_ptr, U, L, HAS_M0: tl.constexpr, RESCALE: tl.
         mask = u < U
         j, m0, a = _candidate_value(j_ptr, m_ptr, row_off, u, mask, HAS_M0, F64)
         m = tl.where(a > t, 1.0 - m0, m0) * scale
-        m = tl.where(nan_count > 0, float("nan"), m)
+        m = tl.where((nan_count > 0) & (L > 0), float("nan"), m)  # L == 0: m0 unchanged (SPEC 4 step 1)
         K.store(out_ptr, row_off + u, m, mask)
 
 
@@ -156,9 +157,9 @@ def _search(jac: Tensor, base_mask: Optional[Tensor], max_flips: int, rescale: b
     if base_mask is not None:
         m0 = base_mask.to(device=jac.device, dtype=jac.dtype).expand(N, U).contiguous()
     blk = max(16, min(ROW_BLOCK, triton.next_power_of_2(U)))
-    _search_rows[(N,)](jac, m0 if m0 is not None else jac, out, U, int(max_flips), HAS_M0=m0 is not None,
-                       RESCALE=bool(rescale) and max_flips > 0, F64=jac.dtype == torch.float64,
-                       ONE_CHUNK=U <= blk, BLOCK_U=blk, num_warps=8 if blk >= 2048 else K.NUM_WARPS)
+    K.launch(_search_rows, (N,), jac, m0 if m0 is not None else jac, out, U, int(max_flips), HAS_M0=m0 is not None,
+             RESCALE=bool(rescale) and max_flips > 0, F64=jac.dtype == torch.float64,
+             ONE_CHUNK=U <= blk, BLOCK_U=blk, num_warps=8 if blk >= 2048 else K.NUM_WARPS)
     return out
 
 
@@ -189,7 +190,7 @@ def channel_adversarial_dropout_mask(grad: Tensor, activation: Tensor, base_mask
         cap_p = 1024 if K.INTERPRET else 128
         block_p = max(16, min(cap_p, triton.next_power_of_2(max(HW, 1))))
         block_c = max(2, min(64 if rows else 16, triton.next_power_of_2(C)))
-        _channel_impact[(N, triton.cdiv(C, block_c))](gc, hc, impact, C, HW, 1 if rows else HW, C if rows else 1,
+        K.launch(_channel_impact, (N, triton.cdiv(C, block_c)), gc, hc, impact, C, HW, 1 if rows else HW, C if rows else 1,
                                                        F64=grad.dtype == torch.float64, BLOCK_C=block_c,
                                                        BLOCK_P=block_p, num_warps=K.NUM_WARPS)
     return _search(impact, base_mask, max_flips, rescale, grad.dtype)

@@ -32,7 +32,7 @@ def _specs(dt: str):
         ("self_information_fwd", self_information._self_information_fwd,
          {"z_ptr": T, "out_ptr": T, **pix, "neg_inv_log_c": "fp32", **ce}, blk),
         ("self_information_bwd", self_information._self_information_bwd,
-         {"z_ptr": T, "g_ptr": T, "gz_ptr": T, **pix, "neg_inv_log_c": "fp32", **ce}, blk),
+         {"z_ptr": T, "g_ptr": T, "g_so": "i32", "g_sc": "i32", "g_si": "i32", "gz_ptr": T, **pix, "neg_inv_log_c": "fp32", **ce}, blk),
         ("cosine_fwd", cosine_discrepancy._cosine_fwd, {"z1_ptr": T, "z2_ptr": T, "out_ptr": A, **pix, **ce}, blk),
         ("cosine_bwd", cosine_discrepancy._cosine_bwd,
          {"z1_ptr": T, "z2_ptr": T, **g, "g1_ptr": T, "g2_ptr": T, **pix, **ce}, blk),

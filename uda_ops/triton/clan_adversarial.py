@@ -69,7 +69,7 @@ def clan_adversarial(d: Tensor, z1: Tensor, z2: Tensor, target: float, lambda_lo
     out = torch.empty(K.map_shape(z1, dim), dtype=K.acc_dtype(z1), device=z1.device)
     if L.pixels:
         blk = K.pixel_block(L.pixels)
-        _clan_fwd[K.pixel_grid(L.pixels, blk)](dc, ac, bc, out, L.pixels, L.classes, L.inner, float(target),
+        K.launch(_clan_fwd, K.pixel_grid(L.pixels, blk), dc, ac, bc, out, L.pixels, L.classes, L.inner, float(target),
                                                float(lambda_local), float(epsilon), F64=z1.dtype == torch.float64,
                                                BLOCK=blk, num_warps=K.NUM_WARPS)
     return out
@@ -87,7 +87,7 @@ def clan_adversarial_backward(grad: Tensor, d: Tensor, z1: Tensor, z2: Tensor, t
     g2 = K.empty_in_layout(z1, dim, L, z1.dtype) if need_logit_grads else z1.new_empty(0)
     if L.pixels:
         blk = K.pixel_block(L.pixels)
-        _clan_bwd[K.pixel_grid(L.pixels, blk)](dc, ac, bc, g, gs, gd, g1 if need_logit_grads else gd,
+        K.launch(_clan_bwd, K.pixel_grid(L.pixels, blk), dc, ac, bc, g, gs, gd, g1 if need_logit_grads else gd,
                                                g2 if need_logit_grads else gd, L.pixels, L.classes, L.inner,
                                                float(target), float(lambda_local), float(epsilon),
                                                NEED_LOGITS=bool(need_logit_grads), F64=z1.dtype == torch.float64,

@@ -39,7 +39,7 @@ def cosine_discrepancy(z1: Tensor, z2: Tensor, dim: int) -> Tensor:
     out = torch.empty(K.map_shape(z1, dim), dtype=K.acc_dtype(z1), device=z1.device)
     if L.pixels:
         blk = K.pixel_block(L.pixels)
-        _cosine_fwd[K.pixel_grid(L.pixels, blk)](ac, bc, out, L.pixels, L.classes, L.inner,
+        K.launch(_cosine_fwd, K.pixel_grid(L.pixels, blk), ac, bc, out, L.pixels, L.classes, L.inner,
                                                  F64=z1.dtype == torch.float64, BLOCK=blk, num_warps=K.NUM_WARPS)
     return out
 
@@ -55,7 +55,7 @@ def cosine_discrepancy_backward(grad: Tensor, z1: Tensor, z2: Tensor, dim: int) 
     g1, g2 = K.empty_in_layout(z1, dim, L, z1.dtype), K.empty_in_layout(z1, dim, L, z1.dtype)
     if L.pixels:
         blk = K.pixel_block(L.pixels)
-        _cosine_bwd[K.pixel_grid(L.pixels, blk)](ac, bc, g, gs, g1, g2, L.pixels, L.classes, L.inner,
+        K.launch(_cosine_bwd, K.pixel_grid(L.pixels, blk), ac, bc, g, gs, g1, g2, L.pixels, L.classes, L.inner,
                                                  F64=z1.dtype == torch.float64, BLOCK=blk, num_warps=K.NUM_WARPS)
     return g1, g2
 

@@ -46,7 +46,7 @@ def _entropy_bwd(z_ptr, g_ptr, g_stride, gz_ptr, P, C, inner, neg_inv_log_c, F64
     m, ls, h = _plogp_stats(z_ptr, base, inner, C, mask, F64, BLOCK)
     for c in range(C):
         lp = K.load_class(z_ptr, base, c, inner, mask, F64) - m - ls
-        K.store(gz_ptr, base + c * inner, g * K.mul0(tl.exp(lp), lp - h), mask)
+        K.store(gz_ptr, K.class_off(base, c, inner), g * K.mul0(tl.exp(lp), lp - h), mask)
 
 
 @torch.library.custom_op(f"{K.LIB}::entropy", mutates_args=())
@@ -58,7 +58,7 @@ def entropy(z: Tensor, dim: int) -> Tensor:
     out = torch.empty(K.map_shape(z, dim), dtype=K.acc_dtype(z), device=z.device)
     if L.pixels:
         blk = K.pixel_block(L.pixels)
-        _entropy_fwd[K.pixel_grid(L.pixels, blk)](zc, out, L.pixels, L.classes, L.inner,
+        K.launch(_entropy_fwd, K.pixel_grid(L.pixels, blk), zc, out, L.pixels, L.classes, L.inner,
                                                   -1.0 / math.log(L.classes), F64=z.dtype == torch.float64,
                                                   BLOCK=blk, num_warps=K.NUM_WARPS)
     return out
@@ -74,7 +74,7 @@ def entropy_backward(grad: Tensor, z: Tensor, dim: int) -> Tensor:
     gz = K.empty_in_layout(z, dim, L, z.dtype)
     if L.pixels:
         blk = K.pixel_block(L.pixels)
-        _entropy_bwd[K.pixel_grid(L.pixels, blk)](zc, g, gs, gz, L.pixels, L.classes, L.inner,
+        K.launch(_entropy_bwd, K.pixel_grid(L.pixels, blk), zc, g, gs, gz, L.pixels, L.classes, L.inner,
                                                   -1.0 / math.log(L.classes), F64=z.dtype == torch.float64,
                                                   BLOCK=blk, num_warps=K.NUM_WARPS)
     return gz

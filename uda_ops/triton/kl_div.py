@@ -52,7 +52,7 @@ def _kl_div_bwd(x_ptr, y_ptr, g_ptr, g_stride, gx_ptr, gy_ptr, P, C, inner, NEED
     lx = tl.log(sx)
     ly = tl.log(sy)
     for c in range(C):
-        off = base + c * inner
+        off = K.class_off(base, c, inner)
         x = K.load_class(x_ptr, base, c, inner, mask, F64) - mx - lx  # log p
         y = K.load_class(y_ptr, base, c, inner, mask, F64) - my - ly  # log q
         p_ = tl.exp(x)
@@ -72,7 +72,7 @@ def kl_div(input: Tensor, target: Tensor, dim: int) -> Tensor:
     out = torch.empty(K.map_shape(input, dim), dtype=K.acc_dtype(input), device=input.device)
     if L.pixels:
         blk = K.pixel_block(L.pixels)
-        _kl_div_fwd[K.pixel_grid(L.pixels, blk)](xc, yc, out, L.pixels, L.classes, L.inner,
+        K.launch(_kl_div_fwd, K.pixel_grid(L.pixels, blk), xc, yc, out, L.pixels, L.classes, L.inner,
                                                  F64=input.dtype == torch.float64, BLOCK=blk,
                                                  num_warps=K.NUM_WARPS)
     return out
@@ -91,7 +91,7 @@ def kl_div_backward(grad: Tensor, input: Tensor, target: Tensor, dim: int,
     gy = K.empty_in_layout(input, dim, L, input.dtype) if need_target else input.new_empty(0)
     if L.pixels:
         blk = K.pixel_block(L.pixels)
-        _kl_div_bwd[K.pixel_grid(L.pixels, blk)](xc, yc, g, gs, gx, gy if need_target else gx, L.pixels,
+        K.launch(_kl_div_bwd, K.pixel_grid(L.pixels, blk), xc, yc, g, gs, gx, gy if need_target else gx, L.pixels,
                                                  L.classes, L.inner, NEED_TARGET=bool(need_target),
                                                  F64=input.dtype == torch.float64, BLOCK=blk,
                                                  num_warps=K.NUM_WARPS)

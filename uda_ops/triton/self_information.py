@@ -24,20 +24,22 @@ def _self_information_fwd(z_ptr, out_ptr, P, C, inner, neg_inv_log_c, F64: tl.co
     ls = tl.log(K.exp_sum(z_ptr, base, inner, C, mask, m, F64))
     for c in range(C):
         lp = K.load_class(z_ptr, base, c, inner, mask, F64) - m - ls
-        K.store(out_ptr, base + c * inner, neg_inv_log_c * K.mul0(tl.exp(lp), lp), mask)
+        K.store(out_ptr, K.class_off(base, c, inner), neg_inv_log_c * K.mul0(tl.exp(lp), lp), mask)
 
 
 @triton.jit
-def _self_information_bwd(z_ptr, g_ptr, gz_ptr, P, C, inner, neg_inv_log_c, F64: tl.constexpr,
+def _self_information_bwd(z_ptr, g_ptr, g_so, g_sc, g_si, gz_ptr, P, C, inner, neg_inv_log_c, F64: tl.constexpr,
                           BLOCK: tl.constexpr):
+    """The upstream gradient G is read through its own (outer, C, inner) strides (0 for an expanded one)."""
     p, base, mask = K.pixel_offsets(tl.program_id(0), inner, C, P, BLOCK)
+    gbase = (p // inner) * g_so + (p % inner) * g_si
     m = K.class_max(z_ptr, base, inner, C, mask, F64, BLOCK)
     s = tl.zeros_like(m)
     t1 = tl.zeros_like(m)
     t2 = tl.zeros_like(m)
     for c in range(C):
         z = K.load_class(z_ptr, base, c, inner, mask, F64) - m
-        g = K.load_class(g_ptr, base, c, inner, mask, F64)
+        g = K.load_class(g_ptr, gbase, c, g_sc, mask, F64)
         e = tl.exp(z)
         s += e
         t1 += K.mul0(e, g * (1.0 + z))
@@ -46,9 +48,9 @@ def _self_information_bwd(z_ptr, g_ptr, gz_ptr, P, C, inner, neg_inv_log_c, F64:
     pu = (t1 - ls * t2) / s  # sum_c p_c u_c
     for c in range(C):
         lp = K.load_class(z_ptr, base, c, inner, mask, F64) - m - ls
-        g = K.load_class(g_ptr, base, c, inner, mask, F64)
+        g = K.load_class(g_ptr, gbase, c, g_sc, mask, F64)
         pc = tl.exp(lp)
-        K.store(gz_ptr, base + c * inner, neg_inv_log_c * (K.mul0(pc, g * (1.0 + lp)) - pc * pu), mask)
+        K.store(gz_ptr, K.class_off(base, c, inner), neg_inv_log_c * (K.mul0(pc, g * (1.0 + lp)) - pc * pu), mask)
 
 
 @torch.library.custom_op(f"{K.LIB}::self_information", mutates_args=())
@@ -60,7 +62,7 @@ def self_information(z: Tensor, dim: int) -> Tensor:
     out = K.empty_in_layout(z, dim, L, z.dtype)
     if L.pixels:
         blk = K.pixel_block(L.pixels)
-        _self_information_fwd[K.pixel_grid(L.pixels, blk)](zc, out, L.pixels, L.classes, L.inner,
+        K.launch(_self_information_fwd, K.pixel_grid(L.pixels, blk), zc, out, L.pixels, L.classes, L.inner,
                                                            -1.0 / math.log(L.classes),
                                                            F64=z.dtype == torch.float64, BLOCK=blk,
                                                            num_warps=K.NUM_WARPS)
@@ -73,11 +75,13 @@ def self_information_backward(grad: Tensor, z: Tensor, dim: int) -> Tensor:
     L = K.class_layout(z, dim)
     K.check_classes("self_information_backward", L)
     zc = K.to_layout(z, dim, L)
-    gc = K.to_layout(grad.to(z.dtype), dim, L)
+    if grad.shape != z.shape:
+        raise RuntimeError(f"self_information_backward: gradient shape {tuple(grad.shape)} != {tuple(z.shape)}")
+    gv, g_so, g_sc, g_si = K.canonical_view(grad, dim, L)
     gz = K.empty_in_layout(z, dim, L, z.dtype)
     if L.pixels:
         blk = K.pixel_block(L.pixels)
-        _self_information_bwd[K.pixel_grid(L.pixels, blk)](zc, gc, gz, L.pixels, L.classes, L.inner,
+        K.launch(_self_information_bwd, K.pixel_grid(L.pixels, blk), zc, gv, g_so, g_sc, g_si, gz, L.pixels, L.classes, L.inner,
                                                            -1.0 / math.log(L.classes),
                                                            F64=z.dtype == torch.float64, BLOCK=blk,
                                                            num_warps=K.NUM_WARPS)

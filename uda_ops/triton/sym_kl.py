@@ -62,7 +62,7 @@ def _sym_kl_bwd(a_ptr, b_ptr, g_ptr, g_stride, ga_ptr, gb_ptr, P, C, inner, DETA
     ta = ta * ia  # sum_c p_c (a_c - b_c)
     tb = tb * ib  # sum_c q_c (a_c - b_c)
     for c in range(C):
-        off = base + c * inner
+        off = K.class_off(base, c, inner)
         a = K.load_class(a_ptr, base, c, inner, mask, F64)
         b = K.load_class(b_ptr, base, c, inner, mask, F64)
         pa = tl.exp(a - ma) * ia
@@ -88,7 +88,7 @@ def sym_kl(a: Tensor, b: Tensor, dim: int, detach_targets: bool) -> Tensor:
     out = torch.empty(K.map_shape(a, dim), dtype=K.acc_dtype(a), device=a.device)
     if L.pixels:
         blk = K.pixel_block(L.pixels)
-        _sym_kl_fwd[K.pixel_grid(L.pixels, blk)](ac, bc, out, L.pixels, L.classes, L.inner,
+        K.launch(_sym_kl_fwd, K.pixel_grid(L.pixels, blk), ac, bc, out, L.pixels, L.classes, L.inner,
                                                  F64=a.dtype == torch.float64, BLOCK=blk, num_warps=K.NUM_WARPS)
     return out
 
@@ -104,7 +104,7 @@ def sym_kl_backward(grad: Tensor, a: Tensor, b: Tensor, dim: int, detach_targets
     ga, gb = K.empty_in_layout(a, dim, L, a.dtype), K.empty_in_layout(a, dim, L, a.dtype)
     if L.pixels:
         blk = K.pixel_block(L.pixels)
-        _sym_kl_bwd[K.pixel_grid(L.pixels, blk)](ac, bc, g, gs, ga, gb, L.pixels, L.classes, L.inner,
+        K.launch(_sym_kl_bwd, K.pixel_grid(L.pixels, blk), ac, bc, g, gs, ga, gb, L.pixels, L.classes, L.inner,
                                                  DETACH=bool(detach_targets), F64=a.dtype == torch.float64,
                                                  BLOCK=blk, num_warps=K.NUM_WARPS)
     return ga, gb

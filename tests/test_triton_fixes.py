@@ -1,0 +1,154 @@
+"""Issue 10 item 1, Triton backend: launches on the input's device, int64 offsets, the expanded upstream
+gradient of self_information_backward read in place, and the mask search's L == 0 with a NaN row.
+Runs on CPU tensors under TRITON_INTERPRET=1 (set here before triton is first imported)."""
+import contextlib
+import os
+
+import pytest
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+triton = pytest.importorskip("triton")
+import triton.language as tl  # noqa: E402
+
+import uda_ops  # noqa: E402
+from uda_ops import reference  # noqa: E402
+from conftest import OP_IDS, OPS, assert_close, logits  # noqa: E402
+
+TT = pytest.importorskip("uda_ops.triton")
+from uda_ops.triton import _common as K  # noqa: E402
+
+cpu_only = pytest.mark.skipif(not TT.INTERPRET, reason="CPU tensors need TRITON_INTERPRET=1")
+pytestmark = [cpu_only, pytest.mark.filterwarnings("ignore::RuntimeWarning")]
+
+
+@pytest.fixture
+def triton_backend(backend):
+    backend("triton")
+    yield
+
+
+# ---------------------------------------------------------------------------------------------------
+# Launch device
+# ---------------------------------------------------------------------------------------------------
+def test_device_guard_selects_the_tensors_cuda_device():
+    guard = K.device_guard(torch.device("cuda", 1))
+    assert isinstance(guard, torch.cuda.device) and guard.idx == 1
+    assert isinstance(K.device_guard(torch.device("cpu")), contextlib.nullcontext)
+
+
+@pytest.mark.parametrize("op", OPS, ids=OP_IDS)
+def test_every_launch_is_inside_the_inputs_device_guard(triton_backend, op, monkeypatch):
+    """Each kernel launch (forward and backward) runs inside device_guard(the input's device)."""
+    entered, launches = [], []
+    inside = [0]
+
+    @contextlib.contextmanager
+    def recording_guard(device):
+        entered.append(device)
+        inside[0] += 1
+        try:
+            yield
+        finally:
+            inside[0] -= 1
+
+    from triton.runtime.interpreter import InterpretedFunction
+    run = InterpretedFunction.run
+
+    def checked_run(self, *args, **kwargs):
+        launches.append(inside[0])
+        return run(self, *args, **kwargs)
+
+    monkeypatch.setattr(K, "device_guard", recording_guard)
+    monkeypatch.setattr(InterpretedFunction, "run", checked_run)
+    xs = [x.requires_grad_(True) for x in op.make((2, 5, 3, 4), torch.float32)]
+    op.fn(xs, 1).sum().backward()
+    assert len(launches) >= 2 and all(launches), "a kernel was launched outside the device guard"
+    assert entered and all(d == xs[0].device for d in entered)
+
+
+def test_mask_launches_inside_the_device_guard(triton_backend, monkeypatch):
+    entered = []
+    monkeypatch.setattr(K, "device_guard", lambda d: entered.append(d) or contextlib.nullcontext())
+    g, h = torch.randn(2, 6, 3, 3), torch.randn(2, 6, 3, 3)
+    uda_ops.channel_adversarial_dropout_mask(g, h, max_flips=2)
+    uda_ops.adversarial_dropout_mask(torch.randn(3, 9), max_flips=2)
+    assert len(entered) == 3 and all(d == g.device for d in entered)
+
+
+# ---------------------------------------------------------------------------------------------------
+# int64 offsets
+# ---------------------------------------------------------------------------------------------------
+@triton.jit
+def _class_offsets_kernel(out_ptr, C, inner):
+    base = tl.zeros([1], tl.int64) + 5
+    for c in range(C):
+        tl.store(out_ptr + c + tl.arange(0, 1), K.class_off(base, c, inner))
+
+
+def test_class_offsets_are_int64_past_2_to_31():
+    """c * inner for inner = 2^30 + 3 and c up to 7 exceeds 2^31: it must not wrap (int32 did)."""
+    C, inner = 8, 2**30 + 3
+    out = torch.zeros(C, dtype=torch.int64)
+    _class_offsets_kernel[(1,)](out, C, inner)
+    assert out.tolist() == [5 + c * inner for c in range(C)]
+
+
+# ---------------------------------------------------------------------------------------------------
+# self_information_backward reads an expanded gradient in place
+# ---------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_self_information_backward_reads_expanded_gradient_in_place(triton_backend, layout, monkeypatch):
+    z = logits((2, 7, 5, 3), torch.float32, layout=layout, seed=3)
+    grad = torch.ones(()).expand(z.shape)  # the gradient of .sum()
+    contiguous, to = torch.Tensor.contiguous, torch.Tensor.to
+
+    def no_dense_copy(name, fn):
+        def wrapped(self, *a, **k):
+            if self.numel() > 1 and 0 in self.stride():
+                raise AssertionError(f"{name} materialised an expanded {tuple(self.shape)} gradient")
+            return fn(self, *a, **k)
+        return wrapped
+
+    monkeypatch.setattr(torch.Tensor, "contiguous", no_dense_copy("contiguous", contiguous))
+    monkeypatch.setattr(torch.Tensor, "to", no_dense_copy("to", to))
+    out = torch.ops.uda_ops_triton.self_information_backward(grad, z, 1)
+    monkeypatch.undo()
+    z64 = z.double().requires_grad_(True)
+    reference.self_information(z64, dim=1).sum().backward()
+    assert_close(out, z64.grad, torch.float32)
+
+
+def test_self_information_backward_partly_expanded_and_strided_gradient(triton_backend):
+    z = logits((2, 5, 4, 3), torch.float64, seed=4)
+    for grad in (torch.randn(2, 1, 4, 1, dtype=torch.float64).expand(z.shape),
+                 torch.randn(2, 5, 8, 3, dtype=torch.float64)[:, :, ::2],
+                 torch.randn(2, 4, 3, 5, dtype=torch.float64).permute(0, 3, 1, 2)):
+        out = torch.ops.uda_ops_triton.self_information_backward(grad, z, 1)
+        z64 = z.clone().requires_grad_(True)
+        reference.self_information(z64, dim=1).backward(grad)
+        assert_close(out, z64.grad, torch.float64)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Mask search: NaN row with a zero budget returns the base mask (SPEC section 4 step 1)
+# ---------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("with_base", [False, True])
+def test_mask_nan_row_with_zero_budget_returns_base_mask(triton_backend, with_base):
+    j = torch.randn(3, 8)
+    j[1, 2] = float("nan")
+    base = (torch.rand(8) < 0.5).float() if with_base else None
+    out = torch.ops.uda_ops_triton.adversarial_dropout_mask(j, base, 0, True)
+    ref = reference.adversarial_dropout_mask(j, max_flips=0, base_mask=base)
+    assert not out.isnan().any()
+    assert torch.equal(out, ref.to(out.dtype))
+    assert torch.equal(uda_ops.adversarial_dropout_mask(j, max_flips=0, base_mask=base), ref.to(out.dtype))
+    g = torch.randn(2, 4, 3, 3)
+    g[0, 1, 0, 0] = float("nan")
+    h = torch.randn(2, 4, 3, 3)
+    out = torch.ops.uda_ops_triton.channel_adversarial_dropout_mask(g, h, None, 0, True)
+    assert torch.equal(out, torch.ones(2, 4))
+    # with a budget the NaN row is still NaN
+    assert torch.ops.uda_ops_triton.adversarial_dropout_mask(j, base, 1, True)[1].isnan().all()
