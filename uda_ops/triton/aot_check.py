@@ -5,8 +5,22 @@ register pressure). Usage: ``TRITON_INTERPRET=0 python -m uda_ops.triton.aot_che
 from __future__ import annotations
 
 import argparse
+import collections
 import os
+import re
+import subprocess
 import sys
+import tempfile
+
+
+# Arguments assumed multiples of 16 (elements) in the compiled variants, as Triton's runtime specialisation
+# finds them for realistic shapes (H*W, C*H*W, aligned allocations): every pointer and these integers.
+ALIGNED_INTS = ("Q", "o_stride", "c_stride", "inner", "g_o")
+
+
+def _attrs(fn, sig):
+    return {(i,): [["tt.divisibility", 16]] for i, (k, v) in enumerate(sig.items())
+            if (v.startswith("*") or k in ALIGNED_INTS) and v != "constexpr"}
 
 
 def _specs(dt: str):
@@ -60,10 +74,31 @@ def _specs(dt: str):
     return out
 
 
+def ptx_summary(ptx: str, arch: int) -> str:
+    """Registers and spills (Triton's ptxas -v) and the global load/store widths of one kernel's PTX."""
+    loads = collections.Counter(re.findall(r"\bld\.global(?:\.\w+)*?\.((?:v[248]\.)?[bfu]\d+)", ptx))
+    stores = collections.Counter(re.findall(r"\bst\.global(?:\.\w+)*?\.((?:v[248]\.)?[bfu]\d+)", ptx))
+    from triton.backends.nvidia.compiler import get_ptxas
+    regs = spills = "?"
+    with tempfile.TemporaryDirectory() as d:
+        f = os.path.join(d, "k.ptx")
+        with open(f, "w") as fh:
+            fh.write(ptx)
+        r = subprocess.run([get_ptxas(arch).path, "-v", f"--gpu-name=sm_{arch}a", "-o", os.devnull, f],
+                           capture_output=True, text=True)
+        m = re.search(r"Used (\d+) registers", r.stderr)
+        regs = m.group(1) if m else "?"
+        m = re.search(r"(\d+) bytes spill stores", r.stderr)
+        spills = m.group(1) if m else "?"
+    fmt = lambda c: ",".join(f"{k}x{v}" for k, v in sorted(c.items())) or "-"  # noqa: E731
+    return f"regs={regs} spill_stores={spills} ld.global[{fmt(loads)}] st.global[{fmt(stores)}]"
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--arch", type=int, default=90)
     ap.add_argument("--dtypes", default="fp32,fp16,bf16,fp64")
+    ap.add_argument("--report", action="store_true", help="print registers, spills and PTX load/store widths")
     args = ap.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
         print("aot_check: unset TRITON_INTERPRET (the interpreter compiles nothing)", file=sys.stderr)
@@ -78,9 +113,9 @@ def main(argv=None) -> int:
         for name, fn, sig, const, in _specs(dt):
             warps = 8 if const.get("BLOCK_U", 0) >= 2048 else 4
             try:
-                triton.compile(ASTSource(fn=fn, signature=sig, constexprs=const), target=target,
-                               options={"num_warps": warps})
-                print(f"ok   {dt:5s} {name}")
+                k = triton.compile(ASTSource(fn=fn, signature=sig, constexprs=const, attrs=_attrs(fn, sig)),
+                                   target=target, options={"num_warps": warps})
+                print(f"ok   {dt:5s} {name}" + (f"  {ptx_summary(k.asm['ptx'], args.arch)}" if args.report else ""))
             except Exception as exc:  # report every failure, then exit non-zero
                 failed += 1
                 print(f"FAIL {dt:5s} {name}: {type(exc).__name__}: {str(exc)[:2000]}")
