@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -58,19 +59,50 @@ def test_every_kernel_header_is_compile_checked():
         assert os.path.basename(path) in check, f"{os.path.basename(path)} missing from compile_check.cu"
 
 
+def ptxas_entries(text):
+    """{mangled kernel: (registers, stack frame bytes, spill store bytes)} from `ptxas -v` output."""
+    res, name, stack, spill = {}, None, 0, 0
+    for line in text.splitlines():
+        m = re.search(r"Compiling entry function '(\S+)'", line)
+        if m:
+            name, stack, spill = m.group(1), 0, 0
+        m = re.search(r"(\d+) bytes stack frame, (\d+) bytes spill stores", line)
+        if m:
+            stack, spill = int(m.group(1)), int(m.group(2))
+        m = re.search(r"Used (\d+) registers", line)
+        if m and name:
+            res[name] = (int(m.group(1)), stack, spill)
+            name = None
+    return res
+
+
+def test_ptxas_entries_parser():
+    text = ("ptxas info    : Compiling entry function '_Z1kPf' for 'sm_90'\n"
+            "ptxas info    : Function properties for _Z1kPf\n"
+            "    8 bytes stack frame, 4 bytes spill stores, 4 bytes spill loads\n"
+            "ptxas info    : Used 40 registers, used 0 barriers\n")
+    assert ptxas_entries(text) == {"_Z1kPf": (40, 8, 4)}
+
+
 def test_nvcc_compile_check(tmp_path):
-    """compile_check.cu for both targets, compiled concurrently (~10 s each)."""
+    """compile_check.cu for both targets, compiled concurrently (~1.5 min each); every planes (NCHW) kernel
+    without spills and without a stack frame (no local memory) on both."""
     src = os.path.join("tests", "cuda", "compile_check.cu")
     procs = []
     for arch, std in TARGETS:
         out = str(tmp_path / f"compile_check_{arch}.o")
-        cmd = [NVCC, f"-std={std}", "-O2", f"-arch={arch}", *TORCH_DEFINES, *STRICT, "-c", src, "-o", out]
+        cmd = [NVCC, f"-std={std}", "-O2", f"-arch={arch}", *TORCH_DEFINES, *STRICT, "-Xptxas", "-v", "-c", src,
+               "-o", out]
         procs.append((cmd, subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                             text=True)))
     for cmd, p in procs:
-        out, _ = p.communicate(timeout=240)
+        out, _ = p.communicate(timeout=600)
         assert p.returncode == 0, f"{' '.join(cmd)}\n{out}"
         assert "warning" not in out.lower(), out
+        planes = {k: v for k, v in ptxas_entries(out).items() if "_planes_kernel" in k}
+        assert len(planes) >= 6 * 2 * 4, sorted(planes)  # six losses, forward and backward, four dtypes
+        spilling = {k: v for k, v in planes.items() if v[1] or v[2]}
+        assert not spilling, f"planes kernels with local memory (registers, stack, spill): {spilling}"
 
 
 def test_host_per_pixel_math(tmp_path):

@@ -43,6 +43,19 @@ UDA_HD acc_t clan_adversarial_backward_pixel(acc_t d, const T* __restrict__ z1, 
 }
 
 // ---- planes tiles (common.cuh): the cosine of CosineTile, the BCE per lane.
+// Loads the tile, computes its cosine and, per lane, BCE(d, target) and its derivative; returns C.
+template <typename T, typename S>
+UDA_HD int clan_tile(const PlanesGeom& g, const TilePos& tp, S* s, const T* z1, const T* z2, const acc_of<T>* d,
+                     acc_of<T> target, CosineTile<T>& ct, acc_of<T> (&l)[kLanes<T>], acc_of<T> (&dl)[kLanes<T>]) {
+  const int C = load_slabs(g, tp, s, z1, z2);
+  ct.compute(C, s);
+  acc_of<T> v[kLanes<T>];
+  load_map(d + tp.map, 1, v, tp);
+UDA_UNROLL
+  for (int k = 0; k < kLanes<T>; ++k) bce_with_logits(v[k], target, &l[k], &dl[k]);
+  return C;
+}
+
 template <typename T_>
 struct ClanForward {
   using T = T_;
@@ -57,19 +70,11 @@ struct ClanForward {
 
   template <typename S>
   UDA_HD void operator()(const PlanesGeom& g, const TilePos& tp, S* s) const {
-    const int C = static_cast<int>(g.C);
-    s[0].load(z1 + tp.x, g.inner, C, tp);
-    s[1].load(z2 + tp.x, g.inner, C, tp);
     CosineTile<T> ct;
-    ct.compute(C, s);
-    acc_t v[V];
-    load_map(d + tp.map, 1, v, tp);
+    acc_t l[V], dl[V], v[V];
+    clan_tile(g, tp, s, z1, z2, d, target, ct, l, dl);
 UDA_UNROLL
-    for (int k = 0; k < V; ++k) {
-      acc_t l, dl;
-      bce_with_logits(v[k], target, &l, &dl);
-      v[k] = (eps + lam * (acc_t(1) - ct.cos[k])) * l;
-    }
+    for (int k = 0; k < V; ++k) v[k] = (eps + lam * (acc_t(1) - ct.cos[k])) * l[k];
     store_map(out + tp.map, v, tp);
   }
 };
@@ -95,22 +100,16 @@ struct ClanBackward {
 
   template <typename S>
   UDA_HD void operator()(const PlanesGeom& g, const TilePos& tp, S* s) const {
-    const int C = static_cast<int>(g.C);
-    s[0].load(z1 + tp.x, g.inner, C, tp);
-    s[1].load(z2 + tp.x, g.inner, C, tp);
     CosineTile<T> ct;
-    ct.compute(C, s);
-    acc_t gv[V], v[V], gm[V];
+    acc_t l[V], dl[V], gv[V], gm[V];
+    const int C = clan_tile(g, tp, s, z1, z2, d, target, ct, l, dl);
     load_map(grad + tp.map * grad_stride, grad_stride, gv, tp);
-    load_map(d + tp.map, 1, v, tp);
 UDA_UNROLL
     for (int k = 0; k < V; ++k) {
-      acc_t l, dl;
-      bce_with_logits(v[k], target, &l, &dl);
-      gm[k] = gv[k] * lam * l;
-      v[k] = gv[k] * (eps + lam * (acc_t(1) - ct.cos[k])) * dl;
+      gm[k] = gv[k] * lam * l[k];
+      dl[k] *= gv[k] * (eps + lam * (acc_t(1) - ct.cos[k]));
     }
-    store_map(gd + tp.map, v, tp);
+    store_map(gd + tp.map, dl, tp);
     if (g1 != nullptr) ct.grads(C, s, gm, g, tp, g1, g2);
   }
 };

@@ -373,6 +373,20 @@ UDA_UNROLL
   UDA_HD const Pack& at(int c) const { return s[c * stride]; }
 };
 
+// Loads the tile of each input (classes inner apart) into its slab; returns C.
+template <typename S, typename T>
+UDA_HD int load_slabs(const PlanesGeom& g, const TilePos& tp, S* s, const T* a) {
+  const int C = static_cast<int>(g.C);
+  s[0].load(a + tp.x, g.inner, C, tp);
+  return C;
+}
+template <typename S, typename T>
+UDA_HD int load_slabs(const PlanesGeom& g, const TilePos& tp, S* s, const T* a, const T* b) {
+  const int C = load_slabs(g, tp, s, a);
+  s[1].load(b + tp.x, g.inner, C, tp);
+  return C;
+}
+
 // Calls f(c, x) for every class c < C, x[j][k] = class c of lane k of slab j (acc_t).
 template <typename T, int N, typename S, typename F>
 UDA_HD void each_class(int C, const S* s, F&& f) {

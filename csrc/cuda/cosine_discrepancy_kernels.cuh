@@ -113,9 +113,7 @@ struct CosineForward {
 
   template <typename S>
   UDA_HD void operator()(const PlanesGeom& g, const TilePos& tp, S* s) const {
-    const int C = static_cast<int>(g.C);
-    s[0].load(z1 + tp.x, g.inner, C, tp);
-    s[1].load(z2 + tp.x, g.inner, C, tp);
+    const int C = load_slabs(g, tp, s, z1, z2);
     CosineTile<T> ct;
     ct.compute(C, s);
     acc_t v[V];
@@ -140,9 +138,7 @@ struct CosineBackward {
 
   template <typename S>
   UDA_HD void operator()(const PlanesGeom& g, const TilePos& tp, S* s) const {
-    const int C = static_cast<int>(g.C);
-    s[0].load(z1 + tp.x, g.inner, C, tp);
-    s[1].load(z2 + tp.x, g.inner, C, tp);
+    const int C = load_slabs(g, tp, s, z1, z2);
     CosineTile<T> ct;
     ct.compute(C, s);
     acc_t gm[V];

@@ -64,8 +64,7 @@ struct EntropyForward {
 
   template <typename S>
   UDA_HD void operator()(const PlanesGeom& g, const TilePos& tp, S* s) const {
-    const int C = static_cast<int>(g.C);
-    s[0].load(z + tp.x, g.inner, C, tp);
+    const int C = load_slabs(g, tp, s, z);
     TileSoftmax<T, 1> st;
     acc_t ed[V], h[V];
     entropy_tile_sums(C, s, st, ed);
@@ -90,9 +89,8 @@ struct EntropyBackward {
 
   template <typename S>
   UDA_HD void operator()(const PlanesGeom& g, const TilePos& tp, S* s) const {
-    const int C = static_cast<int>(g.C);
+    const int C = load_slabs(g, tp, s, z);
     const acc_t il = inv_log_classes<acc_t>(C);
-    s[0].load(z + tp.x, g.inner, C, tp);
     TileSoftmax<T, 1> st;
     acc_t ed[V], w[V], r[V], inv[V];
     entropy_tile_sums(C, s, st, ed);

@@ -66,9 +66,7 @@ struct KlDivForward {
 
   template <typename S>
   UDA_HD void operator()(const PlanesGeom& g, const TilePos& tp, S* s) const {
-    const int C = static_cast<int>(g.C);
-    s[0].load(x + tp.x, g.inner, C, tp);
-    s[1].load(y + tp.x, g.inner, C, tp);
+    const int C = load_slabs(g, tp, s, x, y);
     TileSoftmax<T, 2> st;
     acc_t kl[V];
     kl_div_tile_sums(C, s, st, kl);
@@ -94,9 +92,7 @@ struct KlDivBackward {
 
   template <typename S>
   UDA_HD void operator()(const PlanesGeom& g, const TilePos& tp, S* s) const {
-    const int C = static_cast<int>(g.C);
-    s[0].load(x + tp.x, g.inner, C, tp);
-    s[1].load(y + tp.x, g.inner, C, tp);
+    const int C = load_slabs(g, tp, s, x, y);
     TileSoftmax<T, 2> st;
     acc_t kl[V], w[V], ix[V], iy[V], lx[V], ly[V];
     kl_div_tile_sums(C, s, st, kl);

@@ -51,9 +51,8 @@ struct SelfInformationForward {
 
   template <typename S>
   UDA_HD void operator()(const PlanesGeom& g, const TilePos& tp, S* s) const {
-    const int C = static_cast<int>(g.C);
+    const int C = load_slabs(g, tp, s, z);
     const acc_t w = -inv_log_classes<acc_t>(C);
-    s[0].load(z + tp.x, g.inner, C, tp);
     TileSoftmax<T, 1> st;
     st.compute(C, s);
     acc_t inv[V], ls[V];
@@ -83,9 +82,8 @@ struct SelfInformationBackward {
 
   template <typename S>
   UDA_HD void operator()(const PlanesGeom& g, const TilePos& tp, S* s) const {
-    const int C = static_cast<int>(g.C);
+    const int C = load_slabs(g, tp, s, z);
     const acc_t w = -inv_log_classes<acc_t>(C);
-    s[0].load(z + tp.x, g.inner, C, tp);
     if constexpr (kFull) s[1].load(grad + tp.x, g.inner, C, tp);
     TileSoftmax<T, 1> st;
     st.compute(C, s);

@@ -78,9 +78,7 @@ struct SymKlForward {
 
   template <typename S>
   UDA_HD void operator()(const PlanesGeom& g, const TilePos& tp, S* s) const {
-    const int C = static_cast<int>(g.C);
-    s[0].load(a + tp.x, g.inner, C, tp);
-    s[1].load(b + tp.x, g.inner, C, tp);
+    const int C = load_slabs(g, tp, s, a, b);
     TileSoftmax<T, 2> st;
     acc_t A[V], B[V], v[V];
     sym_kl_tile_sums(C, s, st, A, B);
@@ -106,9 +104,7 @@ struct SymKlBackward {
 
   template <typename S>
   UDA_HD void operator()(const PlanesGeom& g, const TilePos& tp, S* s) const {
-    const int C = static_cast<int>(g.C);
-    s[0].load(a + tp.x, g.inner, C, tp);
-    s[1].load(b + tp.x, g.inner, C, tp);
+    const int C = load_slabs(g, tp, s, a, b);
     TileSoftmax<T, 2> st;
     acc_t A[V], B[V], hg[V], ia[V], ib[V];
     sym_kl_tile_sums(C, s, st, A, B);
