@@ -56,7 +56,7 @@ UDA_MULTIVERSION void clan_backward_tile(acc_t* __restrict Z1, acc_t* __restrict
     gd[i] = g[i * gs] * (eps + lam * (acc_t(1) - cos[i])) * dl;
     gm[i] = g[i * gs] * lam * l;
   }
-  if (need_logits) cosine_grad(P1, P2, C, T, n, cos, i12, i11, i22, gm, Z1, Z2);
+  if (need_logits) cosine_grad(P1, P2, C, T, n, cos, i12, i11, i22, gm, Z1, Z2, T);
 }
 
 // d: discriminator logits with the map's shape (N, *).

@@ -226,20 +226,20 @@ void for_each_tile(const TileGrid& g, int64_t buffers, const Body& body) {
 }
 
 // ------------------------------------------------------------------------------------------------
-// Softmax over the class rows of a tile: P = softmax(X), lse = logsumexp(X) per lane.
-// A lane whose logits are all -inf, or that holds a NaN, gets NaN (never hidden).
+// Softmax over the class rows of a tile: P = softmax(X), lse = logsumexp(X) per lane; X[c * xs + i],
+// P[c * T + i]. A lane whose logits are all -inf, or that holds a NaN, gets NaN (never hidden).
 // ------------------------------------------------------------------------------------------------
 template <typename acc_t>
-UDA_INLINE void softmax_tile(const acc_t* __restrict X, acc_t* __restrict P, acc_t* __restrict lse,
+UDA_INLINE void softmax_tile(const acc_t* __restrict X, int64_t xs, acc_t* __restrict P, acc_t* __restrict lse,
                              int64_t C, int64_t T, int64_t n) {
   acc_t m[kMaxLanes], s[kMaxLanes];
   for (int64_t i = 0; i < n; ++i) m[i] = -std::numeric_limits<acc_t>::infinity();
   for (int64_t c = 0; c < C; ++c)
-    for (int64_t i = 0; i < n; ++i) m[i] = X[c * T + i] > m[i] ? X[c * T + i] : m[i];
+    for (int64_t i = 0; i < n; ++i) m[i] = X[c * xs + i] > m[i] ? X[c * xs + i] : m[i];
   for (int64_t i = 0; i < n; ++i) s[i] = 0;
   for (int64_t c = 0; c < C; ++c)
     for (int64_t i = 0; i < n; ++i) {
-      const acc_t e = exp_nonpos(X[c * T + i] - m[i]);  // NaN for all -inf lanes: (-inf) - (-inf)
+      const acc_t e = exp_nonpos(X[c * xs + i] - m[i]);  // NaN for all -inf lanes: (-inf) - (-inf)
       P[c * T + i] = e;
       s[i] += e;
     }
@@ -249,6 +249,13 @@ UDA_INLINE void softmax_tile(const acc_t* __restrict X, acc_t* __restrict P, acc
   }
   for (int64_t c = 0; c < C; ++c)
     for (int64_t i = 0; i < n; ++i) P[c * T + i] *= s[i];
+}
+
+// The same on a [C][T] buffer.
+template <typename acc_t>
+UDA_INLINE void softmax_tile(const acc_t* __restrict X, acc_t* __restrict P, acc_t* __restrict lse, int64_t C,
+                             int64_t T, int64_t n) {
+  softmax_tile(X, T, P, lse, C, T, n);
 }
 
 }  // namespace cpu

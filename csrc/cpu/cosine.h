@@ -35,12 +35,12 @@ template <typename acc_t>
 UDA_INLINE void cosine_grad(const acc_t* __restrict P1, const acc_t* __restrict P2, int64_t C, int64_t T,
                             int64_t n, const acc_t* __restrict cos, const acc_t* __restrict inv12,
                             const acc_t* __restrict inv11, const acc_t* __restrict inv22,
-                            const acc_t* __restrict gm, acc_t* __restrict G1, acc_t* __restrict G2) {
+                            const acc_t* __restrict gm, acc_t* __restrict G1, acc_t* __restrict G2, int64_t os) {
   for (int64_t c = 0; c < C; ++c)
     for (int64_t i = 0; i < n; ++i) {
       const int64_t k = c * T + i;
-      G1[k] = -gm[i] * P1[k] * (P2[k] * inv12[i] - cos[i] * P1[k] * inv11[i]);
-      G2[k] = -gm[i] * P2[k] * (P1[k] * inv12[i] - cos[i] * P2[k] * inv22[i]);
+      G1[c * os + i] = -gm[i] * P1[k] * (P2[k] * inv12[i] - cos[i] * P1[k] * inv11[i]);
+      G2[c * os + i] = -gm[i] * P2[k] * (P1[k] * inv12[i] - cos[i] * P2[k] * inv22[i]);
     }
 }
 

@@ -6,50 +6,51 @@ namespace cpu {
 
 // out[i] = sum_c q_c (log q_c - log p_c); leaves P = softmax(X), Q = softmax(Y) and the two lse.
 template <typename acc_t>
-UDA_MULTIVERSION void kl_div_forward_tile(const acc_t* __restrict X, const acc_t* __restrict Y,
+UDA_MULTIVERSION void kl_div_forward_tile(const acc_t* __restrict X, const acc_t* __restrict Y, int64_t xs,
                                           acc_t* __restrict P, acc_t* __restrict Q,
                                           acc_t* __restrict lx, acc_t* __restrict ly, int64_t C,
                                           int64_t T, int64_t n, acc_t* __restrict out) {
-  softmax_tile(X, P, lx, C, T, n);
-  softmax_tile(Y, Q, ly, C, T, n);
+  softmax_tile(X, xs, P, lx, C, T, n);
+  softmax_tile(Y, xs, Q, ly, C, T, n);
   for (int64_t i = 0; i < n; ++i) out[i] = 0;
   for (int64_t c = 0; c < C; ++c)
     for (int64_t i = 0; i < n; ++i) {
       const int64_t k = c * T + i;
-      out[i] += mul0(Q[k], diff0(Y[k] - ly[i], X[k] - lx[i]));
+      out[i] += mul0(Q[k], diff0(Y[c * xs + i] - ly[i], X[c * xs + i] - lx[i]));
     }
 }
 
-// Overwrites X with d/dinput and, when need_target, Y with d/dtarget.
+// Writes d/dinput to GX and, when need_target, d/dtarget to GY (class stride os; they may be X and Y
+// themselves: each element is read before it is written, X and Y are not read after the first loop).
 template <typename acc_t>
-UDA_MULTIVERSION void kl_div_backward_tile(acc_t* __restrict X, acc_t* __restrict Y,
+UDA_MULTIVERSION void kl_div_backward_tile(const acc_t* X, const acc_t* Y, int64_t xs,
                                            acc_t* __restrict P, acc_t* __restrict Q, int64_t C,
                                            int64_t T, int64_t n, const acc_t* __restrict g,
-                                           int64_t gs, bool need_target) {
+                                           int64_t gs, bool need_target, acc_t* GX, acc_t* GY, int64_t os) {
   acc_t lx[kMaxLanes], ly[kMaxLanes], kl[kMaxLanes];
   if (need_target) {  // d/dtarget_j = q_j ((log q_j - log p_j) - KL): needs the KL value first
-    kl_div_forward_tile(X, Y, P, Q, lx, ly, C, T, n, kl);
+    kl_div_forward_tile(X, Y, xs, P, Q, lx, ly, C, T, n, kl);
     for (int64_t c = 0; c < C; ++c)
       for (int64_t i = 0; i < n; ++i) {
         const int64_t k = c * T + i;
-        Y[k] = g[i * gs] * mul0(Q[k], diff0(Y[k] - ly[i], X[k] - lx[i]) - kl[i]);
+        GY[c * os + i] = g[i * gs] * mul0(Q[k], diff0(Y[c * xs + i] - ly[i], X[c * xs + i] - lx[i]) - kl[i]);
       }
   } else {
-    softmax_tile(X, P, lx, C, T, n);
-    softmax_tile(Y, Q, ly, C, T, n);
+    softmax_tile(X, xs, P, lx, C, T, n);
+    softmax_tile(Y, xs, Q, ly, C, T, n);
   }
   for (int64_t c = 0; c < C; ++c)
     for (int64_t i = 0; i < n; ++i) {
       const int64_t k = c * T + i;
-      X[k] = g[i * gs] * (P[k] - Q[k]);
+      GX[c * os + i] = g[i * gs] * (P[k] - Q[k]);
     }
 }
 
 at::Tensor kl_div_cpu(const at::Tensor& input, const at::Tensor& target, int64_t dim) {
-  return pair_map_forward("kl_div", input, target, dim, [](auto* X, auto* Y, auto* P, auto* Q, int64_t C,
-                                                           int64_t T, int64_t n, auto* out) {
+  return pair_map_forward("kl_div", input, target, dim, [](auto* X, auto* Y, int64_t xs, auto* P, auto* Q,
+                                                           int64_t C, int64_t T, int64_t n, auto* out) {
     std::remove_pointer_t<decltype(out)> lx[kMaxLanes], ly[kMaxLanes];
-    kl_div_forward_tile(X, Y, P, Q, lx, ly, C, T, n, out);
+    kl_div_forward_tile(X, Y, xs, P, Q, lx, ly, C, T, n, out);
   });
 }
 
@@ -58,9 +59,9 @@ std::tuple<at::Tensor, at::Tensor> kl_div_backward_cpu(const at::Tensor& grad, c
                                                        const at::Tensor& target, int64_t dim,
                                                        bool need_target) {
   return pair_grad_backward("kl_div_backward", grad, input, target, dim, need_target,
-                            [&](auto* X, auto* Y, auto* P, auto* Q, int64_t C, int64_t T, int64_t n,
-                                const auto* g, int64_t gs) {
-                              kl_div_backward_tile(X, Y, P, Q, C, T, n, g, gs, need_target);
+                            [&](auto* X, auto* Y, int64_t xs, auto* P, auto* Q, int64_t C, int64_t T, int64_t n,
+                                const auto* g, int64_t gs, auto* GX, auto* GY, int64_t os) {
+                              kl_div_backward_tile(X, Y, xs, P, Q, C, T, n, g, gs, need_target, GX, GY, os);
                             });
 }
 

@@ -1,6 +1,6 @@
 // The host side shared by the two-input ops (sym_kl, kl_div, cosine_discrepancy): both inputs walked in
-// one canonical layout, tile by tile, as [C][T] buffers A and B with two scratch buffers P and Q; the
-// op supplies only its tile function.
+// one canonical layout, tile by tile, read in place (fp32/fp64 NCHW) or through [C][T] buffers A and B
+// (class stride xs), with two [C][T] scratch buffers P and Q; the op supplies only its tile function.
 #pragma once
 
 #include "common.h"
@@ -8,7 +8,7 @@
 namespace uda_ops {
 namespace cpu {
 
-// tile(A, B, P, Q, C, T, n, out) writes the map of the tile's n pixels; returns the (N, *) map (acc_t).
+// tile(A, B, xs, P, Q, C, T, n, out) writes the map of the tile's n pixels; returns the (N, *) map (acc_t).
 template <typename TileFn>
 at::Tensor pair_map_forward(const char* op, const at::Tensor& a, const at::Tensor& b, int64_t dim,
                             const TileFn& tile) {
@@ -25,16 +25,19 @@ at::Tensor pair_map_forward(const char* op, const at::Tensor& a, const at::Tenso
     acc_t* po = out.mutable_data_ptr<acc_t>();
     for_each_tile<acc_t>(g, 4, [&](const Tile& t, acc_t* buf) {
       acc_t *A = buf, *B = A + g.C * g.T, *P = B + g.C * g.T, *Q = P + g.C * g.T;
-      load_tile(pa, g, t, A);
-      load_tile(pb, g, t, B);
-      tile(A, B, P, Q, g.C, g.T, t.n, po + t.p0);
+      int64_t xs;
+      const acc_t* a_ = tile_in(pa, g, t, A, xs);
+      const acc_t* b_ = tile_in(pb, g, t, B, xs);
+      tile(a_, b_, xs, P, Q, g.C, g.T, t.n, po + t.p0);
     });
   });
   return out;
 }
 
-// tile(A, B, P, Q, C, T, n, g, gs) overwrites A with d/da and, when need_b, B with d/db, for the map
-// gradient g[i * gs] (gs = 0: an expanded scalar). Returns (d/da, d/db | empty) in a's dtype and layout.
+// tile(A, B, xs, P, Q, C, T, n, g, gs, GA, GB, os) writes d/da to GA and, when need_b, d/db to GB (class
+// stride os) for the map gradient g[i * gs] (gs = 0: an expanded scalar); GA, GB may be A, B themselves
+// (the buffers), so a tile function reads A[k], B[k] before it writes GA[k], GB[k]. Returns
+// (d/da, d/db | empty) in a's dtype and layout.
 template <typename TileFn>
 std::tuple<at::Tensor, at::Tensor> pair_grad_backward(const char* op, const at::Tensor& grad, const at::Tensor& a,
                                                       const at::Tensor& b, int64_t dim, bool need_b,
@@ -56,11 +59,14 @@ std::tuple<at::Tensor, at::Tensor> pair_grad_backward(const char* op, const at::
     scalar_t* pgb = need_b ? gb.mutable_data_ptr<scalar_t>() : nullptr;
     for_each_tile<acc_t>(g, 4, [&](const Tile& t, acc_t* buf) {
       acc_t *A = buf, *B = A + g.C * g.T, *P = B + g.C * g.T, *Q = P + g.C * g.T;
-      load_tile(pa, g, t, A);
-      load_tile(pb, g, t, B);
-      tile(A, B, P, Q, g.C, g.T, t.n, pgrad + t.p0 * pg.stride, pg.stride);
-      store_tile(A, g, t, pga);
-      if (need_b) store_tile(B, g, t, pgb);
+      int64_t xs, os;
+      const acc_t* a_ = tile_in(pa, g, t, A, xs);
+      const acc_t* b_ = tile_in(pb, g, t, B, xs);
+      acc_t* ga_ = tile_out(pga, g, t, A, os);
+      acc_t* gb_ = need_b ? tile_out(pgb, g, t, B, os) : nullptr;
+      tile(a_, b_, xs, P, Q, g.C, g.T, t.n, pgrad + t.p0 * pg.stride, pg.stride, ga_, gb_, os);
+      tile_out_done(A, g, t, pga);
+      if (need_b) tile_out_done(B, g, t, pgb);
     });
   });
   return {ga, gb};
