@@ -436,6 +436,50 @@ def compile_cuda(workdir: str, arch: str = "sm_90", source: str = COMPILE_CHECK,
     return proc.stdout + proc.stderr, sass
 
 
+def compile_ptx(workdir: str, arch: str = "sm_90", dtypes: Optional[Iterable[str]] = None,
+                root: str = ROOT) -> str:
+    """The PTX of compile_check.cu (only `dtypes`' instantiations when given): no ptxas, about half the time of
+    a cubin. Load widths are decided at this level (ptxas keeps an ld.global.v4 one 128-bit load)."""
+    nvcc = find_tool("nvcc")
+    if not nvcc:
+        raise RuntimeError("kernel_report: nvcc not found")
+    source = only_dtypes(COMPILE_CHECK, dtypes, workdir, root) if dtypes is not None else COMPILE_CHECK
+    out = os.path.join(workdir, f"kernels_{arch}.ptx")
+    cmd = [nvcc, *NVCC_FLAGS, f"-arch={arch}", "-ptx", *TORCH_DEFINES, source, "-o", out]
+    proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)}\n{proc.stdout}\n{proc.stderr}")
+    with open(out) as f:
+        return f.read()
+
+
+_PTX_BITS = {"8": 8, "16": 16, "32": 32, "64": 64}
+
+
+def ptx_rows(ptx: str) -> List[dict]:
+    """Per kernel entry of a PTX file: kernel, template, dtype, op and global load/store widths in bits
+    (``ld.global.nc.v4.u32`` -> 128, ``ld.global.nc.u16`` -> 16)."""
+    parts = re.split(r"\.visible \.entry (\w+)\(", ptx)[1:]
+    names = demangle(parts[0::2])
+    rows = []
+    for mangled, body in zip(parts[0::2], parts[1::2]):
+        widths_: Dict[str, Dict[int, int]] = {"ld": {}, "st": {}}
+        for kind, vec, bits in re.findall(r"\b(ld|st)\.global(?:\.[\w:]+)*?(?:\.v(\d))?\.[a-z]+(\d+)\s",
+                                          body):
+            w = int(vec or 1) * _PTX_BITS.get(bits, 32)
+            widths_[kind][w] = widths_[kind].get(w, 0) + 1
+        for nbytes in re.findall(r"\bcp\.async\.c[ag]\.shared(?:::\w+)?\.global(?:\.[\w:]+)*\s[^;]*,\s*(\d+)\s*;",
+                                 body):  # cp.async: a global load of 4, 8 or 16 bytes
+            w = 8 * int(nbytes)
+            widths_["ld"][w] = widths_["ld"].get(w, 0) + 1
+        bulk = len(re.findall(r"\bcp\.async\.bulk", body))
+        kernel, targs = _split_template(names[mangled])
+        dtype = CUDA_DTYPE.get(targs[0], targs[0]) if targs else "-"
+        rows.append({"backend": "cuda", "kernel": kernel, "template": ", ".join(targs), "dtype": dtype,
+                     "op": loss_op(kernel), "bulk": bulk, **widths_})
+    return rows
+
+
 def cuda_rows(ptxas: str, sass: str, classes: int = 19) -> List[dict]:
     res = parse_ptxas(ptxas)
     funcs = split_sass(sass)

@@ -1,13 +1,14 @@
 """The compiled CUDA loss kernels load their inputs 128 bits at a time (issue 10), read off the SASS without a
 GPU by benchmarks/kernel_report.py; and that report's parsers, on hand-written SASS and ptxas output.
 
-The width test compiles tests/cuda/compile_check.cu's fp32 and bf16 instantiations once per session for
-sm_90 and, for each of the six pixel losses, forward and backward, fp32 and bf16, looks at its NCHW kernels
-(kernel_report.planes_kernels): those named after the op (``sym_kl_...``) with forward/fwd or backward/bwd in
-the name, leaving out rows-layout (channels_last) and finalize/reduce kernels. Each must have 128-bit global
-loads (LDG.E.128, cp.async LDGSTS.128, or TMA bulk copies): a thread that owns a vector of contiguous pixels
-per class. Scalar loads may remain (tails, the per-pixel gradient).
-Skipped without nvcc or cuobjdump (Triton ships one).
+The width test compiles tests/cuda/compile_check.cu's fp32 and bf16 instantiations once per session to PTX
+for sm_90 (where load widths are decided: ptxas keeps an ld.global.v4 one 128-bit LDG, as the SASS in
+benchmarks/results/kernel-report-*.md shows; PTX alone takes half the time of a cubin) and, for each of the
+six pixel losses, forward and backward, fp32 and bf16, looks at its NCHW kernels (kernel_report.planes_kernels):
+those named after the op (``sym_kl_...``) with forward/fwd or backward/bwd in the name, leaving out rows-layout
+(channels_last) and finalize/reduce kernels. Each must have 128-bit global loads (ld.global.v4 of 32-bit
+words, v2 of 64-bit, cp.async of 16 bytes, or TMA bulk copies): a thread that owns a vector of contiguous
+pixels per class. Scalar loads may remain (tails, the per-pixel gradient). Skipped without nvcc.
 """
 from __future__ import annotations
 
@@ -26,11 +27,9 @@ LOSS_OPS = KR.LOSS_OPS
 
 @pytest.fixture(scope="session")
 def cuda_kernels(tmp_path_factory):
-    missing = KR.tools_missing()
-    if missing:
-        pytest.skip(f"kernel report needs {missing}")
-    ptxas, sass = KR.compile_cuda(str(tmp_path_factory.mktemp("kernel_report")), "sm_90", dtypes=("fp32", "bf16"))
-    return KR.cuda_rows(ptxas, sass)
+    if KR.find_tool("nvcc") is None:
+        pytest.skip("needs nvcc")
+    return KR.ptx_rows(KR.compile_ptx(str(tmp_path_factory.mktemp("kernel_report")), "sm_90", ("fp32", "bf16")))
 
 
 def has_128bit_loads(r) -> bool:
@@ -47,8 +46,31 @@ def test_nchw_loss_kernels_load_128_bits(cuda_kernels, op, direction, dtype):
     assert not narrow, "global loads narrower than 128 bits: " + "; ".join(narrow)
 
 
+def test_ptx_load_widths():
+    ptx = """
+.visible .entry _ZN7uda_ops4cuda29entropy_forward_planes_kernelIfLi0EEEvNS0_14EntropyForwardIT_EENS0_10PlanesGeomE(
+	ld.global.nc.L1::no_allocate.v4.u32 	{%r1, %r2, %r3, %r4}, [%rd5];
+	ld.global.nc.f32 	%f1, [%rd6];
+	ld.global.nc.u16 	%rs1, [%rd6];
+	st.global.v4.f32 	[%rd7], {%f1, %f2, %f3, %f4};
+	ld.global.v2.u64 	{%rd1, %rd2}, [%rd3];
+	cp.async.cg.shared.global [%r9], [%rd4], 16;
+}
+.visible .entry _Z1kPf(
+	ld.global.u32 	%r1, [%rd1];
+}
+"""
+    rows = KR.ptx_rows(ptx)
+    assert [r["ld"] for r in rows] == [{128: 3, 32: 1, 16: 1}, {32: 1}]
+    assert rows[0]["st"] == {128: 1}
+    if not rows[0]["kernel"].startswith("_Z"):  # demangled (c++filt)
+        assert (rows[0]["kernel"], rows[0]["dtype"], rows[0]["op"]) == ("entropy_forward_planes_kernel", "fp32",
+                                                                       "entropy")
+    assert has_128bit_loads(rows[0]) and not has_128bit_loads(rows[1])
+
+
 # ---------------------------------------------------------------------------------------------------
-# The report's parsers (no nvcc needed)
+# The report's SASS and ptxas parsers (no nvcc needed)
 # ---------------------------------------------------------------------------------------------------
 PTXAS = """ptxas info    : 0 bytes gmem
 ptxas info    : Compiling entry function '_Z1kPf' for 'sm_90'
