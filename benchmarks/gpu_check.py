@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import glob
 import json
 import os
 import re
@@ -40,7 +41,8 @@ sys.path.insert(0, HERE)
 from kernel_report import _real_nvcc, find_tool  # noqa: E402
 
 STAGES = ("info", "build", "tests", "sanitize", "bench", "report")
-GPU_TESTS = ["tests/test_cuda.py", "tests/test_triton.py", "tests/test_cuda_compile.py", "tests/test_kernel_report.py"]
+TRITON_TESTS = sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, "tests", "test_triton*.py")))
+GPU_TESTS = ["tests/test_cuda.py", *TRITON_TESTS, "tests/test_cuda_compile.py", "tests/test_kernel_report.py"]
 SANITIZED = "not compile and not opcheck and not gradcheck"  # the kernels, not torch.compile or gradcheck loops
 
 
