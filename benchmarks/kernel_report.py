@@ -612,6 +612,7 @@ def main(argv=None) -> int:
     ap.add_argument("--compare", nargs=2, metavar=("OLD_JSON", "NEW_JSON"),
                     help="print (and with --out-md write) old vs new main NCHW kernels of two reports; no compile")
     ap.add_argument("--out-md", help="with --compare: write the comparison here")
+    ap.add_argument("--baseline", help="an earlier report's JSON: its comparison with this one heads the .md")
     args = ap.parse_args(argv)
     if args.compare:
         old, new = (json.load(open(p)) for p in args.compare)
@@ -659,10 +660,15 @@ def main(argv=None) -> int:
     with open(base + ".json", "w") as f:
         json.dump({"info": info, "rows": rows}, f, indent=1, default=str)
     table = markdown(rows)
+    head = ""
+    if args.baseline:
+        old = json.load(open(args.baseline))
+        head = (f"## Against {old['info']['label']}: the main NCHW kernel per loss, direction and dtype at "
+                f"C = {args.classes}\n\n{compare(old, {'info': info, 'rows': rows})}\n\n## Every kernel\n\n")
     with open(base + ".md", "w") as f:
         f.write(f"# Kernel report {label}\n\n{info['nvcc']}, triton {info['triton']}, {args.arch}, "
                 f"instr/elem at C = {args.classes} (see benchmarks/kernel_report.py for the model), {info['date']}."
-                f"\nfp32 and bf16 rows; the JSON also has fp16 and fp64 (CUDA).\n\n{table}\n")
+                f"\nfp32 and bf16 rows; the JSON also has fp16 and fp64 (CUDA).\n\n{head}{table}\n")
     if args.print:
         print(table)
     print(f"wrote {os.path.relpath(base, ROOT)}.json and .md ({len(rows)} rows)")
