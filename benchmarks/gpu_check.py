@@ -111,6 +111,7 @@ def plan(out: str, py: str, dry_run: bool = False) -> List[Step]:
                     timeout, no_cache if tool != "racecheck" else {})
 
     label = f"{slug(device_name() or 'cpu')}-{git_hash()}"
+    baseline = sorted(glob.glob(os.path.join(HERE, "results", "kernel-report-old-*.json")))
     bench = [py, "benchmarks/gpu_summary.py", "--json", f"{out}/bench.json", "--markdown-out", f"{out}/bench.md",
              "--auto-cuda-out", f"{out}/auto_cuda.json"]
     bench += ["--dry-run", "--ops", "entropy,channel_mask", "--layouts", "nchw"] if dry_run else \
@@ -127,7 +128,8 @@ def plan(out: str, py: str, dry_run: bool = False) -> List[Step]:
         sanitize("initcheck", INITCHECKED, 200),
         Step("gpu_summary", "bench", bench, 420, needs_gpu=not dry_run),
         Step("train_step", "bench", [py, "benchmarks/train_step.py"], 150),
-        Step("kernel_report", "report", [py, "benchmarks/kernel_report.py", "--label", label, "--out", out], 240,
+        Step("kernel_report", "report", [py, "benchmarks/kernel_report.py", "--label", label, "--out", out,
+                                         *(["--baseline", baseline[0]] if baseline else [])], 240,
              needs_gpu=False),
     ]
 
