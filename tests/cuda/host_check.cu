@@ -624,6 +624,56 @@ static void check_planes(const char* tname) {
 #undef UDA_REF
 }
 
+// The rows layout (channels_last, (N, C)): the per-pixel kernels' work (classes 1 apart, pixel p at
+// PixelGeom::base(p)) over every pixel, in T, against the same functions in double; odd C and pixel
+// counts, buffers misaligned by one element, sentinel margins.
+template <typename T>
+static void check_rows(const char* tname) {
+  using acc_t = acc_of<T>;
+  double rtol, atol;
+  planes_tolerances<T>(&rtol, &atol);
+  std::mt19937 rng(13);
+  char what[160];
+  const int64_t shapes[][2] = {{7, 5}, {3, 19}, {5, 150}, {1, 2}, {33, 3}};  // (pixels, C)
+  for (const auto& sh : shapes)
+    for (int off = 0; off < 2; ++off) {
+      const int64_t P = sh[0], C = sh[1];
+      const size_t n = P * C;
+      const PixelGeom geo{P, C, 1};
+      Buf<T> a(n, off, 0), b(n, off, 0);
+      std::vector<double> ad, bd;
+      planes_inputs(rng, PlanesShape{P, C, 1}, a, ad);
+      planes_inputs(rng, PlanesShape{P, C, 1}, b, bd);
+      Buf<acc_t> ent(P, off, kSentinel), skl(P, off, kSentinel);
+      Buf<T> ga(n, off, kSentinel), gb(n, off, kSentinel), si(n, off, kSentinel);
+      std::vector<double> rga(n), rgb(n), rsi(n);
+      for (int64_t p = 0; p < P; ++p) {
+        const int64_t o = geo.base(p);
+        const acc_t g = acc_t(0.5 + 0.1 * double(p % 7));
+        ent.p[p] = entropy_pixel<acc_t>(a.p + o, geo.inner, geo.C);
+        skl.p[p] = sym_kl_pixel<acc_t>(a.p + o, b.p + o, geo.inner, geo.C);
+        sym_kl_backward_pixel<acc_t>(a.p + o, b.p + o, geo.inner, geo.C, g, false, ga.p + o, gb.p + o);
+        self_information_pixel<acc_t>(a.p + o, geo.inner, geo.C, si.p + o);
+        std::snprintf(what, sizeof what, "%s rows P=%d C=%d off=%d p=%d", tname, int(P), int(C), off, int(p));
+        close(what, ent.p[p], entropy_pixel<double>(ad.data() + o, 1, C), rtol, atol);
+        close(what, skl.p[p], sym_kl_pixel<double>(ad.data() + o, bd.data() + o, 1, C), rtol, atol);
+        sym_kl_backward_pixel<double>(ad.data() + o, bd.data() + o, 1, C, double(g), false, rga.data() + o,
+                                      rgb.data() + o);
+        self_information_pixel<double>(ad.data() + o, 1, C, rsi.data() + o);
+      }
+      for (size_t i = 0; i < n; ++i) {
+        std::snprintf(what, sizeof what, "%s rows grads/self-information P=%d C=%d off=%d i=%d", tname, int(P), int(C),
+                      off, int(i));
+        close(what, double(Num<T>::load(ga.p[i])), rga[i], rtol, atol);
+        close(what, double(Num<T>::load(gb.p[i])), rgb[i], rtol, atol);
+        close(what, double(Num<T>::load(si.p[i])), rsi[i], rtol, atol);
+      }
+      expect(ent.margin_untouched(kSentinel) && skl.margin_untouched(kSentinel) && ga.margin_untouched(kSentinel) &&
+                 gb.margin_untouched(kSentinel) && si.margin_untouched(kSentinel),
+             "rows margins", 0, 0);
+    }
+}
+
 // The launch plan: register buckets for small C, the shared-memory slab beyond, fallback when too big.
 static void check_plans() {
   const PlanesGeom g19{2, 19, 64, true}, g8{2, 8, 64, true}, g150{2, 150, 64, true}, g5000{2, 5000, 64, true};
@@ -653,6 +703,10 @@ int main() {
   check_planes<double>("double");
   check_planes<__half>("half");
   check_planes<__nv_bfloat16>("bf16");
+  check_rows<float>("float");
+  check_rows<double>("double");
+  check_rows<__half>("half");
+  check_rows<__nv_bfloat16>("bf16");
   std::printf("%d checks, %d failures\n", checks, failures);
   return failures == 0 ? 0 : 1;
 }
