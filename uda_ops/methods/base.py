@@ -1,0 +1,82 @@
+"""The small interface every method step works over (see ``uda_ops.methods``).
+
+A method sees a network as a feature extractor ``g`` and classifier head(s) ``c`` (and ``c2``: ADR's extra
+classifier C' or CLAN's second head), optional discriminators, and the optimisers that update them. Logits
+may be ``(N, C)`` or ``(N, C, H, W)``: every loss takes the class dimension ``dim=1``; the only
+shape-dependent detail (a discriminator's output map resized to the logits' grid) is :func:`match_grid`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+IGNORE_INDEX = 255
+SOURCE_LABEL, TARGET_LABEL = 0.0, 1.0  # domain labels of AdvEnt's / CLAN's discriminators
+
+
+def cross_entropy(z: Tensor, y: Tensor) -> Tensor:
+    """Supervised loss default: cross-entropy, label 255 ignored (segmentation void)."""
+    return F.cross_entropy(z, y, ignore_index=IGNORE_INDEX)
+
+
+@dataclass
+class Parts:
+    """What a method step needs. ``g``: inputs -> features; ``c``: features -> logits ``(N, C[, H, W])``.
+
+    ``opt`` updates everything the method trains except discriminators (source-only, MinEnt, AdvEnt, CLAN,
+    DTA, I2I); ADR uses ``opt_g`` (G) and ``opt_c`` (C and C') instead. ``opt_d`` updates ``discs``
+    (one optimiser per discriminator, or one for all). ``sup_loss(logits, labels)`` is the supervised source
+    loss. ``modules`` holds extra named modules (I2I's decoders ``dec_s``, ``dec_t`` and critics ``d_z``,
+    ``d_s``, ``d_t``).
+    """
+    g: Callable[[Tensor], Tensor]
+    c: Callable[[Tensor], Tensor]
+    c2: Optional[Callable[[Tensor], Tensor]] = None
+    discs: List[nn.Module] = field(default_factory=list)
+    opt: Optional[torch.optim.Optimizer] = None
+    opt_g: Optional[torch.optim.Optimizer] = None
+    opt_c: Optional[torch.optim.Optimizer] = None
+    opt_d: Sequence[torch.optim.Optimizer] = ()
+    sup_loss: Callable[[Tensor, Tensor], Tensor] = cross_entropy
+    modules: Dict[str, nn.Module] = field(default_factory=dict)
+    generator: Optional[torch.Generator] = None  # random numbers of the methods' own sampling (I2I's GP)
+
+    def logits(self, x: Tensor) -> Tensor:
+        return self.c(self.g(x))
+
+
+def match_grid(d_out: Tensor, z: Tensor) -> Tensor:
+    """A discriminator's output on the logits' grid: bilinear resize for ``(N, 1, h, w)`` maps, as is for
+    ``(N, 1)`` (classification)."""
+    if z.dim() == 4 and d_out.dim() == 4 and d_out.shape[-2:] != z.shape[-2:]:
+        return F.interpolate(d_out, size=z.shape[-2:], mode="bilinear", align_corners=False)
+    return d_out
+
+
+def zero_grad(*opts) -> None:
+    for o in opts:
+        if o is not None:
+            o.zero_grad(set_to_none=True)
+
+
+def step(*opts) -> None:
+    for o in opts:
+        if o is not None:
+            o.step()
+
+
+def requires_grad(modules, flag: bool) -> None:
+    for m in modules:
+        m.requires_grad_(flag)
+
+
+def bce(d_out: Tensor, label: float) -> Tensor:
+    return F.binary_cross_entropy_with_logits(d_out, torch.full_like(d_out, label))
+
+
+def floats(d: Dict[str, object]) -> Dict[str, float]:
+    return {k: float(v.detach()) if isinstance(v, Tensor) else float(v) for k, v in d.items()}
