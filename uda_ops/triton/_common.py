@@ -2,16 +2,18 @@
 Python twin of csrc/layout.h), the per-pixel gradient reader, block-size choice, launch checks, and the
 @triton.jit building blocks (accumulation-dtype loads, the two-pass softmax statistics, mul0/diff0).
 
-Kernel contract (the same as the CPU/CUDA kernels): a program owns BLOCK consecutive pixels of the
-canonical view; element (o, c, i) of pixel p = o * inner + i lives at o * C * inner + c * inner + i, so
-for NCHW inputs (planes) the lanes are contiguous and the class stride is `inner`, and for channels_last
-inputs (rows, inner = 1) the class axis is the contiguous one. Classes are walked by a loop. The softmax is
-two-pass: pass 1 takes the per-pixel max, pass 2 accumulates exp(z - max) and whatever statistics the op
-needs (unnormalised, divided once at the end), a third pass (backward and same-shape outputs only) writes
-the per-class result. Accumulation is float32 (float64 for float64 input); loads and stores use the tensor
-dtype. Tail lanes load 0 and are masked at the store (never -inf, which would give NaN). A pixel whose
-logits are all -inf gets max = -inf and z - max = NaN, and a NaN logit makes the exp-sum NaN: both pixels
-yield NaN (SPEC section 6). Every reduction is a fixed-order loop or tl.sum: no atomics, deterministic.
+Kernel contract (the same math as the CPU/CUDA kernels): the input is seen as (outer, C, inner). One program
+owns a [CB x BP] tile: CB classes by BP pixels (`tile_config`). Planes (NCHW, inner > 1): the pixels of a
+tile are BP consecutive positions of one plane (contiguous: 128-bit loads), the class stride is `inner`.
+Rows (channels_last, (N, C); inner == 1): the pixels are BP consecutive rows, the class axis is the
+contiguous one. A program's pixel tile and sample come from one 1-D program id (no per-pixel division);
+every offset is int64. When C fits one tile (ONE) each element is loaded once, exp'd once and the gradients
+are written from registers; larger C is walked in chunks of CB classes with an online max/sum (forward: one
+read; backward: a second read of each chunk to write the gradients). Padded classes and tail pixels are
+neutralised with tl.where (loaded as 0, never as -inf). A pixel whose logits are all -inf ends with max
+-inf and is set to NaN (`inv_sum`); a NaN logit makes the exp-sum NaN: both pixels yield NaN (SPEC
+section 6). Accumulation is float32 (float64 for float64 input); loads and stores use the tensor dtype.
+Every reduction is a fixed-order loop or tl.sum: no atomics, deterministic.
 """
 from __future__ import annotations
 
@@ -123,15 +125,56 @@ def check_pair(op: str, a: Tensor, b: Tensor) -> None:
                            f"{tuple(a.shape)}/{a.dtype}/{a.device} and {tuple(b.shape)}/{b.dtype}/{b.device}")
 
 
-def pixel_block(pixels: int) -> int:
-    """Pixels per program: large under the interpreter (few, wide numpy steps), 1024 on GPU (enough bytes
-    in flight per SM for a memory-bound kernel with a class loop; to be tuned from GPU benchmarks)."""
-    cap = 16384 if INTERPRET else 1024
-    return max(16, min(cap, triton.next_power_of_2(max(pixels, 1))))
+@dataclass
+class Tile:
+    """Launch geometry of a loss kernel: Q pixels per group, G groups (samples for planes, 1 for rows), the
+    element strides of a pixel, a class and a group, CB classes x BP pixels per program, ONE = C <= CB."""
+    Q: int
+    G: int
+    C: int
+    q_stride: int
+    c_stride: int
+    o_stride: int
+    CB: int
+    BP: int
+
+    @property
+    def NQ(self) -> int:
+        return triton.cdiv(self.Q, self.BP)
+
+    @property
+    def grid(self):
+        return (self.NQ * self.G,)
+
+    @property
+    def args(self):
+        return (self.Q, self.NQ, self.C, self.q_stride, self.c_stride, self.o_stride)
+
+    @property
+    def meta(self):
+        return {"CB": self.CB, "BP": self.BP, "ONE": self.C <= self.CB, "num_warps": NUM_WARPS}
 
 
-def pixel_grid(pixels: int, block: int):
-    return (triton.cdiv(pixels, block),)
+# Elements of one input tile per program, per layout (in flight per program: small enough that the chip's
+# whole set of resident programs fits in L2, and that a C <= CB tile and its exps stay in registers without
+# spills: rows tiles are scalar loads with padded classes, so half), and the most classes one tile holds
+# before C is walked in chunks.
+TILE_ELEMENTS = {"planes": 4096, "rows": 2048}
+MAX_CB = {"planes": 64, "rows": 1024}
+
+
+def tile_config(L: Layout, inputs: int = 1) -> Tile:
+    """The tile table, keyed by the class bucket C_PAD = next_pow2(C), the layout and the number of class
+    tiles the op reads at once (`inputs`, which divides the element budget)."""
+    rows = L.inner == 1
+    cb = min(triton.next_power_of_2(L.classes), MAX_CB["rows" if rows else "planes"])
+    if rows:
+        Q, G, qs, cs, os_ = L.outer, 1, L.classes, 1, 0
+    else:
+        Q, G, qs, cs, os_ = L.inner, L.outer, 1, L.inner, L.classes * L.inner
+    bp = max(1, TILE_ELEMENTS["rows" if rows else "planes"] // inputs // cb)
+    bp = max(1, min(bp, triton.next_power_of_2(Q)))
+    return Tile(Q, G, L.classes, qs, cs, os_, cb, bp)
 
 
 NUM_WARPS = 4
@@ -163,43 +206,69 @@ def to_acc(x, F64: tl.constexpr):
 
 
 @triton.jit
-def pixel_offsets(pid, inner, C, P, BLOCK: tl.constexpr):
-    """Offsets of class 0 of this program's BLOCK pixels (int64), and the in-range lane mask."""
-    p = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    mask = p < P
-    inner64 = tl.full([], inner, tl.int64)
-    base = (p // inner64) * C * inner64 + p % inner64
-    return p, base, mask
-
-
-@triton.jit
 def class_off(base, c, inner):
     """Offset of class c from `base` in int64 (c * inner overflows int32 past 2^31 elements per sample)."""
     return base + tl.cast(c, tl.int64) * inner
 
 
 @triton.jit
-def load_class(ptr, base, c, inner, mask, F64: tl.constexpr):
-    """Class c of every lane in the accumulation dtype; tail lanes read 0 (finite: nothing to subtract)."""
-    return to_acc(tl.load(ptr + class_off(base, c, inner), mask=mask, other=0.0), F64)
+def tile_pixels(NQ, BP: tl.constexpr):
+    """This program's group o (sample for planes, 0 for rows) and its BP pixel indices q in the group (int64)."""
+    pid = tl.program_id(0)
+    o = (pid // NQ).to(tl.int64)
+    q = (pid % NQ).to(tl.int64) * BP + tl.arange(0, BP)
+    return o, q
 
 
 @triton.jit
-def class_max(ptr, base, inner, C, mask, F64: tl.constexpr, BLOCK: tl.constexpr):
-    """Pass 1: per-lane max over classes (-inf for an all -inf pixel)."""
-    m = to_acc(tl.full([BLOCK], float("-inf"), tl.float32), F64)
-    for c in range(C):
-        m = tl.maximum(m, load_class(ptr, base, c, inner, mask, F64))
-    return m
+def tile_offsets(o, q, c0, Q, C, q_stride, c_stride, o_stride, CB: tl.constexpr):
+    """int64 offsets of the [CB x BP] tile of classes c0.. of pixels q of group o, and its in-range mask."""
+    c = c0 + tl.arange(0, CB)
+    mask = (c < C)[:, None] & (q < Q)[None, :]
+    offs = o * o_stride + class_off(q[None, :] * q_stride, c[:, None], c_stride)
+    return offs, mask
 
 
 @triton.jit
-def exp_sum(ptr, base, inner, C, mask, m, F64: tl.constexpr):
-    """Pass 2 for ops that need only the normaliser: sum_c exp(z_c - max)."""
-    s = tl.zeros_like(m)
-    for c in range(C):
-        s += tl.exp(load_class(ptr, base, c, inner, mask, F64) - m)
-    return s
+def load_tile(ptr, offs, mask, F64: tl.constexpr):
+    """A tile in the accumulation dtype; out-of-range elements read 0 (finite) and are masked by the caller."""
+    return to_acc(tl.load(ptr + offs, mask=mask, other=0.0), F64)
+
+
+@triton.jit
+def neg_inf(q, F64: tl.constexpr):
+    """Per-pixel -inf in the accumulation dtype: the running max before the first chunk."""
+    return to_acc(tl.full(q.shape, float("-inf"), tl.float32), F64)
+
+
+@triton.jit
+def chunk_exp(z, m, mask):
+    """e = exp(z - m) for a tile and its per-pixel max m; 0 at padded classes and tail pixels. diff0 gives
+    exp(0) = 1 for -inf - -inf (a pixel all -inf so far): cleared by a later finite max (rescale) or, for a
+    pixel all -inf, replaced by NaN through inv_sum."""
+    return tl.where(mask, tl.exp(diff0(z, m[None, :])), 0.0)
+
+
+@triton.jit
+def softmax_step(m, z, mask):
+    """Online softmax over one chunk of classes: the new running max m', the factor alpha = exp(m - m') that
+    rescales sums over earlier chunks, and e = exp(z - m') (chunk_exp). The shared tile softmax-stats of every
+    loss kernel (with C <= CB the only step: one load, one exp per element)."""
+    m_new = tl.maximum(m, tl.max(tl.where(mask, z, float("-inf")), axis=0))
+    return m_new, tl.exp(diff0(m, m_new)), chunk_exp(z, m_new, mask)
+
+
+@triton.jit
+def rescale(alpha, x):
+    """alpha * x for a sum over earlier chunks; alpha == 0 (earlier max -inf, or underflow) clears a finite or
+    infinite x, a NaN x stays NaN."""
+    return tl.where((alpha == 0) & (x == x), tl.zeros_like(x), alpha * x)
+
+
+@triton.jit
+def inv_sum(m, s):
+    """1 / s, or NaN for a pixel whose logits are all -inf (max -inf): every result of that pixel is NaN."""
+    return tl.where(m == float("-inf"), float("nan"), 1.0 / s)
 
 
 @triton.jit
@@ -219,34 +288,77 @@ def store(ptr, offs, val, mask):
     tl.store(ptr + offs, val.to(ptr.dtype.element_ty), mask=mask)
 
 
+@triton.jit
+def load_map(ptr, o, q, Q, stride, F64: tl.constexpr):
+    """A per-pixel map value (the upstream gradient, stride 0 when expanded; CLAN's d) for pixels q of group o."""
+    return to_acc(tl.load(ptr + (o * Q + q) * stride, mask=q < Q, other=0.0), F64)
+
+
 # Cosine discrepancy of two softmaxes (cosine_discrepancy and clan_adversarial). The softmax normalisers
 # cancel in the cosine, so only e = exp(z - max z) is needed: cos = sum e1 e2 / (|e1| |e2|), and
 # dM/dz1_j = -(e1_j e2_j / (|e1||e2|) - cos e1_j^2 / |e1|^2) (symmetrically for z2); |e|^2 >= 1.
 @triton.jit
-def cosine_stats(z1_ptr, z2_ptr, base, inner, C, mask, F64: tl.constexpr, BLOCK: tl.constexpr):
-    m1 = class_max(z1_ptr, base, inner, C, mask, F64, BLOCK)
-    m2 = class_max(z2_ptr, base, inner, C, mask, F64, BLOCK)
-    s12 = tl.zeros_like(m1)
-    s11 = tl.zeros_like(m1)
-    s22 = tl.zeros_like(m1)
-    for c in range(C):
-        e1 = tl.exp(load_class(z1_ptr, base, c, inner, mask, F64) - m1)
-        e2 = tl.exp(load_class(z2_ptr, base, c, inner, mask, F64) - m2)
-        s12 += e1 * e2
-        s11 += e1 * e1
-        s22 += e2 * e2
-    inv12 = 1.0 / tl.sqrt(s11 * s22)
-    return m1, m2, s12 * inv12, inv12, 1.0 / s11, 1.0 / s22
+def cosine_step(m1, m2, s12, s11, s22, z1, z2, mask):
+    """One chunk of the cosine sums (online); also returns the chunk's exps e1, e2 (w.r.t. the new maxima)."""
+    m1, a1, e1 = softmax_step(m1, z1, mask)
+    m2, a2, e2 = softmax_step(m2, z2, mask)
+    s12 = rescale(a1 * a2, s12) + tl.sum(e1 * e2, axis=0)
+    s11 = rescale(a1 * a1, s11) + tl.sum(e1 * e1, axis=0)
+    s22 = rescale(a2 * a2, s22) + tl.sum(e2 * e2, axis=0)
+    return m1, m2, s12, s11, s22, e1, e2
 
 
 @triton.jit
-def cosine_grad(z1_ptr, z2_ptr, g1_ptr, g2_ptr, base, inner, C, mask, m1, m2, cos, inv12, inv11, inv22, gm,
-                F64: tl.constexpr):
-    """Writes gm * dM/dz1 and gm * dM/dz2 (gm = dL/dM per lane)."""
-    for c in range(C):
-        off = class_off(base, c, inner)
-        e1 = tl.exp(load_class(z1_ptr, base, c, inner, mask, F64) - m1)
-        e2 = tl.exp(load_class(z2_ptr, base, c, inner, mask, F64) - m2)
-        x = e1 * e2 * inv12
-        store(g1_ptr, off, -gm * (x - cos * e1 * e1 * inv11), mask)
-        store(g2_ptr, off, -gm * (x - cos * e2 * e2 * inv22), mask)
+def cosine_finish(m1, m2, s12, s11, s22):
+    """(cos, 1/(|e1||e2|), 1/|e1|^2, 1/|e2|^2); NaN for a pixel with either prediction all -inf."""
+    inv12 = inv_sum(tl.minimum(m1, m2), tl.sqrt(s11 * s22))
+    return s12 * inv12, inv12, 1.0 / s11, 1.0 / s22
+
+
+@triton.jit
+def cosine_stats(z1_ptr, z2_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64: tl.constexpr, CB: tl.constexpr):
+    """The cosine statistics of a pixel tile, online over chunks of CB classes (one read per element):
+    m1, m2, cos, inv12, inv11, inv22."""
+    m1 = neg_inf(q, F64)
+    m2 = neg_inf(q, F64)
+    s12 = tl.zeros_like(m1)
+    s11 = tl.zeros_like(m1)
+    s22 = tl.zeros_like(m1)
+    for c0 in range(0, C, CB):
+        offs, mask = tile_offsets(o, q, c0, Q, C, q_stride, c_stride, o_stride, CB)
+        m1, m2, s12, s11, s22, e1, e2 = cosine_step(m1, m2, s12, s11, s22, load_tile(z1_ptr, offs, mask, F64),
+                                                    load_tile(z2_ptr, offs, mask, F64), mask)
+    cos, inv12, inv11, inv22 = cosine_finish(m1, m2, s12, s11, s22)
+    return m1, m2, cos, inv12, inv11, inv22
+
+
+@triton.jit
+def cosine_grad_tile(g1_ptr, g2_ptr, offs, mask, e1, e2, cos, inv12, inv11, inv22, gm):
+    """Writes gm * dM/dz1 and gm * dM/dz2 of one tile (gm = dL/dM per pixel) from its exps."""
+    x = e1 * e2 * inv12[None, :]
+    store(g1_ptr, offs, -gm[None, :] * (x - (cos * inv11)[None, :] * e1 * e1), mask)
+    store(g2_ptr, offs, -gm[None, :] * (x - (cos * inv22)[None, :] * e2 * e2), mask)
+
+
+@triton.jit
+def cosine_backward(z1_ptr, z2_ptr, g1_ptr, g2_ptr, o, q, Q, C, q_stride, c_stride, o_stride, gm,
+                    F64: tl.constexpr, CB: tl.constexpr, ONE: tl.constexpr):
+    """Writes gm * dM/dz1, gm * dM/dz2 of a pixel tile and returns cos. C <= CB (ONE): one load and one exp
+    per element, gradients from registers; else the online statistics, then each chunk re-read once."""
+    if ONE:
+        offs, mask = tile_offsets(o, q, 0, Q, C, q_stride, c_stride, o_stride, CB)
+        m0 = neg_inf(q, F64)
+        zero = tl.zeros_like(m0)
+        m1, m2, s12, s11, s22, e1, e2 = cosine_step(m0, m0, zero, zero, zero, load_tile(z1_ptr, offs, mask, F64),
+                                                    load_tile(z2_ptr, offs, mask, F64), mask)
+        cos, inv12, inv11, inv22 = cosine_finish(m1, m2, s12, s11, s22)
+        cosine_grad_tile(g1_ptr, g2_ptr, offs, mask, e1, e2, cos, inv12, inv11, inv22, gm)
+    else:
+        m1, m2, cos, inv12, inv11, inv22 = cosine_stats(z1_ptr, z2_ptr, o, q, Q, C, q_stride, c_stride, o_stride,
+                                                        F64, CB)
+        for c0 in range(0, C, CB):
+            offs, mask = tile_offsets(o, q, c0, Q, C, q_stride, c_stride, o_stride, CB)
+            e1 = chunk_exp(load_tile(z1_ptr, offs, mask, F64), m1, mask)
+            e2 = chunk_exp(load_tile(z2_ptr, offs, mask, F64), m2, mask)
+            cosine_grad_tile(g1_ptr, g2_ptr, offs, mask, e1, e2, cos, inv12, inv11, inv22, gm)
+    return cos

@@ -15,7 +15,12 @@ import tempfile
 
 # Arguments assumed multiples of 16 (elements) in the compiled variants, as Triton's runtime specialisation
 # finds them for realistic shapes (H*W, C*H*W, aligned allocations): every pointer and these integers.
-ALIGNED_INTS = ("Q", "o_stride", "c_stride", "inner", "g_o")
+ALIGNED_INTS = ("Q", "o_stride", "c_stride", "g_o", "g_c", "inner")
+
+# Loss kernel variants: the layout and class bucket of the tile table (uda_ops.triton._common.tile_config)
+# at a (2, C, 512, 1024) input: planes (NCHW) with C = 19 in one tile, planes with C = 150 in chunks, and rows
+# (channels_last) with C = 19. A stride equal to 1 is a compile-time constant, as Triton specialises it.
+VARIANTS = {"planes19": (2, 19, 512 * 1024), "planes150": (2, 150, 512 * 1024), "rows19": (2 * 512 * 1024, 19, 1)}
 
 
 def _attrs(fn, sig):
@@ -23,47 +28,69 @@ def _attrs(fn, sig):
             if (v.startswith("*") or k in ALIGNED_INTS) and v != "constexpr"}
 
 
-def _specs(dt: str):
-    """(name, kernel, signature, constexprs, options) for every kernel launch configuration in dtype `dt`."""
+def _tile(variant: str, inputs: int):
+    """(signature, constexprs) of the tile arguments Q, NQ, C, q_stride, c_stride, o_stride, CB, BP, ONE."""
+    from . import _common as K
+
+    outer, C, inner = VARIANTS[variant]
+    T = K.tile_config(K.Layout(outer, C, inner, inner == 1), inputs)
+    sig = {"Q": "i32", "NQ": "i32", "C": "i32", "q_stride": "i32", "c_stride": "i32", "o_stride": "i32"}
+    const = {"CB": T.CB, "BP": T.BP, "ONE": T.meta["ONE"]}
+    unit = "c_stride" if inner == 1 else "q_stride"
+    sig[unit] = "constexpr"
+    const[unit] = 1
+    return sig, const
+
+
+def _specs(dt: str, variants=tuple(VARIANTS)):
+    """(name, kernel, signature, constexprs) for every kernel launch configuration in dtype `dt`."""
     from . import adversarial_dropout_mask as M
     from . import clan_adversarial, cosine_discrepancy, entropy, kl_div, self_information, sym_kl
 
     f64 = dt == "fp64"
     T, A = f"*{dt}", "*fp64" if f64 else "*fp32"
-    pix = {"P": "i32", "C": "i32", "inner": "i32"}
-    blk = {"F64": f64, "BLOCK": 1024}
-    ce = {k: "constexpr" for k in ("F64", "BLOCK")}
+    ce = {k: "constexpr" for k in ("F64", "CB", "BP", "ONE")}
     g = {"g_ptr": A, "g_stride": "i32"}
     clan = {"target": "fp32", "lam": "fp32", "eps": "fp32"}
-    out = [
-        ("sym_kl_fwd", sym_kl._sym_kl_fwd, {"a_ptr": T, "b_ptr": T, "out_ptr": A, **pix, **ce}, blk),
-        ("kl_div_fwd", kl_div._kl_div_fwd, {"x_ptr": T, "y_ptr": T, "out_ptr": A, **pix, **ce}, blk),
-        ("kl_div_bwd", kl_div._kl_div_bwd, {"x_ptr": T, "y_ptr": T, **g, "gx_ptr": T, "gy_ptr": T, **pix,
-                                            "NEED_TARGET": "constexpr", **ce}, {"NEED_TARGET": True, **blk}),
-        ("entropy_fwd", entropy._entropy_fwd, {"z_ptr": T, "out_ptr": A, **pix, "neg_inv_log_c": "fp32", **ce}, blk),
-        ("entropy_bwd", entropy._entropy_bwd, {"z_ptr": T, **g, "gz_ptr": T, **pix, "neg_inv_log_c": "fp32", **ce},
-         blk),
-        ("self_information_fwd", self_information._self_information_fwd,
-         {"z_ptr": T, "out_ptr": T, **pix, "neg_inv_log_c": "fp32", **ce}, blk),
+    nlc = {"neg_inv_log_c": "fp32"}
+    # (name, kernel, pointer args, scalar args after the tile args, extra constexprs, tiles read at once)
+    losses = [
+        ("sym_kl_fwd", sym_kl._sym_kl_fwd, {"a_ptr": T, "b_ptr": T, "out_ptr": A}, {}, {}, 2),
+        ("sym_kl_bwd[detach=False]", sym_kl._sym_kl_bwd, {"a_ptr": T, "b_ptr": T, **g, "ga_ptr": T, "gb_ptr": T},
+         {}, {"DETACH": False}, 2),
+        ("sym_kl_bwd[detach=True]", sym_kl._sym_kl_bwd, {"a_ptr": T, "b_ptr": T, **g, "ga_ptr": T, "gb_ptr": T},
+         {}, {"DETACH": True}, 2),
+        ("kl_div_fwd", kl_div._kl_div_fwd, {"x_ptr": T, "y_ptr": T, "out_ptr": A}, {}, {}, 2),
+        ("kl_div_bwd", kl_div._kl_div_bwd, {"x_ptr": T, "y_ptr": T, **g, "gx_ptr": T, "gy_ptr": T}, {},
+         {"NEED_TARGET": True}, 2),
+        ("entropy_fwd", entropy._entropy_fwd, {"z_ptr": T, "out_ptr": A}, nlc, {}, 1),
+        ("entropy_bwd", entropy._entropy_bwd, {"z_ptr": T, **g, "gz_ptr": T}, nlc, {}, 1),
+        ("self_information_fwd", self_information._self_information_fwd, {"z_ptr": T, "out_ptr": T}, nlc, {}, 1),
         ("self_information_bwd", self_information._self_information_bwd,
-         {"z_ptr": T, "g_ptr": T, "g_so": "i32", "g_sc": "i32", "g_si": "i32", "gz_ptr": T, **pix, "neg_inv_log_c": "fp32", **ce}, blk),
-        ("cosine_fwd", cosine_discrepancy._cosine_fwd, {"z1_ptr": T, "z2_ptr": T, "out_ptr": A, **pix, **ce}, blk),
-        ("cosine_bwd", cosine_discrepancy._cosine_bwd,
-         {"z1_ptr": T, "z2_ptr": T, **g, "g1_ptr": T, "g2_ptr": T, **pix, **ce}, blk),
-        ("clan_fwd", clan_adversarial._clan_fwd, {"d_ptr": A, "z1_ptr": T, "z2_ptr": T, "out_ptr": A, **pix, **clan,
-                                                  **ce}, blk),
+         {"z_ptr": T, "g_ptr": T, "g_o": "i32", "g_q": "i32", "g_c": "i32", "gz_ptr": T}, nlc, {}, 2),
+        ("cosine_fwd", cosine_discrepancy._cosine_fwd, {"z1_ptr": T, "z2_ptr": T, "out_ptr": A}, {}, {}, 2),
+        ("cosine_bwd", cosine_discrepancy._cosine_bwd, {"z1_ptr": T, "z2_ptr": T, **g, "g1_ptr": T, "g2_ptr": T},
+         {}, {}, 2),
+        ("clan_fwd", clan_adversarial._clan_fwd, {"d_ptr": A, "z1_ptr": T, "z2_ptr": T, "out_ptr": A}, clan, {}, 2),
         ("clan_bwd", clan_adversarial._clan_bwd,
-         {"d_ptr": A, "z1_ptr": T, "z2_ptr": T, **g, "gd_ptr": A, "g1_ptr": T, "g2_ptr": T, **pix, **clan,
-          "NEED_LOGITS": "constexpr", **ce}, {"NEED_LOGITS": True, **blk}),
-        ("channel_impact", M._channel_impact,
-         {"g_ptr": T, "h_ptr": T, "out_ptr": A, "C": "i32", "HW": "i32", "c_stride": "i32", "p_stride": "i32",
-          "F64": "constexpr", "BLOCK_C": "constexpr", "BLOCK_P": "constexpr"},
-         {"F64": f64, "BLOCK_C": 16, "BLOCK_P": 128}),
+         {"d_ptr": A, "z1_ptr": T, "z2_ptr": T, **g, "gd_ptr": A, "g1_ptr": T, "g2_ptr": T}, clan,
+         {"NEED_LOGITS": True}, 2),
     ]
-    for detach in (False, True):
-        out.append((f"sym_kl_bwd[detach={detach}]", sym_kl._sym_kl_bwd,
-                    {"a_ptr": T, "b_ptr": T, **g, "ga_ptr": T, "gb_ptr": T, **pix, "DETACH": "constexpr", **ce},
-                    {"DETACH": detach, **blk}))
+    out = []
+    for variant in variants:
+        for name, fn, ptrs, scalars, extra, inputs in losses:
+            tsig, tconst = _tile(variant, inputs)
+            sig = {**ptrs, **tsig, **scalars, **{k: "constexpr" for k in extra}, **ce}
+            if "g_q" in sig:  # a dense upstream gradient: unit pixel (planes) or class (rows) stride
+                unit = "g_c" if variant.startswith("rows") else "g_q"
+                sig[unit] = "constexpr"
+                extra = {**extra, unit: 1}
+            sig = {k: sig[k] for k in fn.arg_names}  # the kernel's argument order
+            out.append((f"{name}@{variant}", fn, sig, {**tconst, **extra, "F64": f64}))
+    out.append(("channel_impact", M._channel_impact,
+                {"g_ptr": T, "h_ptr": T, "out_ptr": A, "C": "i32", "HW": "i32", "c_stride": "i32", "p_stride": "i32",
+                 "F64": "constexpr", "BLOCK_C": "constexpr", "BLOCK_P": "constexpr"},
+                {"F64": f64, "BLOCK_C": 16, "BLOCK_P": 128}))
     for one in (True, False):
         for m0 in (True, False):
             out.append((f"search_rows[one_chunk={one},base={m0}]", M._search_rows,
@@ -99,6 +126,7 @@ def main(argv=None) -> int:
     ap.add_argument("--arch", type=int, default=90)
     ap.add_argument("--dtypes", default="fp32,fp16,bf16,fp64")
     ap.add_argument("--report", action="store_true", help="print registers, spills and PTX load/store widths")
+    ap.add_argument("--variants", default=",".join(VARIANTS), help="loss kernel variants: " + ", ".join(VARIANTS))
     args = ap.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
         print("aot_check: unset TRITON_INTERPRET (the interpreter compiles nothing)", file=sys.stderr)
@@ -110,7 +138,7 @@ def main(argv=None) -> int:
     target = GPUTarget("cuda", args.arch, 32)
     failed = 0
     for dt in args.dtypes.split(","):
-        for name, fn, sig, const, in _specs(dt):
+        for name, fn, sig, const, in _specs(dt, tuple(args.variants.split(","))):
             warps = 8 if const.get("BLOCK_U", 0) >= 2048 else 4
             try:
                 k = triton.compile(ASTSource(fn=fn, signature=sig, constexprs=const, attrs=_attrs(fn, sig)),

@@ -27,27 +27,31 @@ def _bce_with_logits(d, t):
 
 
 @triton.jit
-def _clan_fwd(d_ptr, z1_ptr, z2_ptr, out_ptr, P, C, inner, target, lam, eps, F64: tl.constexpr,
-              BLOCK: tl.constexpr):
-    p, base, mask = K.pixel_offsets(tl.program_id(0), inner, C, P, BLOCK)
-    d = K.to_acc(tl.load(d_ptr + p, mask=mask, other=0.0), F64)
-    m1, m2, cos, inv12, inv11, inv22 = K.cosine_stats(z1_ptr, z2_ptr, base, inner, C, mask, F64, BLOCK)
+def _clan_fwd(d_ptr, z1_ptr, z2_ptr, out_ptr, Q, NQ, C, q_stride, c_stride, o_stride, target, lam, eps,
+              F64: tl.constexpr, CB: tl.constexpr, BP: tl.constexpr, ONE: tl.constexpr):
+    o, q = K.tile_pixels(NQ, BP)
+    d = K.load_map(d_ptr, o, q, Q, 1, F64)
+    m1, m2, cos, inv12, inv11, inv22 = K.cosine_stats(z1_ptr, z2_ptr, o, q, Q, C, q_stride, c_stride, o_stride,
+                                                      F64, CB)
     loss, dloss = _bce_with_logits(d, target)
-    K.store(out_ptr, p, (eps + lam * (1.0 - cos)) * loss, mask)
+    K.store(out_ptr, o * Q + q, (eps + lam * (1.0 - cos)) * loss, q < Q)
 
 
 @triton.jit
-def _clan_bwd(d_ptr, z1_ptr, z2_ptr, g_ptr, g_stride, gd_ptr, g1_ptr, g2_ptr, P, C, inner, target, lam, eps,
-              NEED_LOGITS: tl.constexpr, F64: tl.constexpr, BLOCK: tl.constexpr):
-    p, base, mask = K.pixel_offsets(tl.program_id(0), inner, C, P, BLOCK)
-    d = K.to_acc(tl.load(d_ptr + p, mask=mask, other=0.0), F64)
-    g = K.to_acc(tl.load(g_ptr + p * g_stride, mask=mask, other=0.0), F64)
-    m1, m2, cos, inv12, inv11, inv22 = K.cosine_stats(z1_ptr, z2_ptr, base, inner, C, mask, F64, BLOCK)
+def _clan_bwd(d_ptr, z1_ptr, z2_ptr, g_ptr, g_stride, gd_ptr, g1_ptr, g2_ptr, Q, NQ, C, q_stride, c_stride,
+              o_stride, target, lam, eps, NEED_LOGITS: tl.constexpr, F64: tl.constexpr, CB: tl.constexpr,
+              BP: tl.constexpr, ONE: tl.constexpr):
+    o, q = K.tile_pixels(NQ, BP)
+    d = K.load_map(d_ptr, o, q, Q, 1, F64)
+    g = K.load_map(g_ptr, o, q, Q, g_stride, F64)
     loss, dloss = _bce_with_logits(d, target)
-    K.store(gd_ptr, p, g * (eps + lam * (1.0 - cos)) * dloss, mask)
     if NEED_LOGITS:
-        K.cosine_grad(z1_ptr, z2_ptr, g1_ptr, g2_ptr, base, inner, C, mask, m1, m2, cos, inv12, inv11, inv22,
-                      g * lam * loss, F64)
+        cos = K.cosine_backward(z1_ptr, z2_ptr, g1_ptr, g2_ptr, o, q, Q, C, q_stride, c_stride, o_stride,
+                                g * lam * loss, F64, CB, ONE)
+    else:
+        m1, m2, cos, inv12, inv11, inv22 = K.cosine_stats(z1_ptr, z2_ptr, o, q, Q, C, q_stride, c_stride,
+                                                          o_stride, F64, CB)
+    K.store(gd_ptr, o * Q + q, g * (eps + lam * (1.0 - cos)) * dloss, q < Q)
 
 
 def _check(op: str, d: Tensor, z1: Tensor, z2: Tensor, dim: int):
@@ -68,10 +72,9 @@ def clan_adversarial(d: Tensor, z1: Tensor, z2: Tensor, target: float, lambda_lo
     dc = d.to(K.acc_dtype(z1)).contiguous()
     out = torch.empty(K.map_shape(z1, dim), dtype=K.acc_dtype(z1), device=z1.device)
     if L.pixels:
-        blk = K.pixel_block(L.pixels)
-        K.launch(_clan_fwd, K.pixel_grid(L.pixels, blk), dc, ac, bc, out, L.pixels, L.classes, L.inner, float(target),
-                                               float(lambda_local), float(epsilon), F64=z1.dtype == torch.float64,
-                                               BLOCK=blk, num_warps=K.NUM_WARPS)
+        T = K.tile_config(L, inputs=2)
+        K.launch(_clan_fwd, T.grid, dc, ac, bc, out, *T.args, float(target), float(lambda_local), float(epsilon),
+                 F64=z1.dtype == torch.float64, **T.meta)
     return out
 
 
@@ -86,12 +89,10 @@ def clan_adversarial_backward(grad: Tensor, d: Tensor, z1: Tensor, z2: Tensor, t
     g1 = K.empty_in_layout(z1, dim, L, z1.dtype) if need_logit_grads else z1.new_empty(0)
     g2 = K.empty_in_layout(z1, dim, L, z1.dtype) if need_logit_grads else z1.new_empty(0)
     if L.pixels:
-        blk = K.pixel_block(L.pixels)
-        K.launch(_clan_bwd, K.pixel_grid(L.pixels, blk), dc, ac, bc, g, gs, gd, g1 if need_logit_grads else gd,
-                                               g2 if need_logit_grads else gd, L.pixels, L.classes, L.inner,
-                                               float(target), float(lambda_local), float(epsilon),
-                                               NEED_LOGITS=bool(need_logit_grads), F64=z1.dtype == torch.float64,
-                                               BLOCK=blk, num_warps=K.NUM_WARPS)
+        T = K.tile_config(L, inputs=2)
+        K.launch(_clan_bwd, T.grid, dc, ac, bc, g, gs, gd, g1 if need_logit_grads else gd,
+                 g2 if need_logit_grads else gd, *T.args, float(target), float(lambda_local), float(epsilon),
+                 NEED_LOGITS=bool(need_logit_grads), F64=z1.dtype == torch.float64, **T.meta)
     return (gd if gd.dtype == d.dtype else gd.to(d.dtype)), g1, g2
 
 

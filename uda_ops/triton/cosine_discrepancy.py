@@ -14,19 +14,20 @@ from . import _common as K
 
 
 @triton.jit
-def _cosine_fwd(z1_ptr, z2_ptr, out_ptr, P, C, inner, F64: tl.constexpr, BLOCK: tl.constexpr):
-    p, base, mask = K.pixel_offsets(tl.program_id(0), inner, C, P, BLOCK)
-    m1, m2, cos, inv12, inv11, inv22 = K.cosine_stats(z1_ptr, z2_ptr, base, inner, C, mask, F64, BLOCK)
-    K.store(out_ptr, p, 1.0 - cos, mask)
+def _cosine_fwd(z1_ptr, z2_ptr, out_ptr, Q, NQ, C, q_stride, c_stride, o_stride, F64: tl.constexpr,
+                CB: tl.constexpr, BP: tl.constexpr, ONE: tl.constexpr):
+    o, q = K.tile_pixels(NQ, BP)
+    m1, m2, cos, inv12, inv11, inv22 = K.cosine_stats(z1_ptr, z2_ptr, o, q, Q, C, q_stride, c_stride, o_stride,
+                                                      F64, CB)
+    K.store(out_ptr, o * Q + q, 1.0 - cos, q < Q)
 
 
 @triton.jit
-def _cosine_bwd(z1_ptr, z2_ptr, g_ptr, g_stride, g1_ptr, g2_ptr, P, C, inner, F64: tl.constexpr,
-                BLOCK: tl.constexpr):
-    p, base, mask = K.pixel_offsets(tl.program_id(0), inner, C, P, BLOCK)
-    g = K.to_acc(tl.load(g_ptr + p * g_stride, mask=mask, other=0.0), F64)
-    m1, m2, cos, inv12, inv11, inv22 = K.cosine_stats(z1_ptr, z2_ptr, base, inner, C, mask, F64, BLOCK)
-    K.cosine_grad(z1_ptr, z2_ptr, g1_ptr, g2_ptr, base, inner, C, mask, m1, m2, cos, inv12, inv11, inv22, g, F64)
+def _cosine_bwd(z1_ptr, z2_ptr, g_ptr, g_stride, g1_ptr, g2_ptr, Q, NQ, C, q_stride, c_stride, o_stride,
+                F64: tl.constexpr, CB: tl.constexpr, BP: tl.constexpr, ONE: tl.constexpr):
+    o, q = K.tile_pixels(NQ, BP)
+    g = K.load_map(g_ptr, o, q, Q, g_stride, F64)
+    K.cosine_backward(z1_ptr, z2_ptr, g1_ptr, g2_ptr, o, q, Q, C, q_stride, c_stride, o_stride, g, F64, CB, ONE)
 
 
 @torch.library.custom_op(f"{K.LIB}::cosine_discrepancy", mutates_args=())
@@ -38,9 +39,8 @@ def cosine_discrepancy(z1: Tensor, z2: Tensor, dim: int) -> Tensor:
     ac, bc = K.to_layout(z1, dim, L), K.to_layout(z2, dim, L)
     out = torch.empty(K.map_shape(z1, dim), dtype=K.acc_dtype(z1), device=z1.device)
     if L.pixels:
-        blk = K.pixel_block(L.pixels)
-        K.launch(_cosine_fwd, K.pixel_grid(L.pixels, blk), ac, bc, out, L.pixels, L.classes, L.inner,
-                                                 F64=z1.dtype == torch.float64, BLOCK=blk, num_warps=K.NUM_WARPS)
+        T = K.tile_config(L, inputs=2)
+        K.launch(_cosine_fwd, T.grid, ac, bc, out, *T.args, F64=z1.dtype == torch.float64, **T.meta)
     return out
 
 
@@ -54,9 +54,8 @@ def cosine_discrepancy_backward(grad: Tensor, z1: Tensor, z2: Tensor, dim: int) 
     g, gs = K.pixel_grad(grad, K.acc_dtype(z1), L.pixels)
     g1, g2 = K.empty_in_layout(z1, dim, L, z1.dtype), K.empty_in_layout(z1, dim, L, z1.dtype)
     if L.pixels:
-        blk = K.pixel_block(L.pixels)
-        K.launch(_cosine_bwd, K.pixel_grid(L.pixels, blk), ac, bc, g, gs, g1, g2, L.pixels, L.classes, L.inner,
-                                                 F64=z1.dtype == torch.float64, BLOCK=blk, num_warps=K.NUM_WARPS)
+        T = K.tile_config(L, inputs=2)
+        K.launch(_cosine_bwd, T.grid, ac, bc, g, gs, g1, g2, *T.args, F64=z1.dtype == torch.float64, **T.meta)
     return g1, g2
 
 

@@ -1,7 +1,8 @@
 """Normalised entropy map E = -sum_c p_c log p_c / log C (SPEC section 2) as Triton kernels + the custom
 ops uda_ops_triton::entropy / entropy_backward.
 
-With z' = z - max z and s = sum_c e^z'_c: sum_c p_c log p_c = sum_c mul0(e^z'_c, z'_c) / s - log s."""
+With z' = z - max z and s = sum_c e^z'_c: sum_c p_c log p_c = sum_c mul0(e^z'_c, z'_c) / s - log s (both sums
+online over chunks of classes for large C, see _common)."""
 from __future__ import annotations
 
 import math
@@ -16,37 +17,61 @@ from . import _common as K
 
 
 @triton.jit
-def _plogp_stats(z_ptr, base, inner, C, mask, F64: tl.constexpr, BLOCK: tl.constexpr):
-    """Passes 1-2: max, exp-sum and H = sum_c p_c log p_c per lane."""
-    m = K.class_max(z_ptr, base, inner, C, mask, F64, BLOCK)
+def _plogp_step(m, s, t, z, mask):
+    """One chunk: running max m, exp-sum s and t = sum_c mul0(e_c, z_c - m), rescaled to the new max."""
+    m_new, alpha, e = K.softmax_step(m, z, mask)
+    t = K.rescale(alpha, t + K.mul0(s, K.diff0(m, m_new))) + tl.sum(K.mul0(e, K.diff0(z, m_new[None, :])), axis=0)
+    s = K.rescale(alpha, s) + tl.sum(e, axis=0)
+    return m_new, s, t, e
+
+
+@triton.jit
+def _plogp_stats(z_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64: tl.constexpr, CB: tl.constexpr):
+    """Online over chunks (one read per element): max, exp-sum and sum_c mul0(e_c, z_c - max) per pixel."""
+    m = K.neg_inf(q, F64)
     s = tl.zeros_like(m)
     t = tl.zeros_like(m)
-    for c in range(C):
-        z = K.load_class(z_ptr, base, c, inner, mask, F64) - m
-        e = tl.exp(z)
-        s += e
-        t += K.mul0(e, z)
+    for c0 in range(0, C, CB):
+        offs, mask = K.tile_offsets(o, q, c0, Q, C, q_stride, c_stride, o_stride, CB)
+        m, s, t, e = _plogp_step(m, s, t, K.load_tile(z_ptr, offs, mask, F64), mask)
+    return m, s, t
+
+
+@triton.jit
+def _entropy_fwd(z_ptr, out_ptr, Q, NQ, C, q_stride, c_stride, o_stride, neg_inv_log_c, F64: tl.constexpr,
+                 CB: tl.constexpr, BP: tl.constexpr, ONE: tl.constexpr):
+    o, q = K.tile_pixels(NQ, BP)
+    m, s, t = _plogp_stats(z_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64, CB)
+    K.store(out_ptr, o * Q + q, neg_inv_log_c * (t * K.inv_sum(m, s) - tl.log(s)), q < Q)
+
+
+@triton.jit
+def _entropy_grad(gz_ptr, offs, mask, z, e, m, s, t, g):
+    """dE/dz_j = g (p_j)(log p_j - H) of one tile from its exps (g = -dL/dE / log C per pixel)."""
+    inv = K.inv_sum(m, s)
     ls = tl.log(s)
-    return m, ls, t / s - ls
+    h = t * inv - ls
+    lp = K.diff0(z, m[None, :]) - ls[None, :]
+    K.store(gz_ptr, offs, g[None, :] * K.mul0(e * inv[None, :], lp - h[None, :]), mask)
 
 
 @triton.jit
-def _entropy_fwd(z_ptr, out_ptr, P, C, inner, neg_inv_log_c, F64: tl.constexpr, BLOCK: tl.constexpr):
-    p, base, mask = K.pixel_offsets(tl.program_id(0), inner, C, P, BLOCK)
-    m, ls, h = _plogp_stats(z_ptr, base, inner, C, mask, F64, BLOCK)
-    K.store(out_ptr, p, neg_inv_log_c * h, mask)
-
-
-@triton.jit
-def _entropy_bwd(z_ptr, g_ptr, g_stride, gz_ptr, P, C, inner, neg_inv_log_c, F64: tl.constexpr,
-                 BLOCK: tl.constexpr):
-    """dE/dz_j = -(p_j / log C)(log p_j - H)."""
-    p, base, mask = K.pixel_offsets(tl.program_id(0), inner, C, P, BLOCK)
-    g = neg_inv_log_c * K.to_acc(tl.load(g_ptr + p * g_stride, mask=mask, other=0.0), F64)
-    m, ls, h = _plogp_stats(z_ptr, base, inner, C, mask, F64, BLOCK)
-    for c in range(C):
-        lp = K.load_class(z_ptr, base, c, inner, mask, F64) - m - ls
-        K.store(gz_ptr, K.class_off(base, c, inner), g * K.mul0(tl.exp(lp), lp - h), mask)
+def _entropy_bwd(z_ptr, g_ptr, g_stride, gz_ptr, Q, NQ, C, q_stride, c_stride, o_stride, neg_inv_log_c,
+                 F64: tl.constexpr, CB: tl.constexpr, BP: tl.constexpr, ONE: tl.constexpr):
+    o, q = K.tile_pixels(NQ, BP)
+    g = neg_inv_log_c * K.load_map(g_ptr, o, q, Q, g_stride, F64)
+    if ONE:  # one load, one exp per element; the gradient from registers
+        offs, mask = K.tile_offsets(o, q, 0, Q, C, q_stride, c_stride, o_stride, CB)
+        z = K.load_tile(z_ptr, offs, mask, F64)
+        m0 = K.neg_inf(q, F64)
+        m, s, t, e = _plogp_step(m0, tl.zeros_like(m0), tl.zeros_like(m0), z, mask)
+        _entropy_grad(gz_ptr, offs, mask, z, e, m, s, t, g)
+    else:
+        m, s, t = _plogp_stats(z_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64, CB)
+        for c0 in range(0, C, CB):
+            offs, mask = K.tile_offsets(o, q, c0, Q, C, q_stride, c_stride, o_stride, CB)
+            z = K.load_tile(z_ptr, offs, mask, F64)
+            _entropy_grad(gz_ptr, offs, mask, z, K.chunk_exp(z, m, mask), m, s, t, g)
 
 
 @torch.library.custom_op(f"{K.LIB}::entropy", mutates_args=())
@@ -57,10 +82,9 @@ def entropy(z: Tensor, dim: int) -> Tensor:
     zc = K.to_layout(z, dim, L)
     out = torch.empty(K.map_shape(z, dim), dtype=K.acc_dtype(z), device=z.device)
     if L.pixels:
-        blk = K.pixel_block(L.pixels)
-        K.launch(_entropy_fwd, K.pixel_grid(L.pixels, blk), zc, out, L.pixels, L.classes, L.inner,
-                                                  -1.0 / math.log(L.classes), F64=z.dtype == torch.float64,
-                                                  BLOCK=blk, num_warps=K.NUM_WARPS)
+        T = K.tile_config(L)
+        K.launch(_entropy_fwd, T.grid, zc, out, *T.args, -1.0 / math.log(L.classes), F64=z.dtype == torch.float64,
+                 **T.meta)
     return out
 
 
@@ -73,10 +97,9 @@ def entropy_backward(grad: Tensor, z: Tensor, dim: int) -> Tensor:
     g, gs = K.pixel_grad(grad, K.acc_dtype(z), L.pixels)
     gz = K.empty_in_layout(z, dim, L, z.dtype)
     if L.pixels:
-        blk = K.pixel_block(L.pixels)
-        K.launch(_entropy_bwd, K.pixel_grid(L.pixels, blk), zc, g, gs, gz, L.pixels, L.classes, L.inner,
-                                                  -1.0 / math.log(L.classes), F64=z.dtype == torch.float64,
-                                                  BLOCK=blk, num_warps=K.NUM_WARPS)
+        T = K.tile_config(L)
+        K.launch(_entropy_bwd, T.grid, zc, g, gs, gz, *T.args, -1.0 / math.log(L.classes),
+                 F64=z.dtype == torch.float64, **T.meta)
     return gz
 
 

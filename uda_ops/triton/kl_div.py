@@ -2,7 +2,8 @@
 ops uda_ops_triton::kl_div / kl_div_backward.
 
 With max-shifted logits x' = x - max x, y' = y - max y and exp-sums sx, sy:
-KL = sum_c mul0(e^y'_c, y'_c - x'_c) / sy + log sx - log sy (no cancellation against a large common shift)."""
+KL = sum_c mul0(e^y'_c, y'_c - x'_c) / sy + log sx - log sy (no cancellation against a large common shift), the
+sums taken online over chunks of classes."""
 from __future__ import annotations
 
 from typing import Tuple
@@ -17,49 +18,96 @@ from . import _common as K
 
 
 @triton.jit
-def _kl_stats(x_ptr, y_ptr, base, inner, C, mask, F64: tl.constexpr, BLOCK: tl.constexpr):
-    """Passes 1-2: maxima, exp-sums and the KL value per lane."""
-    mx = K.class_max(x_ptr, base, inner, C, mask, F64, BLOCK)
-    my = K.class_max(y_ptr, base, inner, C, mask, F64, BLOCK)
-    sx = tl.zeros_like(mx)
-    sy = tl.zeros_like(mx)
-    t = tl.zeros_like(mx)
-    for c in range(C):
-        x = K.load_class(x_ptr, base, c, inner, mask, F64) - mx
-        y = K.load_class(y_ptr, base, c, inner, mask, F64) - my
-        ex = tl.exp(x)
-        ey = tl.exp(y)
-        sx += ex
-        sy += ey
-        t += K.mul0(ey, K.diff0(y, x))
-    kl = t / sy + tl.log(sx) - tl.log(sy)
-    return mx, my, sx, sy, kl
+def _kl_step(mx, sx, my, sy, t, x, y, mask):
+    """One chunk, online: maxima, exp-sums and t = sum_c mul0(e^y'_c, y'_c - x'_c) with y' = y - max y and
+    x' = x - max x for the running maxima (when they move, y' - x' moves by a per-pixel shift)."""
+    mx_new, ax, ex = K.softmax_step(mx, x, mask)
+    my_new, ay, ey = K.softmax_step(my, y, mask)
+    shift = K.diff0(my, my_new) - K.diff0(mx, mx_new)
+    d = K.diff0(y - my_new[None, :], x - mx_new[None, :])
+    t = tl.where(ay == 0, 0.0, ay * (t + K.mul0(sy, shift))) + tl.sum(K.mul0(ey, d), axis=0)
+    sx = K.rescale(ax, sx) + tl.sum(ex, axis=0)
+    sy = K.rescale(ay, sy) + tl.sum(ey, axis=0)
+    return mx_new, sx, my_new, sy, t, ex, ey
 
 
 @triton.jit
-def _kl_div_fwd(x_ptr, y_ptr, out_ptr, P, C, inner, F64: tl.constexpr, BLOCK: tl.constexpr):
-    p, base, mask = K.pixel_offsets(tl.program_id(0), inner, C, P, BLOCK)
-    mx, my, sx, sy, kl = _kl_stats(x_ptr, y_ptr, base, inner, C, mask, F64, BLOCK)
-    K.store(out_ptr, p, kl, mask)
-
-
-@triton.jit
-def _kl_div_bwd(x_ptr, y_ptr, g_ptr, g_stride, gx_ptr, gy_ptr, P, C, inner, NEED_TARGET: tl.constexpr,
-                F64: tl.constexpr, BLOCK: tl.constexpr):
-    p, base, mask = K.pixel_offsets(tl.program_id(0), inner, C, P, BLOCK)
-    g = K.to_acc(tl.load(g_ptr + p * g_stride, mask=mask, other=0.0), F64)
-    mx, my, sx, sy, kl = _kl_stats(x_ptr, y_ptr, base, inner, C, mask, F64, BLOCK)
+def _kl_finish(mx, sx, my, sy, t):
+    """1/sx, 1/sy, log sx, log sy and KL = sum q (y' - x') + log sx - log sy (NaN for a pixel with either all
+    -inf)."""
+    ix = K.inv_sum(mx, sx)
+    iy = K.inv_sum(my, sy)
     lx = tl.log(sx)
     ly = tl.log(sy)
-    for c in range(C):
-        off = K.class_off(base, c, inner)
-        x = K.load_class(x_ptr, base, c, inner, mask, F64) - mx - lx  # log p
-        y = K.load_class(y_ptr, base, c, inner, mask, F64) - my - ly  # log q
-        p_ = tl.exp(x)
-        q = tl.exp(y)
-        K.store(gx_ptr, off, g * (p_ - q), mask)
-        if NEED_TARGET:
-            K.store(gy_ptr, off, g * K.mul0(q, K.diff0(y, x) - kl), mask)
+    kl = t * iy + lx - ly
+    return ix, iy, lx, ly, tl.where(mx == float("-inf"), float("nan"), kl)
+
+
+@triton.jit
+def _kl_stats(x_ptr, y_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64: tl.constexpr, CB: tl.constexpr):
+    """Over chunks: the maxima first, then the sums w.r.t. the final maxima (a second read of each chunk):
+    KL's y' - x' then rounds exactly as in a single tile, which the target gradient q (log q - log p - KL)
+    needs at |z| ~ 1e4 (an online shift of t costs an ulp of KL there)."""
+    mx = K.neg_inf(q, F64)
+    my = mx
+    for c0 in range(0, C, CB):
+        offs, mask = K.tile_offsets(o, q, c0, Q, C, q_stride, c_stride, o_stride, CB)
+        mx = tl.maximum(mx, tl.max(tl.where(mask, K.load_tile(x_ptr, offs, mask, F64), float("-inf")), axis=0))
+        my = tl.maximum(my, tl.max(tl.where(mask, K.load_tile(y_ptr, offs, mask, F64), float("-inf")), axis=0))
+    sx = tl.zeros_like(mx)
+    sy = sx
+    t = sx
+    for c0 in range(0, C, CB):
+        offs, mask = K.tile_offsets(o, q, c0, Q, C, q_stride, c_stride, o_stride, CB)
+        mx, sx, my, sy, t, ex, ey = _kl_step(mx, sx, my, sy, t, K.load_tile(x_ptr, offs, mask, F64),
+                                             K.load_tile(y_ptr, offs, mask, F64), mask)
+    return mx, sx, my, sy, t
+
+
+@triton.jit
+def _kl_div_fwd(x_ptr, y_ptr, out_ptr, Q, NQ, C, q_stride, c_stride, o_stride, F64: tl.constexpr,
+                CB: tl.constexpr, BP: tl.constexpr, ONE: tl.constexpr):
+    o, q = K.tile_pixels(NQ, BP)
+    mx, sx, my, sy, t = _kl_stats(x_ptr, y_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64, CB)
+    ix, iy, lx, ly, kl = _kl_finish(mx, sx, my, sy, t)
+    K.store(out_ptr, o * Q + q, kl, q < Q)
+
+
+@triton.jit
+def _kl_grad(gx_ptr, gy_ptr, offs, mask, x, y, ex, ey, mx, my, ix, iy, lx, ly, kl, g, NEED_TARGET: tl.constexpr):
+    p = ex * ix[None, :]
+    q = ey * iy[None, :]
+    K.store(gx_ptr, offs, g[None, :] * (p - q), mask)
+    if NEED_TARGET:
+        lp = K.diff0(x, mx[None, :]) - lx[None, :]
+        lq = K.diff0(y, my[None, :]) - ly[None, :]
+        K.store(gy_ptr, offs, g[None, :] * K.mul0(q, K.diff0(lq, lp) - kl[None, :]), mask)
+
+
+@triton.jit
+def _kl_div_bwd(x_ptr, y_ptr, g_ptr, g_stride, gx_ptr, gy_ptr, Q, NQ, C, q_stride, c_stride, o_stride,
+                NEED_TARGET: tl.constexpr, F64: tl.constexpr, CB: tl.constexpr, BP: tl.constexpr,
+                ONE: tl.constexpr):
+    o, q = K.tile_pixels(NQ, BP)
+    g = K.load_map(g_ptr, o, q, Q, g_stride, F64)
+    if ONE:  # one load, one exp per element; gradients from registers
+        offs, mask = K.tile_offsets(o, q, 0, Q, C, q_stride, c_stride, o_stride, CB)
+        x = K.load_tile(x_ptr, offs, mask, F64)
+        y = K.load_tile(y_ptr, offs, mask, F64)
+        m0 = K.neg_inf(q, F64)
+        z0 = tl.zeros_like(m0)
+        mx, sx, my, sy, t, ex, ey = _kl_step(m0, z0, m0, z0, z0, x, y, mask)
+        ix, iy, lx, ly, kl = _kl_finish(mx, sx, my, sy, t)
+        _kl_grad(gx_ptr, gy_ptr, offs, mask, x, y, ex, ey, mx, my, ix, iy, lx, ly, kl, g, NEED_TARGET)
+    else:
+        mx, sx, my, sy, t = _kl_stats(x_ptr, y_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64, CB)
+        ix, iy, lx, ly, kl = _kl_finish(mx, sx, my, sy, t)
+        for c0 in range(0, C, CB):
+            offs, mask = K.tile_offsets(o, q, c0, Q, C, q_stride, c_stride, o_stride, CB)
+            x = K.load_tile(x_ptr, offs, mask, F64)
+            y = K.load_tile(y_ptr, offs, mask, F64)
+            _kl_grad(gx_ptr, gy_ptr, offs, mask, x, y, K.chunk_exp(x, mx, mask), K.chunk_exp(y, my, mask), mx, my,
+                     ix, iy, lx, ly, kl, g, NEED_TARGET)
 
 
 @torch.library.custom_op(f"{K.LIB}::kl_div", mutates_args=())
@@ -71,10 +119,8 @@ def kl_div(input: Tensor, target: Tensor, dim: int) -> Tensor:
     xc, yc = K.to_layout(input, dim, L), K.to_layout(target, dim, L)
     out = torch.empty(K.map_shape(input, dim), dtype=K.acc_dtype(input), device=input.device)
     if L.pixels:
-        blk = K.pixel_block(L.pixels)
-        K.launch(_kl_div_fwd, K.pixel_grid(L.pixels, blk), xc, yc, out, L.pixels, L.classes, L.inner,
-                                                 F64=input.dtype == torch.float64, BLOCK=blk,
-                                                 num_warps=K.NUM_WARPS)
+        T = K.tile_config(L, inputs=2)
+        K.launch(_kl_div_fwd, T.grid, xc, yc, out, *T.args, F64=input.dtype == torch.float64, **T.meta)
     return out
 
 
@@ -90,11 +136,9 @@ def kl_div_backward(grad: Tensor, input: Tensor, target: Tensor, dim: int,
     gx = K.empty_in_layout(input, dim, L, input.dtype)
     gy = K.empty_in_layout(input, dim, L, input.dtype) if need_target else input.new_empty(0)
     if L.pixels:
-        blk = K.pixel_block(L.pixels)
-        K.launch(_kl_div_bwd, K.pixel_grid(L.pixels, blk), xc, yc, g, gs, gx, gy if need_target else gx, L.pixels,
-                                                 L.classes, L.inner, NEED_TARGET=bool(need_target),
-                                                 F64=input.dtype == torch.float64, BLOCK=blk,
-                                                 num_warps=K.NUM_WARPS)
+        T = K.tile_config(L, inputs=2)
+        K.launch(_kl_div_bwd, T.grid, xc, yc, g, gs, gx, gy if need_target else gx, *T.args,
+                 NEED_TARGET=bool(need_target), F64=input.dtype == torch.float64, **T.meta)
     return gx, gy
 
 

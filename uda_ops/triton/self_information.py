@@ -18,39 +18,91 @@ from . import _common as K
 
 
 @triton.jit
-def _self_information_fwd(z_ptr, out_ptr, P, C, inner, neg_inv_log_c, F64: tl.constexpr, BLOCK: tl.constexpr):
-    p, base, mask = K.pixel_offsets(tl.program_id(0), inner, C, P, BLOCK)
-    m = K.class_max(z_ptr, base, inner, C, mask, F64, BLOCK)
-    ls = tl.log(K.exp_sum(z_ptr, base, inner, C, mask, m, F64))
-    for c in range(C):
-        lp = K.load_class(z_ptr, base, c, inner, mask, F64) - m - ls
-        K.store(out_ptr, K.class_off(base, c, inner), neg_inv_log_c * K.mul0(tl.exp(lp), lp), mask)
+def _lse_stats(z_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64: tl.constexpr, CB: tl.constexpr):
+    """Online over chunks: max and exp-sum per pixel."""
+    m = K.neg_inf(q, F64)
+    s = tl.zeros_like(m)
+    for c0 in range(0, C, CB):
+        offs, mask = K.tile_offsets(o, q, c0, Q, C, q_stride, c_stride, o_stride, CB)
+        m_new, alpha, e = K.softmax_step(m, K.load_tile(z_ptr, offs, mask, F64), mask)
+        s = K.rescale(alpha, s) + tl.sum(e, axis=0)
+        m = m_new
+    return m, s
 
 
 @triton.jit
-def _self_information_bwd(z_ptr, g_ptr, g_so, g_sc, g_si, gz_ptr, P, C, inner, neg_inv_log_c, F64: tl.constexpr,
-                          BLOCK: tl.constexpr):
-    """The upstream gradient G is read through its own (outer, C, inner) strides (0 for an expanded one)."""
-    p, base, mask = K.pixel_offsets(tl.program_id(0), inner, C, P, BLOCK)
-    gbase = (p // inner) * g_so + (p % inner) * g_si
-    m = K.class_max(z_ptr, base, inner, C, mask, F64, BLOCK)
+def _si_tile(out_ptr, offs, mask, z, e, m, s, neg_inv_log_c):
+    inv = K.inv_sum(m, s)
+    lp = K.diff0(z, m[None, :]) - tl.log(s)[None, :]
+    K.store(out_ptr, offs, neg_inv_log_c * K.mul0(e * inv[None, :], lp), mask)
+
+
+@triton.jit
+def _self_information_fwd(z_ptr, out_ptr, Q, NQ, C, q_stride, c_stride, o_stride, neg_inv_log_c,
+                          F64: tl.constexpr, CB: tl.constexpr, BP: tl.constexpr, ONE: tl.constexpr):
+    o, q = K.tile_pixels(NQ, BP)
+    if ONE:  # one load, one exp per element, written from registers
+        offs, mask = K.tile_offsets(o, q, 0, Q, C, q_stride, c_stride, o_stride, CB)
+        z = K.load_tile(z_ptr, offs, mask, F64)
+        m, alpha, e = K.softmax_step(K.neg_inf(q, F64), z, mask)
+        _si_tile(out_ptr, offs, mask, z, e, m, tl.sum(e, axis=0), neg_inv_log_c)
+    else:
+        m, s = _lse_stats(z_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64, CB)
+        for c0 in range(0, C, CB):
+            offs, mask = K.tile_offsets(o, q, c0, Q, C, q_stride, c_stride, o_stride, CB)
+            z = K.load_tile(z_ptr, offs, mask, F64)
+            _si_tile(out_ptr, offs, mask, z, K.chunk_exp(z, m, mask), m, s, neg_inv_log_c)
+
+
+@triton.jit
+def _si_bwd_step(m, s, t1, t2, z, g, mask):
+    """One chunk: max, exp-sum, t1 = sum_c mul0(e_c, G_c (1 + z_c - m)) and t2 = sum_c e_c G_c (online)."""
+    m_new, alpha, e = K.softmax_step(m, z, mask)
+    t1 = K.rescale(alpha, t1 + K.mul0(t2, K.diff0(m, m_new))) + \
+        tl.sum(K.mul0(e, g * (1.0 + K.diff0(z, m_new[None, :]))), axis=0)
+    t2 = K.rescale(alpha, t2) + tl.sum(e * g, axis=0)
+    s = K.rescale(alpha, s) + tl.sum(e, axis=0)
+    return m_new, s, t1, t2, e
+
+
+@triton.jit
+def _si_bwd_tile(gz_ptr, offs, mask, z, g, e, m, s, t1, t2, neg_inv_log_c):
+    inv = K.inv_sum(m, s)
+    ls = tl.log(s)
+    pu = (t1 - ls * t2) * inv  # sum_c p_c u_c
+    lp = K.diff0(z, m[None, :]) - ls[None, :]
+    pc = e * inv[None, :]
+    K.store(gz_ptr, offs, neg_inv_log_c * (K.mul0(pc, g * (1.0 + lp)) - pc * pu[None, :]), mask)
+
+
+@triton.jit
+def _self_information_bwd(z_ptr, g_ptr, g_o, g_q, g_c, gz_ptr, Q, NQ, C, q_stride, c_stride, o_stride,
+                          neg_inv_log_c, F64: tl.constexpr, CB: tl.constexpr, BP: tl.constexpr, ONE: tl.constexpr):
+    """The upstream gradient G is read through its own (group, pixel, class) strides (0 for an expanded one)."""
+    o, q = K.tile_pixels(NQ, BP)
+    m = K.neg_inf(q, F64)
     s = tl.zeros_like(m)
     t1 = tl.zeros_like(m)
     t2 = tl.zeros_like(m)
-    for c in range(C):
-        z = K.load_class(z_ptr, base, c, inner, mask, F64) - m
-        g = K.load_class(g_ptr, gbase, c, g_sc, mask, F64)
-        e = tl.exp(z)
-        s += e
-        t1 += K.mul0(e, g * (1.0 + z))
-        t2 += e * g
-    ls = tl.log(s)
-    pu = (t1 - ls * t2) / s  # sum_c p_c u_c
-    for c in range(C):
-        lp = K.load_class(z_ptr, base, c, inner, mask, F64) - m - ls
-        g = K.load_class(g_ptr, gbase, c, g_sc, mask, F64)
-        pc = tl.exp(lp)
-        K.store(gz_ptr, K.class_off(base, c, inner), neg_inv_log_c * (K.mul0(pc, g * (1.0 + lp)) - pc * pu), mask)
+    if ONE:
+        offs, mask = K.tile_offsets(o, q, 0, Q, C, q_stride, c_stride, o_stride, CB)
+        goffs, gmask = K.tile_offsets(o, q, 0, Q, C, g_q, g_c, g_o, CB)
+        z = K.load_tile(z_ptr, offs, mask, F64)
+        g = K.load_tile(g_ptr, goffs, mask, F64)
+        m, s, t1, t2, e = _si_bwd_step(m, s, t1, t2, z, g, mask)
+        _si_bwd_tile(gz_ptr, offs, mask, z, g, e, m, s, t1, t2, neg_inv_log_c)
+    else:
+        for c0 in range(0, C, CB):
+            offs, mask = K.tile_offsets(o, q, c0, Q, C, q_stride, c_stride, o_stride, CB)
+            goffs, gmask = K.tile_offsets(o, q, c0, Q, C, g_q, g_c, g_o, CB)
+            m, s, t1, t2, e = _si_bwd_step(m, s, t1, t2, K.load_tile(z_ptr, offs, mask, F64),
+                                           K.load_tile(g_ptr, goffs, mask, F64), mask)
+        for c0 in range(0, C, CB):
+            offs, mask = K.tile_offsets(o, q, c0, Q, C, q_stride, c_stride, o_stride, CB)
+            goffs, gmask = K.tile_offsets(o, q, c0, Q, C, g_q, g_c, g_o, CB)
+            z = K.load_tile(z_ptr, offs, mask, F64)
+            _si_bwd_tile(gz_ptr, offs, mask, z, K.load_tile(g_ptr, goffs, mask, F64), K.chunk_exp(z, m, mask), m, s,
+                         t1, t2, neg_inv_log_c)
 
 
 @torch.library.custom_op(f"{K.LIB}::self_information", mutates_args=())
@@ -61,11 +113,9 @@ def self_information(z: Tensor, dim: int) -> Tensor:
     zc = K.to_layout(z, dim, L)
     out = K.empty_in_layout(z, dim, L, z.dtype)
     if L.pixels:
-        blk = K.pixel_block(L.pixels)
-        K.launch(_self_information_fwd, K.pixel_grid(L.pixels, blk), zc, out, L.pixels, L.classes, L.inner,
-                                                           -1.0 / math.log(L.classes),
-                                                           F64=z.dtype == torch.float64, BLOCK=blk,
-                                                           num_warps=K.NUM_WARPS)
+        T = K.tile_config(L)
+        K.launch(_self_information_fwd, T.grid, zc, out, *T.args, -1.0 / math.log(L.classes),
+                 F64=z.dtype == torch.float64, **T.meta)
     return out
 
 
@@ -80,11 +130,10 @@ def self_information_backward(grad: Tensor, z: Tensor, dim: int) -> Tensor:
     gv, g_so, g_sc, g_si = K.canonical_view(grad, dim, L)
     gz = K.empty_in_layout(z, dim, L, z.dtype)
     if L.pixels:
-        blk = K.pixel_block(L.pixels)
-        K.launch(_self_information_bwd, K.pixel_grid(L.pixels, blk), zc, gv, g_so, g_sc, g_si, gz, L.pixels, L.classes, L.inner,
-                                                           -1.0 / math.log(L.classes),
-                                                           F64=z.dtype == torch.float64, BLOCK=blk,
-                                                           num_warps=K.NUM_WARPS)
+        T = K.tile_config(L, inputs=2)
+        g_o, g_q = (0, g_so) if L.inner == 1 else (g_so, g_si)  # the (group, pixel) strides of T's geometry
+        K.launch(_self_information_bwd, T.grid, zc, gv, g_o, g_q, g_sc, gz, *T.args, -1.0 / math.log(L.classes),
+                 F64=z.dtype == torch.float64, **T.meta)
     return gz
 
 

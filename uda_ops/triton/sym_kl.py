@@ -14,68 +14,83 @@ from . import _common as K
 
 
 @triton.jit
-def _sym_kl_fwd(a_ptr, b_ptr, out_ptr, P, C, inner, F64: tl.constexpr, BLOCK: tl.constexpr):
-    p, base, mask = K.pixel_offsets(tl.program_id(0), inner, C, P, BLOCK)
-    ma = K.class_max(a_ptr, base, inner, C, mask, F64, BLOCK)
-    mb = K.class_max(b_ptr, base, inner, C, mask, F64, BLOCK)
-    sa = tl.zeros_like(ma)
-    sb = tl.zeros_like(ma)
-    ta = tl.zeros_like(ma)
-    tb = tl.zeros_like(ma)
-    for c in range(C):
-        a = K.load_class(a_ptr, base, c, inner, mask, F64)
-        b = K.load_class(b_ptr, base, c, inner, mask, F64)
-        ea = tl.exp(a - ma)
-        eb = tl.exp(b - mb)
-        d = K.diff0(a, b)
-        sa += ea
-        sb += eb
-        ta += K.mul0(ea, d)
-        tb += K.mul0(eb, d)
-    K.store(out_ptr, p, 0.5 * (ta / sa - tb / sb), mask)
+def _pair_step(ma, sa, ta, mb, sb, tb, a, b, mask):
+    """One chunk of both predictions, online: maxima, exp-sums and t = sum_c mul0(e_c, a_c - b_c) of each
+    (a - b needs no shift: diff0 gives 0 for equal logits, -inf included)."""
+    ma, xa, ea = K.softmax_step(ma, a, mask)
+    mb, xb, eb = K.softmax_step(mb, b, mask)
+    d = K.diff0(a, b)
+    ta = K.rescale(xa, ta) + tl.sum(K.mul0(ea, d), axis=0)
+    tb = K.rescale(xb, tb) + tl.sum(K.mul0(eb, d), axis=0)
+    sa = K.rescale(xa, sa) + tl.sum(ea, axis=0)
+    sb = K.rescale(xb, sb) + tl.sum(eb, axis=0)
+    return ma, sa, ta, mb, sb, tb, ea, eb
 
 
 @triton.jit
-def _sym_kl_bwd(a_ptr, b_ptr, g_ptr, g_stride, ga_ptr, gb_ptr, P, C, inner, DETACH: tl.constexpr,
-                F64: tl.constexpr, BLOCK: tl.constexpr):
-    p, base, mask = K.pixel_offsets(tl.program_id(0), inner, C, P, BLOCK)
-    hg = 0.5 * K.to_acc(tl.load(g_ptr + p * g_stride, mask=mask, other=0.0), F64)
-    ma = K.class_max(a_ptr, base, inner, C, mask, F64, BLOCK)
-    mb = K.class_max(b_ptr, base, inner, C, mask, F64, BLOCK)
+def _pair_stats(a_ptr, b_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64: tl.constexpr, CB: tl.constexpr):
+    ma = K.neg_inf(q, F64)
+    mb = ma
     sa = tl.zeros_like(ma)
-    sb = tl.zeros_like(ma)
-    ta = tl.zeros_like(ma)
-    tb = tl.zeros_like(ma)
-    for c in range(C):
-        a = K.load_class(a_ptr, base, c, inner, mask, F64)
-        b = K.load_class(b_ptr, base, c, inner, mask, F64)
-        ea = tl.exp(a - ma)
-        eb = tl.exp(b - mb)
-        sa += ea
-        sb += eb
-        if not DETACH:
-            d = K.diff0(a, b)
-            ta += K.mul0(ea, d)
-            tb += K.mul0(eb, d)
-    ia = 1.0 / sa
-    ib = 1.0 / sb
-    ta = ta * ia  # sum_c p_c (a_c - b_c)
-    tb = tb * ib  # sum_c q_c (a_c - b_c)
-    for c in range(C):
-        off = K.class_off(base, c, inner)
-        a = K.load_class(a_ptr, base, c, inner, mask, F64)
-        b = K.load_class(b_ptr, base, c, inner, mask, F64)
-        pa = tl.exp(a - ma) * ia
-        pb = tl.exp(b - mb) * ib
-        if DETACH:
-            da = hg * (pa - pb)
-            db = -da
-        else:
-            d = K.diff0(a, b)
-            da = hg * (K.mul0(pa, d - ta) + pa - pb)
-            db = hg * (K.mul0(pb, tb - d) + pb - pa)
-        K.store(ga_ptr, off, da, mask)
-        K.store(gb_ptr, off, db, mask)
+    sb = sa
+    ta = sa
+    tb = sa
+    for c0 in range(0, C, CB):
+        offs, mask = K.tile_offsets(o, q, c0, Q, C, q_stride, c_stride, o_stride, CB)
+        ma, sa, ta, mb, sb, tb, ea, eb = _pair_step(ma, sa, ta, mb, sb, tb, K.load_tile(a_ptr, offs, mask, F64),
+                                                    K.load_tile(b_ptr, offs, mask, F64), mask)
+    return ma, sa, ta, mb, sb, tb
+
+
+@triton.jit
+def _sym_kl_fwd(a_ptr, b_ptr, out_ptr, Q, NQ, C, q_stride, c_stride, o_stride, F64: tl.constexpr,
+                CB: tl.constexpr, BP: tl.constexpr, ONE: tl.constexpr):
+    o, q = K.tile_pixels(NQ, BP)
+    ma, sa, ta, mb, sb, tb = _pair_stats(a_ptr, b_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64, CB)
+    K.store(out_ptr, o * Q + q, 0.5 * (ta * K.inv_sum(ma, sa) - tb * K.inv_sum(mb, sb)), q < Q)
+
+
+@triton.jit
+def _sym_kl_grad(ga_ptr, gb_ptr, offs, mask, a, b, ea, eb, ia, ib, ta, tb, hg, DETACH: tl.constexpr):
+    """One tile of the gradients from its exps; ia, ib = 1/exp-sums, ta, tb = sum p (a - b), sum q (a - b)."""
+    pa = ea * ia[None, :]
+    pb = eb * ib[None, :]
+    if DETACH:
+        da = hg[None, :] * (pa - pb)
+        db = -da
+    else:
+        d = K.diff0(a, b)
+        da = hg[None, :] * (K.mul0(pa, d - ta[None, :]) + pa - pb)
+        db = hg[None, :] * (K.mul0(pb, tb[None, :] - d) + pb - pa)
+    K.store(ga_ptr, offs, da, mask)
+    K.store(gb_ptr, offs, db, mask)
+
+
+@triton.jit
+def _sym_kl_bwd(a_ptr, b_ptr, g_ptr, g_stride, ga_ptr, gb_ptr, Q, NQ, C, q_stride, c_stride, o_stride,
+                DETACH: tl.constexpr, F64: tl.constexpr, CB: tl.constexpr, BP: tl.constexpr, ONE: tl.constexpr):
+    o, q = K.tile_pixels(NQ, BP)
+    hg = 0.5 * K.load_map(g_ptr, o, q, Q, g_stride, F64)
+    if ONE:  # one load, one exp per element; gradients from registers
+        offs, mask = K.tile_offsets(o, q, 0, Q, C, q_stride, c_stride, o_stride, CB)
+        a = K.load_tile(a_ptr, offs, mask, F64)
+        b = K.load_tile(b_ptr, offs, mask, F64)
+        m0 = K.neg_inf(q, F64)
+        z0 = tl.zeros_like(m0)
+        ma, sa, ta, mb, sb, tb, ea, eb = _pair_step(m0, z0, z0, m0, z0, z0, a, b, mask)
+        ia = K.inv_sum(ma, sa)
+        ib = K.inv_sum(mb, sb)
+        _sym_kl_grad(ga_ptr, gb_ptr, offs, mask, a, b, ea, eb, ia, ib, ta * ia, tb * ib, hg, DETACH)
+    else:
+        ma, sa, ta, mb, sb, tb = _pair_stats(a_ptr, b_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64, CB)
+        ia = K.inv_sum(ma, sa)
+        ib = K.inv_sum(mb, sb)
+        for c0 in range(0, C, CB):
+            offs, mask = K.tile_offsets(o, q, c0, Q, C, q_stride, c_stride, o_stride, CB)
+            a = K.load_tile(a_ptr, offs, mask, F64)
+            b = K.load_tile(b_ptr, offs, mask, F64)
+            _sym_kl_grad(ga_ptr, gb_ptr, offs, mask, a, b, K.chunk_exp(a, ma, mask), K.chunk_exp(b, mb, mask),
+                         ia, ib, ta * ia, tb * ib, hg, DETACH)
 
 
 @torch.library.custom_op(f"{K.LIB}::sym_kl", mutates_args=())
@@ -87,9 +102,8 @@ def sym_kl(a: Tensor, b: Tensor, dim: int, detach_targets: bool) -> Tensor:
     ac, bc = K.to_layout(a, dim, L), K.to_layout(b, dim, L)
     out = torch.empty(K.map_shape(a, dim), dtype=K.acc_dtype(a), device=a.device)
     if L.pixels:
-        blk = K.pixel_block(L.pixels)
-        K.launch(_sym_kl_fwd, K.pixel_grid(L.pixels, blk), ac, bc, out, L.pixels, L.classes, L.inner,
-                                                 F64=a.dtype == torch.float64, BLOCK=blk, num_warps=K.NUM_WARPS)
+        T = K.tile_config(L, inputs=2)
+        K.launch(_sym_kl_fwd, T.grid, ac, bc, out, *T.args, F64=a.dtype == torch.float64, **T.meta)
     return out
 
 
@@ -103,10 +117,9 @@ def sym_kl_backward(grad: Tensor, a: Tensor, b: Tensor, dim: int, detach_targets
     g, gs = K.pixel_grad(grad, K.acc_dtype(a), L.pixels)
     ga, gb = K.empty_in_layout(a, dim, L, a.dtype), K.empty_in_layout(a, dim, L, a.dtype)
     if L.pixels:
-        blk = K.pixel_block(L.pixels)
-        K.launch(_sym_kl_bwd, K.pixel_grid(L.pixels, blk), ac, bc, g, gs, ga, gb, L.pixels, L.classes, L.inner,
-                                                 DETACH=bool(detach_targets), F64=a.dtype == torch.float64,
-                                                 BLOCK=blk, num_warps=K.NUM_WARPS)
+        T = K.tile_config(L, inputs=2)
+        K.launch(_sym_kl_bwd, T.grid, ac, bc, g, gs, ga, gb, *T.args, DETACH=bool(detach_targets),
+                 F64=a.dtype == torch.float64, **T.meta)
     return ga, gb
 
 

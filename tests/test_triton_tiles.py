@@ -1,0 +1,114 @@
+"""The tiled Triton loss kernels (issue 10 item 2): one [CB x BP] tile per program, chunks of classes with an
+online max/sum when C > CB, both layouts. Every op against the float64 reference on CPU tensors under
+TRITON_INTERPRET=1: class buckets (C = 2, 19, 150 planes: chunked; 1000 rows), tail pixels, odd pixel counts,
+chunk boundaries that split -inf / NaN / large logits, and the tile table itself."""
+import os
+
+import pytest
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+triton = pytest.importorskip("triton")
+
+from conftest import OP_IDS, OPS, check_op  # noqa: E402
+
+TT = pytest.importorskip("uda_ops.triton")
+from uda_ops.triton import _common as K  # noqa: E402
+
+pytestmark = [pytest.mark.skipif(not TT.INTERPRET, reason="CPU tensors need TRITON_INTERPRET=1"),
+              pytest.mark.filterwarnings("ignore::RuntimeWarning")]
+
+
+@pytest.fixture
+def triton_backend(backend):
+    backend("triton")
+    yield
+
+
+@pytest.mark.parametrize("op", OPS, ids=OP_IDS)
+@pytest.mark.parametrize("shape,dim,layout", [
+    ((2, 150, 3, 5), 1, "contiguous"),       # planes, C > MAX_CB: 3 chunks, the last one partial
+    ((2, 150, 3, 5), 1, "channels_last"),    # rows, one tile of 256 classes
+    ((3, 1000), 1, "contiguous"),            # classification logits: rows, C = 1000 in one tile
+    ((2, 2, 7, 9), 1, "contiguous"),         # C = 2, 63 pixels: tail
+    ((2, 19, 131), 1, "contiguous"),         # odd plane, several pixel tiles
+    ((37, 19), 1, "contiguous"),             # rows, odd row count
+])
+def test_class_buckets_and_tails(triton_backend, op, shape, dim, layout):
+    check_op(op, op.make(shape, torch.float32, layout=layout, dim=dim), dim=dim)
+
+
+@pytest.mark.parametrize("op", OPS, ids=OP_IDS)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16], ids=str)
+def test_chunked_dtypes(triton_backend, op, dtype, monkeypatch):
+    """Chunks of 4 classes over C = 19 (5 chunks) in fp64 and fp16, planes and rows."""
+    monkeypatch.setitem(K.MAX_CB, "planes", 4)
+    monkeypatch.setitem(K.MAX_CB, "rows", 4)
+    for layout in ("contiguous", "channels_last"):
+        check_op(op, op.make((2, 19, 3, 5), dtype, layout=layout), dim=1)
+
+
+@pytest.mark.parametrize("op", OPS, ids=OP_IDS)
+@pytest.mark.parametrize("kind", ["large", "neg_inf", "one_hot", "nan", "all_neg_inf"])
+def test_chunked_extremes(triton_backend, op, kind, monkeypatch):
+    """The online max across chunks with 1e4 logits, -inf classes (whole chunks -inf), NaN and all -inf pixels."""
+    monkeypatch.setitem(K.MAX_CB, "planes", 2)
+    xs = op.make((2, 7, 4, 9), torch.float32, kind=kind)
+    out = op.fn(xs, 1)
+    if kind in ("nan", "all_neg_inf"):
+        nan = out.isnan()
+        assert nan.any() and nan.float().mean() < 0.2
+    else:
+        assert torch.isfinite(out).all()
+    check_op(op, xs, dim=1)
+
+
+def test_neg_inf_leading_chunk_then_finite(triton_backend, monkeypatch):
+    """A pixel whose first chunk is all -inf and later chunks finite is finite (not NaN), value and gradient."""
+    import uda_ops
+    from uda_ops import reference
+    monkeypatch.setitem(K.MAX_CB, "planes", 4)
+    z = torch.randn(1, 8, 2, 3)
+    z[:, :4] = float("-inf")
+    x, y = z.clone().requires_grad_(True), z.double().requires_grad_(True)
+    out, ref = uda_ops.entropy(x, reduction="none"), reference.entropy(y, reduction="none")
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out.double(), ref, rtol=2e-5, atol=2e-5)
+    out.sum().backward()
+    ref.sum().backward()
+    torch.testing.assert_close(x.grad.double(), y.grad, rtol=2e-5, atol=2e-5)
+
+
+def test_tile_table():
+    planes = K.tile_config(K.Layout(2, 19, 512 * 1024, False))
+    assert (planes.CB, planes.q_stride, planes.c_stride, planes.o_stride) == (32, 1, 512 * 1024, 19 * 512 * 1024)
+    assert planes.CB * planes.BP == K.TILE_ELEMENTS["planes"] and planes.meta["ONE"]
+    assert planes.grid == (2 * (512 * 1024 // planes.BP),)
+    big = K.tile_config(K.Layout(2, 150, 4096, False), inputs=2)
+    assert big.CB == K.MAX_CB["planes"] and not big.meta["ONE"] and big.CB * big.BP == K.TILE_ELEMENTS["planes"] // 2
+    rows = K.tile_config(K.Layout(64, 1000, 1, False))
+    assert (rows.CB, rows.q_stride, rows.c_stride, rows.o_stride, rows.G) == (1024, 1000, 1, 0, 1)
+    assert rows.meta["ONE"] and rows.BP == K.TILE_ELEMENTS["rows"] // 1024
+
+
+def test_nchw_loss_kernels_load_128_bits(tmp_path):
+    """Compiled ahead of time for sm_90 (no GPU): every NCHW (planes) loss kernel loads its class tiles with
+    128-bit vectors in fp32 and bf16 (ld.global.v4.b32; the only narrower loads are per-pixel map values such
+    as the upstream gradient), with no spills."""
+    import re
+    import subprocess
+    import sys
+    env = {**os.environ, "TRITON_INTERPRET": "0", "TRITON_CACHE_DIR": str(tmp_path)}
+    r = subprocess.run([sys.executable, "-m", "uda_ops.triton.aot_check", "--dtypes", "fp32,bf16", "--report",
+                        "--variants", "planes19,planes150"], capture_output=True, text=True, env=env,
+                       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), timeout=900)
+    lines = [ln for ln in r.stdout.splitlines() if "@planes" in ln]
+    assert r.returncode == 0 and len(lines) == 2 * 2 * 13, r.stdout[-3000:] + r.stderr[-3000:]
+    for ln in lines:
+        loads = dict((k, int(v)) for k, v in re.findall(r"([\w.]+)x(\d+)", ln.split("ld.global[")[1].split("]")[0]))
+        vec = loads.pop("v4.b32", 0)
+        per_vec = 8 if " bf16 " in ln else 4  # elements per 128-bit load
+        assert vec > 0 and "b16" not in loads and sum(loads.values()) <= vec * per_vec, ln
+        assert "spill_stores=0" in ln, ln
