@@ -64,7 +64,7 @@ def test_trainer_losses_decrease_on_moons(method):
     assert 0.0 <= m["final"]["target_acc"] <= 1.0
 
 
-@pytest.mark.parametrize("method", ["source_only", "adr", "dta", "i2i"])
+@pytest.mark.parametrize("method", ["source_only", "minent", "advent", "clan", "adr", "dta", "i2i"])
 def test_trainer_losses_decrease_on_digits(method):
     extra = dict(lambda_vat=0.1, vat_eps=0.9) if method == "dta" else {}  # exercise VAT too
     cfg = make_config(method, "digits", seed=0, steps=30, eval_every=10, batch=32, **extra)
@@ -73,11 +73,12 @@ def test_trainer_losses_decrease_on_digits(method):
     assert last < first, (method, first, last)
     keys = set(m["history"][-1])
     expected = {"source_only": {"ce"}, "adr": {"sensitivity_critic", "sensitivity_gen", "ce_c2"},
-                "dta": {"fdta", "cdta", "vat", "entropy"}, "i2i": {"q_z", "q_tr", "q_id", "q_cyc", "q_trc"}}
+                "dta": {"fdta", "cdta", "vat", "entropy"}, "i2i": {"q_z", "q_tr", "q_id", "q_cyc", "q_trc"},
+                "minent": {"ent"}, "advent": {"adv", "d"}, "clan": {"adv", "weight", "d"}}
     assert expected[method] <= keys
 
 
-@pytest.mark.parametrize("method", ["adr", "dta", "i2i"])
+@pytest.mark.parametrize("method", ["adr", "dta", "i2i", "clan"])
 def test_seeded_run_is_bitwise_reproducible(method):
     def once():
         return Trainer(make_config(method, "moons", seed=3, steps=25, eval_every=5), data.moons(3)).fit()
@@ -109,11 +110,11 @@ def test_i2i_zero_lambdas_switch_terms_and_modules_off(on, terms, trained):
     lambdas = {k: (make_config("i2i", "moons").to_dict()[k] if k in on else 0.0) for k in I2I_LAMBDAS}
     tr = Trainer(make_config("i2i", "moons", seed=0, steps=4, eval_every=4, **lambdas), data.moons(0))
     parts = ("d_z", "d_s", "d_t", "dec_s", "dec_t")
-    before = {k: [p.detach().clone() for p in getattr(tr, k).parameters()] for k in parts}
+    before = {k: [p.detach().clone() for p in tr.parts.modules[k].parameters()] for k in parts}
     m = tr.fit()
     assert set(m["history"][-1]) - {"step", "target_acc", "source_acc"} == terms
     for k in parts:
-        same = all(torch.equal(p, q) for p, q in zip(getattr(tr, k).parameters(), before[k]))
+        same = all(torch.equal(p, q) for p, q in zip(tr.parts.modules[k].parameters(), before[k]))
         assert same == (k not in trained), k
 
 
@@ -177,8 +178,8 @@ def test_dta_passes_differ_by_their_masks_alone():
     assert cfg.dropout == 0.5
     tr = Trainer(cfg, small_digits())
     tr.step_i = 0
-    out = tr.step_dta(*tr.batch())
-    assert out["fdta"].item() == 0.0 and out["cdta"].item() == 0.0
+    out = tr.step(*tr.batch())
+    assert out["fdta"] == 0.0 and out["cdta"] == 0.0
     assert all(m.training for m in tr.net.modules())  # restored after the step
 
 
@@ -189,8 +190,8 @@ def test_dta_vat_is_zero_at_zero_radius():
     tr = Trainer(make_config("dta", "moons", seed=0, steps=1, lambda_vat=1.0, vat_eps=0.0, dropout=0.0),
                  data.moons(0))
     tr.step_i = 0
-    out = tr.step_dta(*tr.batch())
-    assert out["vat"].item() == 0.0
+    out = tr.step(*tr.batch())
+    assert out["vat"] == 0.0
 
 
 # ------------------------------------------------------------------------------------- file loaders

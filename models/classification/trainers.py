@@ -1,8 +1,8 @@
-"""Thin trainers for classification adaptation: source-only, ADR, DTA and I2I Adapt.
+"""Classification adaptation: source-only, MinEnt, AdvEnt, CLAN, ADR, DTA and I2I Adapt on (N, C) logits.
 
-Networks, batches and the update loop live here; every adaptation loss is a public ``uda_ops`` call
-(``sym_kl``, ``kl_div``, ``entropy``, ``uda_ops.dropout``). Plain supervised cross-entropy, L1 image losses
-and the WGAN-GP critic objective are ordinary torch.
+Each method's losses and update order are ``uda_ops.methods.<method>.step`` (the same code the segmentation
+trainer runs); networks, optimisers, batches, evaluation and the loop live here. Notes on how the methods
+are read (also in the method modules):
 
 * source-only: cross-entropy on labelled source batches.
 * The adaptation methods forward source and target as one batch through G (and C) in their main passes, so
@@ -38,7 +38,6 @@ and the WGAN-GP critic objective are ordinary torch.
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import asdict, dataclass
 from typing import Callable, Dict, List, Optional
@@ -47,13 +46,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-import uda_ops
-from uda_ops.dropout import adversarial_dropout_mask_for, delta_schedule, dropout_disabled, frozen_bn_stats
+from uda_ops import methods
 
 from .data import Task
 from .networks import Decoder, Net, build_net, critic
 
-METHODS = ("source_only", "adr", "dta", "i2i")
+METHODS = ("source_only", "minent", "advent", "clan", "adr", "dta", "i2i")
 
 
 @dataclass
@@ -94,6 +92,15 @@ class Config:
     gp: float = 10.0
     n_critic: int = 1
     source_pretrain: int = 0      # I2I: source-only warm-up steps
+    # MinEnt / AdvEnt / CLAN (ADVENT, CLAN; ``lambda_ent`` above is also MinEnt's entropy weight)
+    entropy_ranking: float = 0.0
+    class_prior_mu: float = 0.0
+    lambda_cp: float = 1e-3
+    lambda_adv: float = 1e-3
+    lambda_weight: float = 0.01
+    lambda_local: float = 40.0
+    epsilon: float = 0.4
+    preheat: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -114,6 +121,10 @@ class Config:
 # it off). Those seeds were the only ones used for that choice.
 # I2I uses its digits lambdas (l_c=1, l_z=0.05, l_id=0.1, l_tr=0.02, l_cyc=0.1, l_trc=0.1) and Adam betas
 # (0.5, 0.999), with lr 1e-3 instead of 2e-4 for our short runs; ADR n=4.
+# MinEnt, AdvEnt and CLAN on (N, C) logits: the weights the synthetic segmentation task uses for short runs
+# from scratch (ADVENT's 1e-3 is for ImageNet-initialised ResNet-101 over 100k+ iterations), not tuned here.
+NEW_METHOD_DEFAULTS = {"minent": dict(lambda_ent=0.1), "advent": dict(lambda_adv=0.03),
+                       "clan": dict(lambda_adv=0.3, preheat=0.2)}
 TASK_DEFAULTS: Dict[str, Dict[str, dict]] = {
     "moons": {
         "*": dict(steps=600, batch=128, lr=1e-3, eval_every=50, dropout=0.2),
@@ -122,6 +133,7 @@ TASK_DEFAULTS: Dict[str, Dict[str, dict]] = {
         "dta": dict(dropout=0.0, delta_e=0.2, delta_c=0.2, ramp_epochs=20, lambda_ent=0.01, lambda_vat=1.0,
                     vat_eps=0.3, random_dropout=0.2, kl_norm="sum"),
         "i2i": dict(betas=(0.5, 0.999)),
+        **{m: dict(NEW_METHOD_DEFAULTS[m]) for m in ("minent", "advent", "clan")},
     },
     "digits": {
         "*": dict(steps=500, batch=64, lr=1e-3, eval_every=50, dropout=0.5, width=16, hidden=64),
@@ -130,8 +142,10 @@ TASK_DEFAULTS: Dict[str, Dict[str, dict]] = {
         "dta": dict(lambda_dta=2.0, lambda_ent=0.01, lambda_vat=0.1, delta_e=0.1, delta_c=0.05, ramp_epochs=30,
                     vat_eps=3.5),
         "i2i": dict(betas=(0.5, 0.999)),
+        **{m: dict(NEW_METHOD_DEFAULTS[m]) for m in ("minent", "advent", "clan")},
     },
-    "*": {"*": dict(steps=2000, batch=64, lr=2e-4, betas=(0.5, 0.999))},
+    "*": {"*": dict(steps=2000, batch=64, lr=2e-4, betas=(0.5, 0.999)),
+          **{m: dict(NEW_METHOD_DEFAULTS[m]) for m in ("minent", "advent", "clan")}},
 }
 
 
@@ -154,18 +168,6 @@ def accuracy(model: Callable[[Tensor], Tensor], x: Tensor, y: Tensor, batch: int
     return correct / len(x)
 
 
-def _unit(d: Tensor) -> Tensor:
-    return d / d.flatten(1).norm(dim=1).clamp_min(1e-12).reshape(-1, *[1] * (d.dim() - 1))
-
-
-def gradient_penalty(d: nn.Module, real: Tensor, fake: Tensor, gen: torch.Generator) -> Tensor:
-    """WGAN-GP (Gulrajani et al.): ``E[(||grad D(x_hat)|| - 1)^2]`` on random interpolates."""
-    a = torch.rand(real.shape[0], *[1] * (real.dim() - 1), generator=gen)
-    x = (a * real + (1 - a) * fake).requires_grad_(True)
-    (g,) = torch.autograd.grad(d(x).sum(), x, create_graph=True)
-    return ((g.flatten(1).norm(dim=1) - 1) ** 2).mean()
-
-
 def check_net(net: nn.Module, method: str) -> nn.Module:
     """``net`` if ``method`` can train it (see :class:`Trainer`), else a ValueError saying why."""
     if not all(isinstance(getattr(net, a, None), nn.Module) for a in ("g", "c")):
@@ -174,19 +176,51 @@ def check_net(net: nn.Module, method: str) -> nn.Module:
     if method == "dta" and not all(callable(getattr(net.c, a, None)) for a in ("low", "top")):
         raise ValueError("Trainer: DTA needs `net.c.low` and `net.c.top` (cDTA's mask goes between them), "
                          "as in models.classification.networks.Classifier")
-    if method == "adr" and not isinstance(getattr(net, "c2", None), nn.Module):
-        raise ValueError("Trainer: ADR needs the extra classifier C' as `net.c2`: Net(g, c, c2)")
+    if method in ("adr", "clan") and not isinstance(getattr(net, "c2", None), nn.Module):
+        what = "the extra classifier C'" if method == "adr" else "CLAN's second head"
+        raise ValueError(f"Trainer: {method.upper()} needs {what} as `net.c2`: Net(g, c, c2)")
     return net
+
+
+def hyper(cfg: Config, steps_per_epoch: int, prior: Optional[Tensor] = None):
+    """The method's ``Hyper`` (``uda_ops.methods.<method>``) from the Config fields."""
+    m = cfg.method
+    if m == "minent":
+        return methods.minent.Hyper(lambda_ent=cfg.lambda_ent, entropy_ranking=cfg.entropy_ranking,
+                                    class_prior_mu=cfg.class_prior_mu, lambda_cp=cfg.lambda_cp, prior=prior)
+    if m == "advent":
+        return methods.advent.Hyper(lambda_adv=cfg.lambda_adv)
+    if m == "clan":
+        return methods.clan.Hyper(lambda_adv=cfg.lambda_adv, lambda_weight=cfg.lambda_weight,
+                                  lambda_local=cfg.lambda_local, epsilon=cfg.epsilon, preheat=cfg.preheat,
+                                  iters=cfg.steps)
+    if m == "adr":
+        return methods.adr.Hyper(n_gen=cfg.n_gen, lambda_balance=cfg.adr_balance, divergence=cfg.adr_divergence)
+    if m == "dta":
+        return methods.dta.Hyper(lambda_dta=cfg.lambda_dta, lambda_ent=cfg.lambda_ent, lambda_vat=cfg.lambda_vat,
+                                 delta_e=cfg.delta_e, delta_c=cfg.delta_c, ramp_epochs=cfg.ramp_epochs,
+                                 steps_per_epoch=steps_per_epoch, vat_eps=cfg.vat_eps,
+                                 random_dropout=cfg.random_dropout, detach_reference=cfg.detach_reference,
+                                 kl_norm=cfg.kl_norm)
+    if m == "i2i":
+        return methods.i2i.Hyper(lambda_c=cfg.lambda_c, lambda_z=cfg.lambda_z, lambda_tr=cfg.lambda_tr,
+                                 lambda_id=cfg.lambda_id, lambda_cyc=cfg.lambda_cyc, lambda_trc=cfg.lambda_trc,
+                                 gp=cfg.gp, n_critic=cfg.n_critic, source_pretrain=cfg.source_pretrain)
+    return methods.source_only.Hyper()
 
 
 class Trainer:
     """One run of one method on one task. ``fit()`` returns the metrics dict (history + final numbers).
 
+    The method's losses and update order are ``uda_ops.methods.<method>.step``; this class holds the
+    task's networks, optimisers, batches, evaluation and logging.
+
     ``task``: any :class:`Task` (your own tensors too). ``net``: your own network instead of the task's
     default (``build_net``): a :class:`Net` whose ``g`` is any backbone and whose ``c`` splits into
     ``low`` (to the hidden units, where cDTA's element-wise mask goes) and ``top`` (as
     :class:`Classifier` does); fDTA's channel-wise mask goes on ``g``'s output. ADR also needs ``c2``
-    (its C'), and I2I on images needs ``g`` to return a feature map ``(N, F, h, w)`` for its decoders.
+    (its C'), CLAN ``c2`` (its second head), and I2I on images needs ``g`` to return a feature map
+    ``(N, F, h, w)`` for its decoders.
     """
 
     def __init__(self, cfg: Config, task: Task, progress: bool = False, net: Optional[Net] = None):
@@ -194,30 +228,47 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.gen = torch.Generator().manual_seed(cfg.seed + 1)
         if net is None:
-            net = build_net(task, p=cfg.dropout, extra_classifier=cfg.method == "adr", width=cfg.width,
+            net = build_net(task, p=cfg.dropout, extra_classifier=cfg.method in ("adr", "clan"), width=cfg.width,
                             hidden=cfg.hidden)
         self.net = check_net(net, cfg.method)
         self.k = task.num_classes
-        self.kl_scale = 1.0 / self.k if cfg.kl_norm == "official" else 1.0
         self.steps_per_epoch = max(1, len(task.xs) // cfg.batch)
+        self.method = methods.get(cfg.method)
         adam = lambda params, lr=cfg.lr: torch.optim.Adam(params, lr=lr, betas=tuple(cfg.betas))  # noqa: E731
-        if cfg.method == "adr":
-            self.opt_g, self.opt_c = adam(self.net.g.parameters()), adam(self.net.c.parameters())
-            self.opt_c2 = adam(self.net.c2.parameters())
-        elif cfg.method == "i2i":
+        parts = methods.Parts(g=self.net.g, c=self.net.c, generator=self.gen)
+        m = cfg.method
+        prior = None
+        if m == "adr":
+            parts.c2 = self.net.c2
+            parts.opt_g = adam(self.net.g.parameters())
+            parts.opt_c = adam(list(self.net.c.parameters()) + list(self.net.c2.parameters()))
+        elif m == "i2i":
             feat_shape = self.net.g(task.xs[:2]).shape[1:]
             if len(task.input_shape) == 3 and len(feat_shape) != 3:
                 raise ValueError(f"Trainer: I2I on images needs `net.g` to return a feature map (N, F, h, w) "
                                  f"for its decoders, got (N, {', '.join(map(str, feat_shape))})")
-            self.dec_s = Decoder(feat_shape, task.input_shape)
-            self.dec_t = Decoder(feat_shape, task.input_shape)
-            self.d_z, self.d_s, self.d_t = critic(feat_shape), critic(task.input_shape), critic(task.input_shape)
-            self.opt = adam(list(self.net.parameters()) + list(self.dec_s.parameters())
-                            + list(self.dec_t.parameters()))
-            self.opt_d = adam(list(self.d_z.parameters()) + list(self.d_s.parameters())
-                              + list(self.d_t.parameters()))
+            mods = dict(dec_s=Decoder(feat_shape, task.input_shape), dec_t=Decoder(feat_shape, task.input_shape))
+            mods.update(d_z=critic(feat_shape), d_s=critic(task.input_shape), d_t=critic(task.input_shape))
+            parts.modules = mods
+            parts.opt = adam(list(self.net.parameters()) + list(mods["dec_s"].parameters())
+                             + list(mods["dec_t"].parameters()))
+            parts.opt_d = [adam([p for k in ("d_z", "d_s", "d_t") for p in mods[k].parameters()])]
         else:
-            self.opt = adam(self.net.parameters())
+            if m == "clan":
+                parts.c2 = self.net.c2
+            if m in ("advent", "clan"):  # a discriminator on (N, K) maps: an MLP with one logit
+                parts.discs = [critic((self.k,))]
+                parts.opt_d = [adam(parts.discs[0].parameters())]
+            if m == "minent" and cfg.class_prior_mu > 0:
+                prior = torch.bincount(task.ys, minlength=self.k).float()
+                prior = prior / prior.sum()
+            parts.opt = adam(self.net.parameters())
+        if m == "clan":  # the prediction is the sum of both heads
+            self.predict = lambda x: self.net.c(self.net.g(x)) + self.net.c2(self.net.g(x))  # noqa: E731
+        else:
+            self.predict = self.net
+        self.parts = parts
+        self.hp = hyper(cfg, self.steps_per_epoch, prior)
 
     # ---------------------------------------------------------------------------------- batches
     def batch(self):
@@ -228,180 +279,20 @@ class Trainer:
 
     def evaluate(self) -> Dict[str, float]:
         self.net.eval()
-        out = {"target_acc": accuracy(self.net, self.task.xt_test, self.task.yt_test)}
-        if self.net.c2 is not None:
+        out = {"target_acc": accuracy(self.predict, self.task.xt_test, self.task.yt_test)}
+        if self.net.c2 is not None and self.cfg.method == "adr":
             out["target_acc_c2"] = accuracy(lambda x: self.net.c2(self.net.g(x)), self.task.xt_test,
                                             self.task.yt_test)
-        out["source_acc"] = accuracy(self.net, self.task.xs, self.task.ys)
+        out["source_acc"] = accuracy(self.predict, self.task.xs, self.task.ys)
         self.net.train()
         return out
 
-    # ------------------------------------------------------------------------------------ steps
-    def step_source_only(self, xs, ys, xt) -> Dict[str, Tensor]:
-        loss = F.cross_entropy(self.net(xs), ys)
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt.step()
-        return {"ce": loss}
-
-    def sensitivity(self, z1: Tensor, z2: Tensor) -> Tensor:
-        """ADR Eq. 1 between two dropout passes. ``adr_divergence="official"`` reproduces the ADR code: its
-        KL takes ``log_softmax`` of the probabilities (a bounded divergence) and averages over N*C."""
-        if self.cfg.adr_divergence == "official":
-            return uda_ops.sym_kl(torch.softmax(z1, 1), torch.softmax(z2, 1)) / self.k
-        return uda_ops.sym_kl(z1, z2)
-
-    def step_adr(self, xs, ys, xt) -> Dict[str, Tensor]:
-        c, net = self.cfg, self.net
-        n = len(xs)
-        # Step 1: G, C (and C' on detached features) classify the source.
-        f_s = net.g(torch.cat([xs, xt]))[:n]
-        ce = F.cross_entropy(net.c(f_s), ys)
-        ce2 = F.cross_entropy(net.c2(f_s.detach()), ys)
-        for o in (self.opt_g, self.opt_c, self.opt_c2):
-            o.zero_grad(set_to_none=True)
-        (ce + ce2).backward()
-        for o in (self.opt_g, self.opt_c, self.opt_c2):
-            o.step()
-        # Step 2: C as critic, G fixed: keep the source CE, maximise sensitivity on the target.
-        with torch.no_grad():
-            f = net.g(torch.cat([xs, xt]))
-        z1, z2 = net.c(f), net.c(f)
-        sens_c = self.sensitivity(z1[n:], z2[n:])
-        loss_c = F.cross_entropy(z1[:n], ys) - sens_c
-        self.opt_c.zero_grad(set_to_none=True)
-        loss_c.backward()
-        self.opt_c.step()
-        # Step 3 (n times): G minimises the sensitivity and keeps the target classes balanced (Eq. 5).
-        for _ in range(c.n_gen):
-            f = net.g(torch.cat([xs, xt]))
-            z1, z2 = net.c(f)[n:], net.c(f)[n:]
-            sens_g = self.sensitivity(z1, z2)
-            log_marginal = torch.logsumexp(torch.log_softmax(z1, 1), 0, keepdim=True) - math.log(len(z1))
-            balance = -uda_ops.entropy(log_marginal)
-            loss_g = sens_g + c.adr_balance * balance
-            self.opt_g.zero_grad(set_to_none=True)
-            loss_g.backward()
-            self.opt_g.step()
-        return {"ce": ce, "ce_c2": ce2, "sensitivity_critic": sens_c, "sensitivity_gen": sens_g,
-                "balance": balance}
-
-    def _random_dropout(self, h: Tensor) -> Tensor:
-        p = self.cfg.random_dropout
-        return F.dropout2d(h, p) if h.dim() == 4 else F.dropout(h, p)
-
-    def vat_loss(self, x: Tensor) -> Tensor:
-        """VAT (Miyato et al.): one power iteration for the adversarial direction, radius ``vat_eps``. The
-        clean prediction is a pass over the same batch ``x`` as the perturbed ones, so that BatchNorm
-        normalises all three alike (the main pass normalises source and target together)."""
-        with torch.no_grad():
-            z = self.net(x)
-        d = (1e-6 * _unit(torch.randn_like(x))).requires_grad_(True)
-        (g,) = torch.autograd.grad(uda_ops.kl_div(self.net(x + d), z), d)
-        return uda_ops.kl_div(self.net(x + self.cfg.vat_eps * _unit(g)), z)
-
-    def step_dta(self, xs, ys, xt) -> Dict[str, Tensor]:
-        c, net = self.cfg, self.net
-        epoch = self.step_i // self.steps_per_epoch
-        dc, de = (delta_schedule(epoch, c.ramp_epochs, d) for d in (c.delta_c, c.delta_e))
-        n = len(xs)
-        f = net.g(torch.cat([xs, xt]))  # one batch: the BatchNorm statistics of training match evaluation
-        z = net.c(f)
-        ce = F.cross_entropy(z[:n], ys)
-        f_t, z_t = f[n:], z[n:]
-        out = {"ce": ce}
-        loss = ce
-        with frozen_bn_stats(net):  # auxiliary passes: batch statistics, no running-stat updates
-            if c.lambda_dta:
-                # The random and the adversarial mask are the only dropout in these passes: C's own dropout
-                # layers would add fresh noise to each pass and the Jacobian (DTA Eqs. 9-10).
-                with dropout_disabled(net.c):
-                    # fDTA: channel-wise adversarial dropout on G's output, upper network C.
-                    z_f = net.c(self._random_dropout(f_t))
-                    m_f = adversarial_dropout_mask_for(net.c, f_t, z_f, delta=dc, mode="channel")
-                    l_f = self.kl_scale * uda_ops.kl_div(net.c(m_f * f_t), z_f, detach_target=c.detach_reference)
-                    # cDTA: element-wise adversarial dropout on C's hidden units, upper network C.top.
-                    u = net.c.low(f_t)
-                    z_c = net.c.top(self._random_dropout(u))
-                    m_c = adversarial_dropout_mask_for(net.c.top, u, z_c, delta=de, mode="element")
-                    l_c = self.kl_scale * uda_ops.kl_div(net.c.top(m_c * u), z_c, detach_target=c.detach_reference)
-                loss = loss + c.lambda_dta * (l_f + l_c)
-                out.update(fdta=l_f, cdta=l_c)
-            if c.lambda_vat:
-                l_v = self.kl_scale * self.vat_loss(xt)
-                loss = loss + c.lambda_vat * l_v
-                out["vat"] = l_v
-        if c.lambda_ent:
-            l_e = math.log(self.k) * uda_ops.entropy(z_t)
-            loss = loss + c.lambda_ent * l_e
-            out["entropy"] = l_e
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt.step()
-        return out
-
-    def _wgan_critic(self, d: nn.Module, real: Tensor, fake: Tensor) -> Tensor:
-        return d(fake).mean() - d(real).mean() + self.cfg.gp * gradient_penalty(d, real, fake, self.gen)
-
-    def step_i2i(self, xs, ys, xt) -> Dict[str, Tensor]:
-        c, net = self.cfg, self.net
-        if self.step_i < c.source_pretrain:
-            return self.step_source_only(xs, ys, xt)
-        out = {}
-        # Critics (WGAN-GP), encoder and decoders fixed.
-        if c.lambda_z or c.lambda_tr:
-            for _ in range(c.n_critic):
-                with torch.no_grad(), frozen_bn_stats(net, self.dec_s, self.dec_t):
-                    z = net.g(torch.cat([xs, xt]))
-                    zs, zt = z[:len(xs)], z[len(xs):]
-                    fake_t, fake_s = self.dec_t(zs), self.dec_s(zt)
-                loss_d = xs.new_zeros(())
-                if c.lambda_z:
-                    loss_d = loss_d + self._wgan_critic(self.d_z, zs, zt)
-                if c.lambda_tr:
-                    loss_d = loss_d + self._wgan_critic(self.d_t, xt, fake_t) + self._wgan_critic(self.d_s, xs, fake_s)
-                self.opt_d.zero_grad(set_to_none=True)
-                loss_d.backward()
-                self.opt_d.step()
-            out["critic"] = loss_d
-        n = len(xs)
-        z = net.g(torch.cat([xs, xt]))
-        zs, zt = z[:n], z[n:]
-        q_c = F.cross_entropy(net.c(z)[:n], ys)
-        loss = c.lambda_c * q_c
-        out["ce"] = q_c
-        if c.lambda_z:  # target features towards the source: back-propagated for target samples only
-            q_z = -self.d_z(zt).mean()
-            loss = loss + c.lambda_z * q_z
-            out["q_z"] = q_z
-        need_fake = c.lambda_tr or c.lambda_cyc or c.lambda_trc
-        if need_fake:
-            fake_t, fake_s = self.dec_t(zs), self.dec_s(zt)
-        if c.lambda_tr:
-            q_tr = -self.d_t(fake_t).mean() - self.d_s(fake_s).mean()
-            loss = loss + c.lambda_tr * q_tr
-            out["q_tr"] = q_tr
-        if c.lambda_id:
-            q_id = F.l1_loss(self.dec_s(zs), xs) + F.l1_loss(self.dec_t(zt), xt)
-            loss = loss + c.lambda_id * q_id
-            out["q_id"] = q_id
-        if c.lambda_cyc:
-            q_cyc = F.l1_loss(self.dec_s(net.g(fake_t)), xs) + F.l1_loss(self.dec_t(net.g(fake_s)), xt)
-            loss = loss + c.lambda_cyc * q_cyc
-            out["q_cyc"] = q_cyc
-        if c.lambda_trc:  # translated source keeps its labels; trains the encoder and C, not the decoder
-            q_trc = F.cross_entropy(net(fake_t.detach()), ys)
-            loss = loss + c.lambda_trc * q_trc
-            out["q_trc"] = q_trc
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt.step()
-        return out
+    def step(self, xs: Tensor, ys: Tensor, xt: Tensor) -> Dict[str, float]:
+        return self.method.step(self.parts, self.hp, xs, ys, xt, self.step_i)
 
     # ------------------------------------------------------------------------------------- loop
     def fit(self) -> dict:
         c = self.cfg
-        step_fn = getattr(self, f"step_{c.method}")
         history: List[dict] = []
         sums: Dict[str, float] = {}
         count = 0
@@ -412,9 +303,9 @@ class Trainer:
             from tqdm import tqdm
             it = tqdm(it, desc=f"{c.method} {c.task} seed {c.seed}", leave=False)
         for self.step_i in it:
-            losses = step_fn(*self.batch())
+            losses = self.step(*self.batch())
             for k, v in losses.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach())
+                sums[k] = sums.get(k, 0.0) + float(v)
             count += 1
             if (self.step_i + 1) % c.eval_every == 0 or self.step_i + 1 == c.steps:
                 rec = {"step": self.step_i + 1, **self.evaluate(), **{k: v / count for k, v in sums.items()}}
@@ -428,7 +319,9 @@ class Trainer:
     def state_dict(self) -> dict:
         sd = {"net": self.net.state_dict(), "config": self.cfg.to_dict()}
         if self.cfg.method == "i2i":
-            sd.update(dec_s=self.dec_s.state_dict(), dec_t=self.dec_t.state_dict())
+            sd.update({k: m.state_dict() for k, m in self.parts.modules.items()})
+        for i, d in enumerate(self.parts.discs):
+            sd[f"disc{i}"] = d.state_dict()
         return sd
 
 
