@@ -4,9 +4,10 @@
 //  * A kernel sees P = outer * inner pixels with C classes each; element (o, c, i) of the canonical
 //    view lives at o * C * inner + c * inner + i. Pixel p = o * inner + i, so its classes start at
 //    PixelGeom::base(p) and are `inner` apart. The "rows" layout (channels_last, (N, C)) is inner == 1.
-//  * One thread per pixel, class loop inside: in the planes layout consecutive threads read
-//    consecutive addresses for every class (coalesced); in the rows layout a thread reads its own C
-//    contiguous values (the warp's lines are reused from L1 across the class loop).
+//  * Planes layout (inner > 1): the tile kernels below ("Planes (NCHW) tiles"), a thread per 16 bytes
+//    of contiguous pixels with 128-bit loads and stores. Rows layout (inner == 1), and planes whose
+//    class slab does not fit in shared memory: one thread per pixel, class loop inside (the warp's
+//    lines are reused from L1 across the class loop), the ops' *_rows_kernel.
 //  * Arithmetic in acc_t = float (double for double input); loads/stores convert explicitly (the
 //    torch build defines __CUDA_NO_HALF_CONVERSIONS__, so no implicit __half <-> float).
 //  * SPEC section 6: -inf logits are legal (p = 0, p log p = 0), an all -inf pixel or any NaN gives
