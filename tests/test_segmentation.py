@@ -208,9 +208,10 @@ def test_every_trainer_runs(method):
     assert 0.0 <= res["miou"] <= 1.0 and len(res["iou"]) == 6
     assert all(np.isfinite(v) for h in res["history"] for k, v in h.items())
     keys = set(res["history"][0])
-    assert {"seg"} <= keys
+    assert {"ce"} <= keys
     assert {"minent": {"ent", "cp"}, "advent": {"adv", "d"}, "clan": {"adv", "weight", "d"},
-            "adr": {"sens_c", "sens_g"}, "dta": {"dta", "ent"}, "source_only": set()}[method] <= keys
+            "adr": {"sensitivity_critic", "sensitivity_gen", "ce_c2"}, "dta": {"fdta", "entropy"},
+            "i2i": {"critic", "q_z", "q_tr", "q_id", "q_cyc", "q_trc"}, "source_only": set()}[method] <= keys
     if method == "advent":
         assert len(res["trainer"].discs) == 2  # multi-level: one discriminator per output
     if method == "clan":

@@ -1,4 +1,4 @@
-"""Segmentation UDA trainers: source-only, MinEnt (+ entropy ranking, + class-ratio prior), AdvEnt, CLAN,
+"""Segmentation UDA trainers: source-only, MinEnt (+ entropy ranking, + class-ratio prior), AdvEnt, CLAN, I2I,
 ADR and DTA, on the synthetic shift or on GTA5/SYNTHIA -> Cityscapes; single process or ``torchrun``.
 
     python -m models.segmentation.train --method advent --task synthetic --seed 0 --iters 300 --out runs/advent
@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import uda_ops
+from uda_ops import methods
 
 from . import distributed as D
 from .metrics import evaluate, save_panels
@@ -43,11 +43,10 @@ try:
 except ImportError:  # pragma: no cover
     tqdm = None
 
-METHODS = ("source_only", "minent", "advent", "clan", "adr", "dta")
+METHODS = ("source_only", "minent", "advent", "clan", "adr", "dta", "i2i")
 TASKS = ("synthetic", "gta5", "synthia")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-SOURCE_LABEL, TARGET_LABEL = 0.0, 1.0  # domain labels of ADVENT / CLAN's discriminators
 
 
 @dataclass
@@ -99,6 +98,14 @@ class Config:
     dta_lambda_ent: float = 0.01
     dta_delta_c: float = 0.02
     dta_ramp: int = 1
+    # I2I Adapt (Eq. 7; the Table 1 special cases by zero weights)
+    i2i_lambda_c: float = 1.0
+    i2i_lambda_z: float = 0.05
+    i2i_lambda_tr: float = 0.02
+    i2i_lambda_id: float = 0.1
+    i2i_lambda_cyc: float = 0.1
+    i2i_lambda_trc: float = 0.1
+    i2i_gp: float = 10.0
     # data
     source_root: str = ""
     target_root: str = ""
@@ -226,9 +233,88 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+class _Backbone(nn.Module):
+    """G for the method layer: normalise, backbone; ``layer4`` (or ``{layer3, layer4}`` for multi-level
+    heads). Records the input size for :class:`_Head`'s upsampling."""
+
+    def __init__(self, net, mean, std, use_amp: bool, multi_level: bool):
+        super().__init__()
+        self.backbone, self.multi_level, self.use_amp = net.backbone, multi_level, use_amp
+        self.register_buffer("mean", mean, persistent=False)
+        self.register_buffer("std", std, persistent=False)
+        self.size = None
+
+    def forward(self, x):
+        self.size = x.shape[-2:]
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.use_amp):
+            f = self.backbone((x - self.mean) / self.std)
+        return f if self.multi_level else f["layer4"]
+
+
+class _Head(nn.Module):
+    """C for the method layer: a segmenter head on ``layer4`` (or ``key``), float32 logits upsampled to the
+    last input size of ``g``."""
+
+    def __init__(self, head, g: _Backbone, key: str = "layer4"):
+        super().__init__()
+        self.head, self.key = head, key
+        self.g = [g]  # not a submodule (its parameters are G's)
+
+    def forward(self, f):
+        if isinstance(f, dict):
+            f = f[self.key]
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.g[0].use_amp):
+            z = self.head(f)
+        return F.interpolate(z.float(), size=self.g[0].size, mode="bilinear", align_corners=False)
+
+
+class _ScoreMap(nn.Module):
+    """A discriminator in float32 (bf16 autocast on CUDA inside)."""
+
+    def __init__(self, d, use_amp: bool):
+        super().__init__()
+        self.d, self.use_amp = d, use_amp
+
+    def forward(self, x):
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.use_amp):
+            return self.d(x).float()
+
+
+def method_hyper(cfg: "Config", prior: Optional[torch.Tensor]):
+    """The method's ``uda_ops.methods.<method>.Hyper`` from the Config fields."""
+    m = cfg.method
+    if m == "minent":
+        return methods.minent.Hyper(lambda_ent=cfg.lambda_ent, entropy_ranking=cfg.entropy_ranking,
+                                    class_prior_mu=cfg.class_prior_mu, lambda_cp=cfg.lambda_cp, prior=prior,
+                                    lambda_ent_aux=cfg.lambda_ent_aux)
+    if m == "advent":
+        return methods.advent.Hyper(lambda_adv=cfg.lambda_adv, lambda_adv_aux=cfg.lambda_adv_aux)
+    if m == "clan":
+        return methods.clan.Hyper(lambda_adv=cfg.lambda_adv, lambda_weight=cfg.lambda_weight,
+                                  lambda_local=cfg.lambda_local, epsilon=cfg.epsilon, preheat=cfg.preheat,
+                                  damping=cfg.clan_damping, iters=cfg.iters)
+    if m == "adr":
+        return methods.adr.Hyper(n_gen=cfg.adr_gen_steps, lambda_balance=cfg.adr_lambda_balance,
+                                 divergence="exact", detach_targets=True, joint=False)
+    if m == "dta":
+        # one "epoch" = len(source) / global batch iterations for the ramp-up of delta; fDTA only (no cDTA
+        # split in the segmenter's head), reference = the clean pass, no VAT, normalised entropy
+        return methods.dta.Hyper(lambda_dta=cfg.lambda_dta, lambda_ent=cfg.dta_lambda_ent, lambda_vat=0.0,
+                                 delta_c=cfg.dta_delta_c, delta_e=0.0, ramp_epochs=cfg.dta_ramp,
+                                 steps_per_epoch=max(1, cfg.n_source // max(cfg.batch * D.world(), 1)),
+                                 random_dropout=0.0, kl_norm="sum", entropy_nats=False, cdta=False, joint=False)
+    if m == "i2i":
+        return methods.i2i.Hyper(lambda_c=cfg.i2i_lambda_c, lambda_z=cfg.i2i_lambda_z, lambda_tr=cfg.i2i_lambda_tr,
+                                 lambda_id=cfg.i2i_lambda_id, lambda_cyc=cfg.i2i_lambda_cyc,
+                                 lambda_trc=cfg.i2i_lambda_trc, gp=cfg.i2i_gp)
+    return methods.source_only.Hyper()
+
+
 class SegTrainer:
-    """One object per run; ``step(xs, ys, xt, it)`` does one iteration of ``cfg.method`` and returns the
-    losses as floats."""
+    """One object per run; ``step(xs, ys, xt, it)`` does one iteration of ``cfg.method`` (the method's
+    ``uda_ops.methods`` step over this task's segmenter, discriminators and optimisers) and returns the
+    losses as floats. Gradients are averaged over processes before every optimiser step (``D.allreduce_grads``)
+    when distributed."""
 
     def __init__(self, cfg: Config, classes: int, prior: Optional[torch.Tensor] = None):
         self.cfg, self.C = cfg, classes
@@ -240,64 +326,59 @@ class SegTrainer:
         if cfg.base:
             kw["base"] = cfg.base
         m = cfg.method
-        self.net = build_segmenter(classes, cfg.size, aux=cfg.multi_level and m not in ("adr", "dta"),
-                                   heads=2 if m == "clan" else 1, dropout_head=m == "adr",
-                                   dropout_p=cfg.adr_dropout, norm=cfg.norm, **kw).to(dev)
+        multi = cfg.multi_level and m in ("source_only", "minent", "advent")
+        self.net = build_segmenter(classes, cfg.size, aux=multi, heads=2 if m == "clan" else 1,
+                                   dropout_head=m == "adr", dropout_p=cfg.adr_dropout, norm=cfg.norm, **kw).to(dev)
         if cfg.imagenet_weights:
             rep = load_imagenet_weights(self.net, cfg.imagenet_weights)
             if D.is_main():
                 print(f"loaded {len(rep['loaded'])} ImageNet tensors from {cfg.imagenet_weights} "
                       f"({len(rep['missing'])} missing, {len(rep['skipped'])} skipped)")
-        self.model = D.wrap(self.net, dev)
-        self.discs: List[nn.Module] = []
-        if m in ("advent", "clan"):
-            n = 2 if (m == "advent" and cfg.multi_level) else 1
-            self.discs = [build_discriminator(classes, cfg.size, cfg.ndf).to(dev) for _ in range(n)]
-            for d in self.discs:
-                D.broadcast_params(d)
-            self.opt_d = [torch.optim.Adam(d.parameters(), lr=cfg.lr_d, betas=tuple(cfg.betas_d),
-                                           weight_decay=cfg.weight_decay if m == "clan" else 0.0)
-                          for d in self.discs]
-        sgd = lambda params: torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
-                                             weight_decay=cfg.weight_decay)
-        if m == "adr":
-            self.opt_g = sgd(self.net.backbone.parameters())
-            self.opt_c = sgd(list(self.net.head.parameters()) + list(self.net.clean_head.parameters()))
-            self.opts = [self.opt_g, self.opt_c]
-        else:
-            self.opt = sgd(self.net.parameters())
-            self.opts = [self.opt]
-        self.prior = prior.to(dev) if prior is not None else None
+        D.broadcast_params(self.net)
         self.mean = torch.tensor(IMAGENET_MEAN, device=dev).view(1, 3, 1, 1)
         self.std = torch.tensor(IMAGENET_STD, device=dev).view(1, 3, 1, 1)
         self.use_amp = bool(cfg.amp) and dev.startswith("cuda")
-
-    # -- helpers ---------------------------------------------------------------------------------------
-    def _fwd(self, x, model=None):
-        """Forward at full resolution: dict of float32 logits upsampled to the input size."""
-        model = model or self.model
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.use_amp):
-            o = model((x - self.mean) / self.std)
-        size = x.shape[-2:]
-        up = lambda z: F.interpolate(z.float(), size=size, mode="bilinear", align_corners=False)
-        res = {"out": up(o["out"]), "feat": o["feat"]}
-        if "aux" in o:
-            res["aux"] = up(o["aux"])
-        if "heads" in o:
-            res["heads"] = tuple(up(z) for z in o["heads"])
-        if "clean" in o:
-            res["clean"] = up(o["clean"])
-        return res
-
-    def _seg_loss(self, o, y):
-        loss = F.cross_entropy(o["out"], y, ignore_index=255)
-        if "aux" in o:
-            loss = loss + self.cfg.lambda_seg_aux * F.cross_entropy(o["aux"], y, ignore_index=255)
-        return loss
-
-    def _disc(self, d, x):
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.use_amp):
-            return d(x).float()
+        g = _Backbone(self.net, self.mean, self.std, self.use_amp, multi)
+        parts = methods.Parts(g=g, c=_Head(self.net.head, g), lambda_sup_aux=cfg.lambda_seg_aux,
+                              sync=lambda o: D.allreduce_grads(p for grp in o.param_groups for p in grp["params"]))
+        if multi:
+            parts.aux = _Head(self.net.aux_head, g, "layer3")
+        if m == "clan":
+            parts.c2 = _Head(self.net.head2, g)
+        if m == "adr":
+            parts.c2 = _Head(self.net.clean_head, g)
+        self.discs: List[nn.Module] = []
+        if m in ("advent", "clan"):
+            n = 2 if (m == "advent" and multi) else 1
+            self.discs = [build_discriminator(classes, cfg.size, cfg.ndf).to(dev) for _ in range(n)]
+        elif m == "i2i":  # I2I's decoders (layer4 -> image) and WGAN critics (latent, each image domain)
+            from models.classification.networks import Decoder, critic
+            with torch.no_grad():
+                feat = self.net.backbone(torch.zeros(1, 3, *cfg.crop, device=dev))["layer4"].shape[1:]
+            img = (3, *cfg.crop)
+            parts.modules = {"dec_s": Decoder(feat, img).to(dev), "dec_t": Decoder(feat, img).to(dev)}
+            self.discs = [critic(feat).to(dev), critic(img).to(dev), critic(img).to(dev)]
+            parts.modules.update(zip(("d_z", "d_s", "d_t"), self.discs))
+        for d in self.discs + list(parts.modules.values()):
+            D.broadcast_params(d)
+        parts.discs = [_ScoreMap(d, self.use_amp) for d in self.discs] if m in ("advent", "clan") else []
+        adam_d = lambda ps: torch.optim.Adam(ps, lr=cfg.lr_d, betas=tuple(cfg.betas_d),  # noqa: E731
+                                             weight_decay=cfg.weight_decay if m == "clan" else 0.0)
+        self.opt_d = [adam_d(d.parameters()) for d in self.discs]
+        parts.opt_d = self.opt_d
+        sgd = lambda params: torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,  # noqa: E731
+                                             weight_decay=cfg.weight_decay)
+        if m == "adr":
+            parts.opt_g = sgd(self.net.backbone.parameters())
+            parts.opt_c = sgd(list(self.net.head.parameters()) + list(self.net.clean_head.parameters()))
+            self.opts = [parts.opt_g, parts.opt_c]
+        else:
+            dec = [p for k in ("dec_s", "dec_t") if k in parts.modules for p in parts.modules[k].parameters()]
+            parts.opt = sgd(list(self.net.parameters()) + dec)
+            self.opts = [parts.opt]
+        parts.generator = torch.Generator(device=dev).manual_seed(cfg.seed + 1) if m == "i2i" else None
+        self.parts, self.method = parts, methods.get(m)
+        self.hp = method_hyper(cfg, prior.to(dev) if prior is not None else None)
 
     def set_lr(self, it: int) -> float:
         lr = poly_lr(self.cfg.lr, it, self.cfg.iters, self.cfg.power)
@@ -308,181 +389,7 @@ class SegTrainer:
 
     def step(self, xs, ys, xt, it: int) -> Dict[str, float]:
         self.set_lr(it)
-        return getattr(self, "_step_" + self.cfg.method)(xs, ys, xt, it)
-
-    # -- methods ---------------------------------------------------------------------------------------
-    def _step_source_only(self, xs, ys, xt, it):
-        self.opt.zero_grad(set_to_none=True)
-        loss = self._seg_loss(self._fwd(xs), ys)
-        loss.backward()
-        self.opt.step()
-        return {"seg": loss.item()}
-
-    def _entropy_term(self, z):
-        cfg = self.cfg
-        if cfg.entropy_ranking > 0:
-            return uda_ops.entropy_ranking_loss(z, ratio=cfg.entropy_ranking)
-        return uda_ops.entropy(z)
-
-    def _step_minent(self, xs, ys, xt, it):
-        cfg = self.cfg
-        self.opt.zero_grad(set_to_none=True)
-        seg = self._seg_loss(self._fwd(xs), ys)
-        seg.backward()
-        ot = self._fwd(xt)
-        ent = self._entropy_term(ot["out"])
-        loss_t = cfg.lambda_ent * ent
-        if "aux" in ot:
-            loss_t = loss_t + cfg.lambda_ent_aux * self._entropy_term(ot["aux"])
-        logs = {"seg": seg.item(), "ent": ent.item()}
-        if cfg.class_prior_mu > 0:
-            cp = uda_ops.class_ratio_prior_loss(ot["out"], self.prior, mu=cfg.class_prior_mu)
-            loss_t = loss_t + cfg.lambda_cp * cp
-            logs["cp"] = cp.item()
-        loss_t.backward()
-        self.opt.step()
-        return logs
-
-    def _adv_levels(self, o):
-        """(logits, discriminator index, adversarial weight) per output level of AdvEnt."""
-        lv = [(o["out"], 0, self.cfg.lambda_adv)]
-        if "aux" in o and len(self.discs) > 1:
-            lv.append((o["aux"], 1, self.cfg.lambda_adv_aux))
-        return lv
-
-    def _step_advent(self, xs, ys, xt, it):
-        cfg = self.cfg
-        self.opt.zero_grad(set_to_none=True)
-        for od in self.opt_d:
-            od.zero_grad(set_to_none=True)
-        for d in self.discs:
-            d.requires_grad_(False)
-        # 1) segmenter: source supervision, then fool D on target self-information maps (label: source)
-        os_ = self._fwd(xs)
-        seg = self._seg_loss(os_, ys)
-        seg.backward()
-        ot = self._fwd(xt)
-        adv = 0.0
-        for z, k, lam in self._adv_levels(ot):
-            dout = self._disc(self.discs[k], uda_ops.self_information(z))
-            adv = adv + lam * F.binary_cross_entropy_with_logits(dout, torch.full_like(dout, SOURCE_LABEL))
-        adv.backward()
-        self.opt.step()
-        # 2) discriminators on detached maps: source -> 0, target -> 1 (one pass on the concatenation)
-        ld = 0.0
-        for d in self.discs:
-            d.requires_grad_(True)
-        for (zs, k, _), (zt, _, _) in zip(self._adv_levels(os_), self._adv_levels(ot)):
-            inp = torch.cat([uda_ops.self_information(zs.detach()), uda_ops.self_information(zt.detach())])
-            dout = self._disc(self.discs[k], inp)
-            lab = torch.cat([torch.full_like(dout[:len(zs)], SOURCE_LABEL), torch.full_like(dout[len(zs):], TARGET_LABEL)])
-            loss_d = F.binary_cross_entropy_with_logits(dout, lab)
-            loss_d.backward()
-            ld += loss_d.item()
-        for d, od in zip(self.discs, self.opt_d):
-            D.allreduce_grads(d.parameters())
-            od.step()
-        return {"seg": seg.item(), "adv": adv.item(), "d": ld}
-
-    def _step_clan(self, xs, ys, xt, it):
-        cfg = self.cfg
-        disc, opt_d = self.discs[0], self.opt_d[0]
-        self.opt.zero_grad(set_to_none=True)
-        opt_d.zero_grad(set_to_none=True)
-        disc.requires_grad_(False)
-        heated = it >= cfg.preheat * cfg.iters
-        damping = (1 - it / cfg.iters) if cfg.clan_damping else 1.0
-        # source: segmentation on the ensemble + weight discrepancy of the two heads (Eq. 4)
-        os_ = self._fwd(xs)
-        seg = self._seg_loss(os_, ys)
-        wd = uda_ops.weight_discrepancy_loss(*self.net.heads())
-        (seg + cfg.lambda_weight * wd).backward()
-        # target: self-adaptive adversarial loss (Eq. 5), label "source" to fool D
-        ot = self._fwd(xt)
-        z1, z2 = ot["heads"]
-        d_t = self._disc(disc, F.softmax(ot["out"], 1))
-        d_t = F.interpolate(d_t, size=z1.shape[-2:], mode="bilinear", align_corners=False)
-        lam_l, eps = (cfg.lambda_local, cfg.epsilon) if heated else (0.0, 1.0)
-        adv = uda_ops.clan_adversarial_loss(d_t, z1, z2, target=SOURCE_LABEL, lambda_local=lam_l, epsilon=eps)
-        (cfg.lambda_adv * damping * adv).backward()
-        self.opt.step()
-        # discriminator: source -> 0 (plain BCE), target -> 1 (weighted by the detached discrepancy map)
-        disc.requires_grad_(True)
-        inp = torch.cat([F.softmax(os_["out"].detach(), 1), F.softmax(ot["out"].detach(), 1)])
-        dout = F.interpolate(self._disc(disc, inp), size=z1.shape[-2:], mode="bilinear", align_corners=False)
-        n = len(xs)
-        hs = [z.detach() for z in os_["heads"]]
-        ld_s = uda_ops.clan_adversarial_loss(dout[:n], *hs, target=SOURCE_LABEL, lambda_local=0.0, epsilon=1.0)
-        ld_t = uda_ops.clan_adversarial_loss(dout[n:], z1, z2, target=TARGET_LABEL, lambda_local=lam_l,
-                                             epsilon=eps, detach_weight=True)
-        ld = 0.5 * (ld_s + ld_t)
-        ld.backward()
-        D.allreduce_grads(disc.parameters())
-        opt_d.step()
-        return {"seg": seg.item(), "adv": adv.item(), "weight": wd.item(), "d": ld.item()}
-
-    def _step_adr(self, xs, ys, xt, it):
-        """ADR (Saito et al.) Sec. 3.2: step 1 G+C on source (and C' of Sec. 3.3 on detached features); step 2
-        C maximises the dropout sensitivity on target (+ source CE); step 3 (n times) G minimises it. Steps 2-3 bypass DDP's hooks and all-reduce
-        the updated part's gradients explicitly."""
-        cfg, net = self.cfg, self.net
-        g_params, c_params = list(net.backbone.parameters()), list(net.head.parameters())
-        # step 1
-        for o in self.opts:
-            o.zero_grad(set_to_none=True)
-        o = self._fwd(xs)
-        seg = self._seg_loss(o, ys)
-        (seg + F.cross_entropy(o["clean"], ys, ignore_index=255)).backward()  # C' on detached features
-        self.opt_g.step()
-        self.opt_c.step()
-        # step 2: C only (features fixed)
-        self.opt_c.zero_grad(set_to_none=True)
-        with torch.no_grad():
-            ft = net.backbone((xt - self.mean) / self.std)["layer4"]
-        seg2 = self._seg_loss(self._fwd(xs, net), ys)
-        z1, z2 = net.head(ft), net.head(ft)
-        sens = uda_ops.sym_kl(z1, z2, detach_targets=True)
-        (seg2 - sens).backward()
-        D.allreduce_grads(c_params)
-        self.opt_c.step()
-        # step 3: G only, n times
-        for _ in range(cfg.adr_gen_steps):
-            self.opt_g.zero_grad(set_to_none=True)
-            ft = net.backbone((xt - self.mean) / self.std)["layer4"]
-            z1, z2 = net.head(ft), net.head(ft)
-            sens_g = uda_ops.sym_kl(z1, z2, detach_targets=True)
-            loss = sens_g
-            if cfg.adr_lambda_balance > 0:  # Eq. 5's class-balance term: entropy of the mean prediction
-                pm = F.softmax(z1, 1).mean((0, 2, 3))
-                loss = loss + cfg.adr_lambda_balance * (pm * torch.log(pm + 1e-6)).sum()
-            loss.backward()
-            D.allreduce_grads(g_params)
-            self.opt_g.step()
-        self.opt_c.zero_grad(set_to_none=True)
-        return {"seg": seg.item(), "sens_c": sens.item(), "sens_g": sens_g.item()}
-
-    def _step_dta(self, xs, ys, xt, it):
-        """DTA (Lee et al.) Eq. 12 for segmentation (Table A-1): source CE + lambda_1 KL between the clean and
-        the channel-wise adversarially dropped prediction (CAdD on layer4) + lambda_2 entropy; no VAT."""
-        from uda_ops.dropout import adversarial_dropout_mask_for, delta_schedule
-        cfg, net = self.cfg, self.net
-        self.opt.zero_grad(set_to_none=True)
-        seg = self._seg_loss(self._fwd(xs), ys)
-        seg.backward()
-        # one "epoch" = len(source) / global batch iterations for the ramp-up of delta
-        epoch = it * cfg.batch * D.world() // max(cfg.n_source, 1)
-        delta = delta_schedule(epoch, cfg.dta_ramp, cfg.dta_delta_c)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.use_amp):
-            o = self.model((xt - self.mean) / self.std)
-            h, z = o["feat"], o["out"]
-            mask = adversarial_dropout_mask_for(net.head, h, z, delta=delta, mode="channel")
-            z_adv = net.head(h * mask)
-        z, z_adv = z.float(), z_adv.float()
-        dta = uda_ops.kl_div(z_adv, z.detach())
-        ent = uda_ops.entropy(z)
-        (cfg.lambda_dta * dta + cfg.dta_lambda_ent * ent).backward()
-        self.opt.step()
-        return {"seg": seg.item(), "dta": dta.item(), "ent": ent.item(), "delta": delta}
+        return self.method.step(self.parts, self.hp, xs, ys, xt, it)
 
     # -- state -----------------------------------------------------------------------------------------
     def state_dict(self):

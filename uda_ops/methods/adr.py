@@ -23,7 +23,7 @@ from torch import Tensor
 
 import uda_ops
 
-from .base import Parts, floats, step as _opt_step, zero_grad
+from .base import Parts, floats, apply, zero_grad
 
 
 @dataclass
@@ -32,12 +32,13 @@ class Hyper:
     lambda_balance: float = 1.0
     divergence: str = "official"   # or "exact"
     joint: bool = True
+    detach_targets: bool = False   # "exact": each KL's target distribution held constant
 
 
-def sensitivity(z1: Tensor, z2: Tensor, divergence: str = "official") -> Tensor:
+def sensitivity(z1: Tensor, z2: Tensor, divergence: str = "official", detach_targets: bool = False) -> Tensor:
     if divergence == "official":
         return uda_ops.sym_kl(torch.softmax(z1, 1), torch.softmax(z2, 1)) / z1.shape[1]
-    return uda_ops.sym_kl(z1, z2)
+    return uda_ops.sym_kl(z1, z2, detach_targets=detach_targets)
 
 
 def balance(z: Tensor) -> Tensor:
@@ -66,7 +67,7 @@ def step(parts: Parts, hp: Hyper, xs: Tensor, ys: Tensor, xt: Tensor, it: int = 
         out["ce_c2"] = ce2
     zero_grad(parts.opt_g, parts.opt_c)
     loss.backward()
-    _opt_step(parts.opt_g, parts.opt_c)
+    apply(parts, parts.opt_g, parts.opt_c)
     # 2: C as critic, G fixed
     with torch.no_grad():
         f_s, f_t = _features(parts, hp, xs, xt)
@@ -75,10 +76,10 @@ def step(parts: Parts, hp: Hyper, xs: Tensor, ys: Tensor, xt: Tensor, it: int = 
         zs, z1, z2 = z1[:len(xs)], z1[len(xs):], z2[len(xs):]
     else:
         zs, z1, z2 = parts.c(f_s), parts.c(f_t), parts.c(f_t)
-    sens_c = sensitivity(z1, z2, hp.divergence)
+    sens_c = sensitivity(z1, z2, hp.divergence, hp.detach_targets)
     zero_grad(parts.opt_c)
     (parts.sup_loss(zs, ys) - sens_c).backward()
-    _opt_step(parts.opt_c)
+    apply(parts, parts.opt_c)
     # 3: G, n_gen times
     n = len(xs)
     for _ in range(hp.n_gen):
@@ -88,7 +89,7 @@ def step(parts: Parts, hp: Hyper, xs: Tensor, ys: Tensor, xt: Tensor, it: int = 
         else:
             f_t = parts.g(xt)
             z1, z2 = parts.c(f_t), parts.c(f_t)
-        sens_g = sensitivity(z1, z2, hp.divergence)
+        sens_g = sensitivity(z1, z2, hp.divergence, hp.detach_targets)
         loss_g = sens_g
         if hp.lambda_balance:
             bal = balance(z1)
@@ -96,7 +97,7 @@ def step(parts: Parts, hp: Hyper, xs: Tensor, ys: Tensor, xt: Tensor, it: int = 
             out["balance"] = bal
         zero_grad(parts.opt_g)
         loss_g.backward()
-        _opt_step(parts.opt_g)
+        apply(parts, parts.opt_g)
     zero_grad(parts.opt_c)  # step 3's backward reached C's gradients; they are not applied
     out.update(sensitivity_critic=sens_c)
     if hp.n_gen:

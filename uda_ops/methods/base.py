@@ -44,9 +44,23 @@ class Parts:
     sup_loss: Callable[[Tensor, Tensor], Tensor] = cross_entropy
     modules: Dict[str, nn.Module] = field(default_factory=dict)
     generator: Optional[torch.Generator] = None  # random numbers of the methods' own sampling (I2I's GP)
+    aux: Optional[Callable[[Tensor], Tensor]] = None  # a second-level head on g's output (ADVENT multi-level)
+    lambda_sup_aux: float = 0.1                      # weight of the aux head's supervised loss
+    sync: Optional[Callable[[torch.optim.Optimizer], None]] = None  # before each optimiser step (e.g. DDP
+    #                                                 gradient all-reduce of that optimiser's parameters)
 
     def logits(self, x: Tensor) -> Tensor:
         return self.c(self.g(x))
+
+    def supervised(self, f, y: Tensor):
+        """(main logits, aux logits or None, source loss incl. ``lambda_sup_aux`` x the aux head's) on
+        features ``f = g(x)``."""
+        z = self.c(f)
+        loss = self.sup_loss(z, y)
+        za = self.aux(f) if self.aux is not None else None
+        if za is not None:
+            loss = loss + self.lambda_sup_aux * self.sup_loss(za, y)
+        return z, za, loss
 
 
 def match_grid(d_out: Tensor, z: Tensor) -> Tensor:
@@ -63,9 +77,12 @@ def zero_grad(*opts) -> None:
             o.zero_grad(set_to_none=True)
 
 
-def step(*opts) -> None:
+def apply(parts: Parts, *opts) -> None:
+    """``parts.sync(o)`` then ``o.step()`` for each optimiser given."""
     for o in opts:
         if o is not None:
+            if parts.sync is not None:
+                parts.sync(o)
             o.step()
 
 

@@ -18,7 +18,7 @@ from torch import Tensor
 
 import uda_ops
 
-from .base import SOURCE_LABEL, TARGET_LABEL, Parts, floats, match_grid, requires_grad, step as _opt_step, zero_grad
+from .base import SOURCE_LABEL, TARGET_LABEL, Parts, floats, match_grid, requires_grad, apply, zero_grad
 
 
 @dataclass
@@ -55,7 +55,7 @@ def step(parts: Parts, hp: Hyper, xs: Tensor, ys: Tensor, xt: Tensor, it: int = 
     d_t = match_grid(d(F.softmax(z1 + z2, 1)), z1)
     adv = uda_ops.clan_adversarial_loss(d_t, z1, z2, target=SOURCE_LABEL, lambda_local=lam_l, epsilon=eps)
     (hp.lambda_adv * damping * adv).backward()
-    _opt_step(parts.opt)
+    apply(parts, parts.opt)
     requires_grad(parts.discs, True)
     inp = torch.cat([F.softmax((hs[0] + hs[1]).detach(), 1), F.softmax((z1 + z2).detach(), 1)])
     dout = match_grid(d(inp), z1)
@@ -66,5 +66,5 @@ def step(parts: Parts, hp: Hyper, xs: Tensor, ys: Tensor, xt: Tensor, it: int = 
                                          lambda_local=lam_l, epsilon=eps, detach_weight=True)
     ld = 0.5 * (ld_s + ld_t)
     ld.backward()
-    _opt_step(*opt_d)
+    apply(parts, *opt_d)
     return floats({"ce": ce, "adv": adv, "weight": wd, "d": ld})

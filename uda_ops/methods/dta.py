@@ -27,7 +27,7 @@ from torch import Tensor
 import uda_ops
 from uda_ops.dropout import adversarial_dropout_mask_for, delta_schedule, dropout_disabled, frozen_bn_stats
 
-from .base import Parts, floats, step as _opt_step, zero_grad
+from .base import Parts, floats, apply, zero_grad
 
 
 @dataclass
@@ -115,6 +115,6 @@ def step(parts: Parts, hp: Hyper, xs: Tensor, ys: Tensor, xt: Tensor, it: int = 
         out["entropy"] = l_e
     zero_grad(parts.opt)
     loss.backward()
-    _opt_step(parts.opt)
+    apply(parts, parts.opt)
     out["delta"] = dc
     return floats(out)

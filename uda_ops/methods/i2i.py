@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from uda_ops.dropout import frozen_bn_stats
 
-from .base import Parts, floats, step as _opt_step, zero_grad
+from .base import Parts, floats, apply, zero_grad
 
 
 @dataclass
@@ -78,7 +78,7 @@ def step(parts: Parts, hp: Hyper, xs: Tensor, ys: Tensor, xt: Tensor, it: int = 
                           + wgan_critic(m["d_s"], xs, fake_s, hp.gp, parts.generator))
             zero_grad(*parts.opt_d)
             loss_d.backward()
-            _opt_step(*parts.opt_d)
+            apply(parts, *parts.opt_d)
         out["critic"] = loss_d
     z = g(torch.cat([xs, xt]))
     zs, zt = z[:n], z[n:]
@@ -109,5 +109,5 @@ def step(parts: Parts, hp: Hyper, xs: Tensor, ys: Tensor, xt: Tensor, it: int = 
         out["q_trc"] = q_trc
     zero_grad(parts.opt)
     loss.backward()
-    _opt_step(parts.opt)
+    apply(parts, parts.opt)
     return floats(out)

@@ -13,7 +13,7 @@ from torch import Tensor
 
 import uda_ops
 
-from .base import Parts, floats, step as _opt_step, zero_grad
+from .base import Parts, floats, apply, zero_grad
 
 
 @dataclass
@@ -23,6 +23,7 @@ class Hyper:
     class_prior_mu: float = 0.0    # > 0: class-ratio prior (paper 0.5)
     lambda_cp: float = 1e-3
     prior: Optional[Tensor] = None
+    lambda_ent_aux: float = 2e-4   # on ``parts.aux``'s logits, when there is an aux head
 
 
 def entropy_term(z: Tensor, hp: Hyper) -> Tensor:
@@ -33,11 +34,14 @@ def entropy_term(z: Tensor, hp: Hyper) -> Tensor:
 
 def step(parts: Parts, hp: Hyper, xs: Tensor, ys: Tensor, xt: Tensor, it: int = 0) -> Dict[str, float]:
     zero_grad(parts.opt)
-    seg = parts.sup_loss(parts.logits(xs), ys)
+    _, _, seg = parts.supervised(parts.g(xs), ys)
     seg.backward()
-    zt = parts.logits(xt)
+    ft = parts.g(xt)
+    zt = parts.c(ft)
     ent = entropy_term(zt, hp)
     loss_t = hp.lambda_ent * ent
+    if parts.aux is not None:
+        loss_t = loss_t + hp.lambda_ent_aux * entropy_term(parts.aux(ft), hp)
     out = {"ce": seg, "ent": ent}
     if hp.class_prior_mu > 0:
         if hp.prior is None:
@@ -46,5 +50,5 @@ def step(parts: Parts, hp: Hyper, xs: Tensor, ys: Tensor, xt: Tensor, it: int = 
         loss_t = loss_t + hp.lambda_cp * cp
         out["cp"] = cp
     loss_t.backward()
-    _opt_step(parts.opt)
+    apply(parts, parts.opt)
     return floats(out)

@@ -6,7 +6,7 @@ from typing import Dict
 
 from torch import Tensor
 
-from .base import Parts, floats, step as _opt_step, zero_grad
+from .base import Parts, floats, apply, zero_grad
 
 
 @dataclass
@@ -15,8 +15,8 @@ class Hyper:
 
 
 def step(parts: Parts, hp: Hyper, xs: Tensor, ys: Tensor, xt: Tensor, it: int = 0) -> Dict[str, float]:
-    loss = parts.sup_loss(parts.logits(xs), ys)
+    _, _, loss = parts.supervised(parts.g(xs), ys)
     zero_grad(parts.opt)
     loss.backward()
-    _opt_step(parts.opt)
+    apply(parts, parts.opt)
     return floats({"ce": loss})
