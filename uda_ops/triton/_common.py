@@ -236,6 +236,13 @@ def load_tile(ptr, offs, mask, F64: tl.constexpr):
 
 
 @triton.jit
+def load_pair(a_ptr, b_ptr, o, q, c0, Q, C, q_stride, c_stride, o_stride, F64: tl.constexpr, CB: tl.constexpr):
+    """The same tile (classes c0.., pixels q of group o) of two inputs: offsets, mask, a, b."""
+    offs, mask = tile_offsets(o, q, c0, Q, C, q_stride, c_stride, o_stride, CB)
+    return offs, mask, load_tile(a_ptr, offs, mask, F64), load_tile(b_ptr, offs, mask, F64)
+
+
+@triton.jit
 def neg_inf(q, F64: tl.constexpr):
     """Per-pixel -inf in the accumulation dtype: the running max before the first chunk."""
     return to_acc(tl.full(q.shape, float("-inf"), tl.float32), F64)
@@ -325,9 +332,8 @@ def cosine_stats(z1_ptr, z2_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64: 
     s11 = tl.zeros_like(m1)
     s22 = tl.zeros_like(m1)
     for c0 in range(0, C, CB):
-        offs, mask = tile_offsets(o, q, c0, Q, C, q_stride, c_stride, o_stride, CB)
-        m1, m2, s12, s11, s22, e1, e2 = cosine_step(m1, m2, s12, s11, s22, load_tile(z1_ptr, offs, mask, F64),
-                                                    load_tile(z2_ptr, offs, mask, F64), mask)
+        offs, mask, z1, z2 = load_pair(z1_ptr, z2_ptr, o, q, c0, Q, C, q_stride, c_stride, o_stride, F64, CB)
+        m1, m2, s12, s11, s22, e1, e2 = cosine_step(m1, m2, s12, s11, s22, z1, z2, mask)
     cos, inv12, inv11, inv22 = cosine_finish(m1, m2, s12, s11, s22)
     return m1, m2, cos, inv12, inv11, inv22
 
@@ -346,11 +352,10 @@ def cosine_backward(z1_ptr, z2_ptr, g1_ptr, g2_ptr, o, q, Q, C, q_stride, c_stri
     """Writes gm * dM/dz1, gm * dM/dz2 of a pixel tile and returns cos. C <= CB (ONE): one load and one exp
     per element, gradients from registers; else the online statistics, then each chunk re-read once."""
     if ONE:
-        offs, mask = tile_offsets(o, q, 0, Q, C, q_stride, c_stride, o_stride, CB)
+        offs, mask, z1, z2 = load_pair(z1_ptr, z2_ptr, o, q, 0, Q, C, q_stride, c_stride, o_stride, F64, CB)
         m0 = neg_inf(q, F64)
         zero = tl.zeros_like(m0)
-        m1, m2, s12, s11, s22, e1, e2 = cosine_step(m0, m0, zero, zero, zero, load_tile(z1_ptr, offs, mask, F64),
-                                                    load_tile(z2_ptr, offs, mask, F64), mask)
+        m1, m2, s12, s11, s22, e1, e2 = cosine_step(m0, m0, zero, zero, zero, z1, z2, mask)
         cos, inv12, inv11, inv22 = cosine_finish(m1, m2, s12, s11, s22)
         cosine_grad_tile(g1_ptr, g2_ptr, offs, mask, e1, e2, cos, inv12, inv11, inv22, gm)
     else:

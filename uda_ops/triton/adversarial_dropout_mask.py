@@ -190,9 +190,9 @@ def channel_adversarial_dropout_mask(grad: Tensor, activation: Tensor, base_mask
         cap_p = 1024 if K.INTERPRET else 128
         block_p = max(16, min(cap_p, triton.next_power_of_2(max(HW, 1))))
         block_c = max(2, min(64 if rows else 16, triton.next_power_of_2(C)))
-        K.launch(_channel_impact, (N, triton.cdiv(C, block_c)), gc, hc, impact, C, HW, 1 if rows else HW, C if rows else 1,
-                                                       F64=grad.dtype == torch.float64, BLOCK_C=block_c,
-                                                       BLOCK_P=block_p, num_warps=K.NUM_WARPS)
+        K.launch(_channel_impact, (N, triton.cdiv(C, block_c)), gc, hc, impact, C, HW, 1 if rows else HW,
+                 C if rows else 1, F64=grad.dtype == torch.float64, BLOCK_C=block_c, BLOCK_P=block_p,
+                 num_warps=K.NUM_WARPS)
     return _search(impact, base_mask, max_flips, rescale, grad.dtype)
 
 

@@ -44,23 +44,24 @@ def _kl_finish(mx, sx, my, sy, t):
 
 
 @triton.jit
-def _kl_stats(x_ptr, y_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64: tl.constexpr, CB: tl.constexpr):
-    """Over chunks: the maxima first, then the sums w.r.t. the final maxima (a second read of each chunk):
-    KL's y' - x' then rounds exactly as in a single tile, which the target gradient q (log q - log p - KL)
-    needs at |z| ~ 1e4 (an online shift of t costs an ulp of KL there)."""
+def _kl_stats(x_ptr, y_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64: tl.constexpr, CB: tl.constexpr,
+              ONE: tl.constexpr):
+    """One tile (ONE): one read. Over chunks: the maxima first, then the sums w.r.t. the final maxima (a second
+    read of each chunk): KL's y' - x' then rounds exactly as in a single tile, which the target gradient
+    q (log q - log p - KL) needs at |z| ~ 1e4 (an online shift of t costs an ulp of KL there)."""
     mx = K.neg_inf(q, F64)
     my = mx
-    for c0 in range(0, C, CB):
-        offs, mask = K.tile_offsets(o, q, c0, Q, C, q_stride, c_stride, o_stride, CB)
-        mx = tl.maximum(mx, tl.max(tl.where(mask, K.load_tile(x_ptr, offs, mask, F64), float("-inf")), axis=0))
-        my = tl.maximum(my, tl.max(tl.where(mask, K.load_tile(y_ptr, offs, mask, F64), float("-inf")), axis=0))
+    if not ONE:
+        for c0 in range(0, C, CB):
+            offs, mask, x, y = K.load_pair(x_ptr, y_ptr, o, q, c0, Q, C, q_stride, c_stride, o_stride, F64, CB)
+            mx = tl.maximum(mx, tl.max(tl.where(mask, x, float("-inf")), axis=0))
+            my = tl.maximum(my, tl.max(tl.where(mask, y, float("-inf")), axis=0))
     sx = tl.zeros_like(mx)
     sy = sx
     t = sx
     for c0 in range(0, C, CB):
-        offs, mask = K.tile_offsets(o, q, c0, Q, C, q_stride, c_stride, o_stride, CB)
-        mx, sx, my, sy, t, ex, ey = _kl_step(mx, sx, my, sy, t, K.load_tile(x_ptr, offs, mask, F64),
-                                             K.load_tile(y_ptr, offs, mask, F64), mask)
+        offs, mask, x, y = K.load_pair(x_ptr, y_ptr, o, q, c0, Q, C, q_stride, c_stride, o_stride, F64, CB)
+        mx, sx, my, sy, t, ex, ey = _kl_step(mx, sx, my, sy, t, x, y, mask)
     return mx, sx, my, sy, t
 
 
@@ -68,7 +69,7 @@ def _kl_stats(x_ptr, y_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64: tl.co
 def _kl_div_fwd(x_ptr, y_ptr, out_ptr, Q, NQ, C, q_stride, c_stride, o_stride, F64: tl.constexpr,
                 CB: tl.constexpr, BP: tl.constexpr, ONE: tl.constexpr):
     o, q = K.tile_pixels(NQ, BP)
-    mx, sx, my, sy, t = _kl_stats(x_ptr, y_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64, CB)
+    mx, sx, my, sy, t = _kl_stats(x_ptr, y_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64, CB, ONE)
     ix, iy, lx, ly, kl = _kl_finish(mx, sx, my, sy, t)
     K.store(out_ptr, o * Q + q, kl, q < Q)
 
@@ -91,21 +92,17 @@ def _kl_div_bwd(x_ptr, y_ptr, g_ptr, g_stride, gx_ptr, gy_ptr, Q, NQ, C, q_strid
     o, q = K.tile_pixels(NQ, BP)
     g = K.load_map(g_ptr, o, q, Q, g_stride, F64)
     if ONE:  # one load, one exp per element; gradients from registers
-        offs, mask = K.tile_offsets(o, q, 0, Q, C, q_stride, c_stride, o_stride, CB)
-        x = K.load_tile(x_ptr, offs, mask, F64)
-        y = K.load_tile(y_ptr, offs, mask, F64)
+        offs, mask, x, y = K.load_pair(x_ptr, y_ptr, o, q, 0, Q, C, q_stride, c_stride, o_stride, F64, CB)
         m0 = K.neg_inf(q, F64)
         z0 = tl.zeros_like(m0)
         mx, sx, my, sy, t, ex, ey = _kl_step(m0, z0, m0, z0, z0, x, y, mask)
         ix, iy, lx, ly, kl = _kl_finish(mx, sx, my, sy, t)
         _kl_grad(gx_ptr, gy_ptr, offs, mask, x, y, ex, ey, mx, my, ix, iy, lx, ly, kl, g, NEED_TARGET)
     else:
-        mx, sx, my, sy, t = _kl_stats(x_ptr, y_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64, CB)
+        mx, sx, my, sy, t = _kl_stats(x_ptr, y_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64, CB, ONE)
         ix, iy, lx, ly, kl = _kl_finish(mx, sx, my, sy, t)
         for c0 in range(0, C, CB):
-            offs, mask = K.tile_offsets(o, q, c0, Q, C, q_stride, c_stride, o_stride, CB)
-            x = K.load_tile(x_ptr, offs, mask, F64)
-            y = K.load_tile(y_ptr, offs, mask, F64)
+            offs, mask, x, y = K.load_pair(x_ptr, y_ptr, o, q, c0, Q, C, q_stride, c_stride, o_stride, F64, CB)
             _kl_grad(gx_ptr, gy_ptr, offs, mask, x, y, K.chunk_exp(x, mx, mask), K.chunk_exp(y, my, mask), mx, my,
                      ix, iy, lx, ly, kl, g, NEED_TARGET)
 

@@ -2,8 +2,9 @@
 kernels + the custom ops uda_ops_triton::self_information / self_information_backward.
 
 Backward for the upstream gradient G (same shape as z): u_c = G_c (1 + log p_c),
-dL/dz_j = -(p_j / log C)(u_j - sum_c p_c u_c); sum_c p_c u_c is accumulated in pass 2 unnormalised:
-sum_c mul0(e_c, G_c (1 + z'_c)) / s - log s * sum_c e_c G_c / s, with z' = z - max z."""
+dL/dz_j = -(p_j / log C)(u_j - sum_c p_c u_c); sum_c p_c u_c is accumulated unnormalised (online over chunks
+of classes, with the exp-sum s): sum_c mul0(e_c, G_c (1 + z'_c)) / s - log s * sum_c e_c G_c / s, with
+z' = z - max z. G is read through its own strides: the expanded gradient of .sum() is never materialised."""
 from __future__ import annotations
 
 import math
@@ -86,7 +87,7 @@ def _self_information_bwd(z_ptr, g_ptr, g_o, g_q, g_c, gz_ptr, Q, NQ, C, q_strid
     t2 = tl.zeros_like(m)
     if ONE:
         offs, mask = K.tile_offsets(o, q, 0, Q, C, q_stride, c_stride, o_stride, CB)
-        goffs, gmask = K.tile_offsets(o, q, 0, Q, C, g_q, g_c, g_o, CB)
+        goffs, _ = K.tile_offsets(o, q, 0, Q, C, g_q, g_c, g_o, CB)
         z = K.load_tile(z_ptr, offs, mask, F64)
         g = K.load_tile(g_ptr, goffs, mask, F64)
         m, s, t1, t2, e = _si_bwd_step(m, s, t1, t2, z, g, mask)
@@ -94,12 +95,12 @@ def _self_information_bwd(z_ptr, g_ptr, g_o, g_q, g_c, gz_ptr, Q, NQ, C, q_strid
     else:
         for c0 in range(0, C, CB):
             offs, mask = K.tile_offsets(o, q, c0, Q, C, q_stride, c_stride, o_stride, CB)
-            goffs, gmask = K.tile_offsets(o, q, c0, Q, C, g_q, g_c, g_o, CB)
+            goffs, _ = K.tile_offsets(o, q, c0, Q, C, g_q, g_c, g_o, CB)
             m, s, t1, t2, e = _si_bwd_step(m, s, t1, t2, K.load_tile(z_ptr, offs, mask, F64),
                                            K.load_tile(g_ptr, goffs, mask, F64), mask)
         for c0 in range(0, C, CB):
             offs, mask = K.tile_offsets(o, q, c0, Q, C, q_stride, c_stride, o_stride, CB)
-            goffs, gmask = K.tile_offsets(o, q, c0, Q, C, g_q, g_c, g_o, CB)
+            goffs, _ = K.tile_offsets(o, q, c0, Q, C, g_q, g_c, g_o, CB)
             z = K.load_tile(z_ptr, offs, mask, F64)
             _si_bwd_tile(gz_ptr, offs, mask, z, K.load_tile(g_ptr, goffs, mask, F64), K.chunk_exp(z, m, mask), m, s,
                          t1, t2, neg_inv_log_c)

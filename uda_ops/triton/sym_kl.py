@@ -36,9 +36,8 @@ def _pair_stats(a_ptr, b_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64: tl.
     ta = sa
     tb = sa
     for c0 in range(0, C, CB):
-        offs, mask = K.tile_offsets(o, q, c0, Q, C, q_stride, c_stride, o_stride, CB)
-        ma, sa, ta, mb, sb, tb, ea, eb = _pair_step(ma, sa, ta, mb, sb, tb, K.load_tile(a_ptr, offs, mask, F64),
-                                                    K.load_tile(b_ptr, offs, mask, F64), mask)
+        offs, mask, a, b = K.load_pair(a_ptr, b_ptr, o, q, c0, Q, C, q_stride, c_stride, o_stride, F64, CB)
+        ma, sa, ta, mb, sb, tb, ea, eb = _pair_step(ma, sa, ta, mb, sb, tb, a, b, mask)
     return ma, sa, ta, mb, sb, tb
 
 
@@ -72,9 +71,7 @@ def _sym_kl_bwd(a_ptr, b_ptr, g_ptr, g_stride, ga_ptr, gb_ptr, Q, NQ, C, q_strid
     o, q = K.tile_pixels(NQ, BP)
     hg = 0.5 * K.load_map(g_ptr, o, q, Q, g_stride, F64)
     if ONE:  # one load, one exp per element; gradients from registers
-        offs, mask = K.tile_offsets(o, q, 0, Q, C, q_stride, c_stride, o_stride, CB)
-        a = K.load_tile(a_ptr, offs, mask, F64)
-        b = K.load_tile(b_ptr, offs, mask, F64)
+        offs, mask, a, b = K.load_pair(a_ptr, b_ptr, o, q, 0, Q, C, q_stride, c_stride, o_stride, F64, CB)
         m0 = K.neg_inf(q, F64)
         z0 = tl.zeros_like(m0)
         ma, sa, ta, mb, sb, tb, ea, eb = _pair_step(m0, z0, z0, m0, z0, z0, a, b, mask)
@@ -86,9 +83,7 @@ def _sym_kl_bwd(a_ptr, b_ptr, g_ptr, g_stride, ga_ptr, gb_ptr, Q, NQ, C, q_strid
         ia = K.inv_sum(ma, sa)
         ib = K.inv_sum(mb, sb)
         for c0 in range(0, C, CB):
-            offs, mask = K.tile_offsets(o, q, c0, Q, C, q_stride, c_stride, o_stride, CB)
-            a = K.load_tile(a_ptr, offs, mask, F64)
-            b = K.load_tile(b_ptr, offs, mask, F64)
+            offs, mask, a, b = K.load_pair(a_ptr, b_ptr, o, q, c0, Q, C, q_stride, c_stride, o_stride, F64, CB)
             _sym_kl_grad(ga_ptr, gb_ptr, offs, mask, a, b, K.chunk_exp(a, ma, mask), K.chunk_exp(b, mb, mask),
                          ia, ib, ta * ia, tb * ib, hg, DETACH)
 
