@@ -41,9 +41,9 @@ demo: build
 	@mkdir -p demo_out
 	$(PY) benchmarks/summary.py --save --json demo_out/benchmark_summary.json
 	$(PY) -m models.minent_toy --seeds 5
-	$(PY) -m models.compare --task moons --methods source_only,adr,dta --seeds 5 --out demo_out/classification
-	$(PY) -m models.compare --task digits --methods source_only,adr,dta,i2i --seeds 3 --out demo_out/classification
-	$(PY) -m models.segmentation.compare --methods source_only,minent,advent,clan --seeds 3 --out demo_out/segmentation
+	$(PY) -m models.compare --task moons --methods source_only,adr,dta --seeds 5 --out demo_out/classification/moons --json demo_out/moons.json
+	$(PY) -m models.compare --task digits --methods source_only,adr,dta,i2i --seeds 3 --out demo_out/classification/digits --json demo_out/digits.json
+	$(PY) -m models.compare --task synthetic --methods source_only,minent,advent,clan,i2i --seeds 3 --out demo_out/segmentation --json demo_out/synthetic.json
 
 # On a machine with a CUDA GPU: the CUDA/Triton suite (also under compute-sanitizer) and the GPU benchmarks.
 gpu-test: build

@@ -289,39 +289,32 @@ def test_digit_file_task_and_training(tmp_path):
 def test_cli_writes_metrics_plot_checkpoint(tmp_path, capsys):
     from models import train
     out = tmp_path / "run"
-    train.main(["--method", "dta", "--task", "moons", "--steps", "20", "--out", str(out), "--no-progress",
+    train.main(["--method", "dta", "--task", "moons", "--iters", "20", "--out", str(out), "--no-progress",
                 "--set", "eval_every=10"])
-    printed = capsys.readouterr().out
-    assert printed.startswith("config:")
+    assert "target_acc" in capsys.readouterr().out
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["config"]["method"] == "dta" and len(metrics["history"]) == 2
-    assert (out / "metrics.png").stat().st_size > 0 and (out / "checkpoint.pt").stat().st_size > 0
+    assert metrics["metric"] == "target_acc" and 0 <= metrics["final"]["target_acc"] <= 100
+    assert json.loads((out / "config.json").read_text())["steps"] == 20
+    assert (out / "curves.png").stat().st_size > 0 and (out / "checkpoint.pt").stat().st_size > 0
 
 
-def test_compare_cli(tmp_path, capsys):
+def test_compare_cli_json_contract(tmp_path, capsys):
     from models import compare
-    summary = compare.main(["--task", "moons", "--methods", "source_only,dta", "--seeds", "2", "--steps", "10",
-                            "--jobs", "1", "--out", str(tmp_path), "--set", "eval_every=5"])
-    assert set(summary) == {"source_only", "dta"} and len(summary["dta"]["per_seed"]) == 2
-    assert (tmp_path / "compare_moons.json").exists() and (tmp_path / "compare_moons.png").exists()
-    assert (tmp_path / "compare_moons_boundaries.png").stat().st_size > 0
+    path = tmp_path / "moons.json"
+    res = compare.main(["--task", "moons", "--methods", "source_only,clan", "--seeds", "1,3", "--iters", "10",
+                        "--workers", "1", "--json", str(path), "--set", "eval_every=5"])
+    saved = json.loads(path.read_text())
+    assert saved["task"] == "moons" and saved["metric"] == "target_acc"
+    assert set(saved["results"]) == {"source_only", "clan"}
+    for r in saved["results"].values():
+        assert r["seeds"] == [1, 3] and len(r["per_seed"]) == 2
+        assert abs(r["mean"] - sum(r["per_seed"]) / 2) < 1e-9 and r["std"] >= 0
+        assert all(f["target_acc"] == v for f, v in zip(r["final"], r["per_seed"]))
+    assert res["results"]["clan"]["per_seed"] == saved["results"]["clan"]["per_seed"]
     assert "±" in capsys.readouterr().out
 
 
-def test_boundary_grid_is_the_networks_prediction():
-    """The decision-boundary plot shows P(class 1) of the trained network at the lattice points, in eval
-    mode; image tasks get no plot."""
-    from models import compare
-    tr = Trainer(make_config("source_only", "moons", seed=0, steps=3, eval_every=3), data.moons(0))
-    tr.fit()
-    b = compare._boundary(tr)
-    x0, x1, y0, y1 = b["extent"]
-    corners = torch.tensor([[x0, y0], [x1, y0], [x0, y1], [x1, y1]])  # rows are y (origin lower), columns x
-    with torch.no_grad():
-        p = torch.softmax(tr.net(corners), 1)[:, 1]
-    g = b["p1"]
-    assert g.shape == (compare.GRID, compare.GRID)
-    torch.testing.assert_close(torch.stack([g[0, 0], g[0, -1], g[-1, 0], g[-1, -1]]), p)
-    assert not torch.allclose(p[1], p[2])  # the check would see a transposed grid
-    digits = data.digits(0)
-    assert compare._boundary(Trainer(make_config("source_only", "digits", seed=0, steps=1), digits)) is None
+def test_compare_seeds_argument():
+    from models.compare import parse_seeds
+    assert parse_seeds("3") == [0, 1, 2] and parse_seeds("4,7") == [4, 7] and parse_seeds("5,") == [5]

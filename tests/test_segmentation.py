@@ -244,18 +244,27 @@ def _env():
 
 def test_cli_outputs(tmp_path):
     out = tmp_path / "run"
-    r = subprocess.run([sys.executable, "-m", "models.segmentation.train", "--method", "clan", "--iters", "4",
-                        "--batch", "2", "--n-source", "8", "--n-target", "8", "--n-val", "4", "--eval-every", "2",
-                        "--threads", "1", "--out", str(out), "--log-every", "1"],
+    r = subprocess.run([sys.executable, "-m", "models.train", "--task", "synthetic", "--method", "clan", "--iters", "4",
+                        "--out", str(out), "--set", "batch=2", "--set", "n_source=8", "--set", "n_target=8",
+                        "--set", "n_val=4", "--set", "eval_every=2", "--set", "log_every=1"],
                        cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert r.stdout.startswith("config: ") and "target mIoU" in r.stdout
+    assert "miou" in r.stdout
     for f in ("config.json", "metrics.json", "checkpoint.pt", "curves.png", "samples.png"):
         assert (out / f).exists(), f
     m = json.loads((out / "metrics.json").read_text())
     assert m["method"] == "clan" and len(m["evals"]) == 2 and len(m["history"]) == 4
+    assert abs(m["final"]["miou"] - 100 * m["miou"]) < 1e-9
     ck = torch.load(out / "checkpoint.pt", weights_only=False)
     assert "discs" in ck and ck["config"]["lambda_local"] == 40.0
+
+
+def test_compare_json_segmentation(tmp_path):
+    from models import compare
+    res = compare.compare("synthetic", ["source_only", "i2i"], [0], iters=2, workers=1, progress=False,
+                          sets=dict(batch=2, n_source=8, n_target=8, n_val=4, save_images=0))
+    assert res["metric"] == "miou" and set(res["results"]) == {"source_only", "i2i"}
+    assert all(0 <= r["mean"] <= 100 and r["seeds"] == [0] for r in res["results"].values())
 
 
 def test_torchrun_two_processes():

@@ -1,12 +1,12 @@
 """Segmentation UDA trainers: source-only, MinEnt (+ entropy ranking, + class-ratio prior), AdvEnt, CLAN, I2I,
 ADR and DTA, on the synthetic shift or on GTA5/SYNTHIA -> Cityscapes; single process or ``torchrun``.
 
-    python -m models.segmentation.train --method advent --task synthetic --seed 0 --iters 300 --out runs/advent
-    torchrun --nproc_per_node 2 -m models.segmentation.train --method clan --task synthetic --iters 100
-    python -m models.segmentation.train --method advent --task gta5 --source-root data/GTA5 \\
-        --target-root data/Cityscapes --size paper --imagenet-weights resnet101.pth
+    python -m models.train --task synthetic --method advent --seed 0 --iters 300 --out runs/advent
+    torchrun --nproc_per_node 2 -m models.train --task synthetic --method clan --iters 100
+    python -m models.train --task gta5->cityscapes --method advent --set source_root=data/GTA5 \\
+        --set target_root=data/Cityscapes --set size=paper --set imagenet_weights=resnet101.pth
 
-Loss math comes only from the public ``uda_ops`` API (entropy, self_information, entropy_ranking_loss,
+Method steps are ``uda_ops.methods``; loss math comes only from the public ``uda_ops`` API (entropy, self_information, entropy_ranking_loss,
 class_ratio_prior_loss, clan_adversarial_loss, weight_discrepancy_loss, sym_kl, kl_div, and
 ``uda_ops.dropout`` for DTA's mask search). Segmenter: SGD (momentum 0.9) with the poly schedule
 ``lr (1 - it/iters)^0.9``; discriminators: Adam. Defaults are the papers' (``PAPER_DEFAULTS``); the
@@ -16,13 +16,11 @@ class_ratio_prior_loss, clan_adversarial_loss, weight_discrepancy_loss, sym_kl, 
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
 import os
 import random
-import sys
 import time
 from dataclasses import dataclass
 from typing import Dict, List, Optional
@@ -484,6 +482,7 @@ def run(cfg: Config) -> Dict[str, object]:
                   "history": history, "evals": evals}
         if "miou_subset" in e:
             result["miou_13"] = e["miou_subset"]
+        result["final"] = {k: 100.0 * result[k] for k in ("miou", "pixel_acc", "miou_13") if k in result}
         print(f"[{cfg.method} seed {cfg.seed}] target mIoU {100 * e['miou']:.2f}  "
               f"({train_time:.1f}s, {cfg.iters} it, world {D.world()})  per class: "
               + ", ".join(f"{n} {100 * v:.1f}" for n, v in zip(info["names"], e["iou"])), flush=True)
@@ -507,38 +506,3 @@ def run(cfg: Config) -> Dict[str, object]:
     result["trainer"] = tr
     D.barrier()
     return result
-
-
-def parse_args(argv=None) -> Config:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--method", default="source_only", choices=METHODS)
-    p.add_argument("--task", default="synthetic", choices=TASKS)
-    typed = {f.name: f for f in dataclasses.fields(Config)}
-    for name, f in typed.items():
-        if name in ("method", "task"):
-            continue
-        flag = "--" + name.replace("_", "-")
-        if f.type in ("bool", bool):
-            p.add_argument(flag, type=lambda s: s.lower() in ("1", "true", "yes", "on"), default=None, metavar="BOOL")
-        elif f.type in ("tuple", tuple):
-            p.add_argument(flag, type=float if name == "betas_d" else int, nargs="+", default=None)
-        else:
-            t = {"int": int, "float": float, "str": str}.get(f.type if isinstance(f.type, str) else f.type.__name__, str)
-            if name in ("depth", "base", "ndf"):
-                t = int
-            p.add_argument(flag, type=t, default=None)
-    a = vars(p.parse_args(argv))
-    method, task = a.pop("method"), a.pop("task")
-    return make_config(method, task, **a)
-
-
-def main(argv=None) -> int:
-    cfg = parse_args(argv)
-    run(cfg)
-    D.cleanup()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
