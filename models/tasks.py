@@ -50,7 +50,7 @@ def run_classification(task, method, seed, iters=None, out=None, progress=False,
     import torch
 
     from .classification.trainers import make_config, run
-    from .train_io import plot_classification, seed_everything
+    from .train_io import plot_boundary, plot_classification, seed_everything
     seed_everything(seed)
     cfg = make_config(method, task, seed=seed, steps=iters, **(sets or {}))
     metrics, trainer = run(cfg, progress=progress, data_root=data_root)
@@ -65,6 +65,7 @@ def run_classification(task, method, seed, iters=None, out=None, progress=False,
             json.dump(metrics, f, indent=1)
         torch.save(trainer.state_dict(), os.path.join(out, "checkpoint.pt"))
         plot_classification(metrics, os.path.join(out, "curves.png"))
+        plot_boundary(trainer, os.path.join(out, "boundary.png"))  # 2-D tasks (two moons) only
     return final, metrics
 
 

@@ -297,6 +297,26 @@ def test_cli_writes_metrics_plot_checkpoint(tmp_path, capsys):
     assert metrics["metric"] == "target_acc" and 0 <= metrics["final"]["target_acc"] <= 100
     assert json.loads((out / "config.json").read_text())["steps"] == 20
     assert (out / "curves.png").stat().st_size > 0 and (out / "checkpoint.pt").stat().st_size > 0
+    assert (out / "boundary.png").stat().st_size > 0  # two moons: the decision boundary
+
+
+def test_boundary_grid_is_the_networks_prediction():
+    """The decision-boundary plot shows P(class 1) of the trained network at the lattice points, in eval
+    mode; image tasks get no plot."""
+    from models.train_io import GRID, boundary
+    tr = Trainer(make_config("source_only", "moons", seed=0, steps=3, eval_every=3), data.moons(0))
+    tr.fit()
+    b = boundary(tr)
+    x0, x1, y0, y1 = b["extent"]
+    corners = torch.tensor([[x0, y0], [x1, y0], [x0, y1], [x1, y1]])  # rows are y (origin lower), columns x
+    tr.net.eval()
+    with torch.no_grad():
+        p = torch.softmax(tr.net(corners), 1)[:, 1]
+    g = b["p1"]
+    assert g.shape == (GRID, GRID)
+    torch.testing.assert_close(torch.stack([g[0, 0], g[0, -1], g[-1, 0], g[-1, -1]]), p)
+    assert not torch.allclose(p[1], p[2])  # the check would see a transposed grid
+    assert boundary(Trainer(make_config("source_only", "digits", seed=0, steps=1), data.digits(0))) is None
 
 
 def test_compare_cli_json_contract(tmp_path, capsys):

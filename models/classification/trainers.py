@@ -116,7 +116,7 @@ class Config:
 # Digits shift: DTA uses Table A-1's USPS->MNIST row (l1=2, l2=0.01, l3=0.1, eps=3.5, delta_e=0.1,
 # delta_c=0.05) with T_r scaled from 80 of 90 epochs to 30 of our ~35, and keeps the classifier's dropout
 # (p=0.5, as every method here: without it target accuracy drops to ~36% even with all DTA terms off).
-# That dropout is switched off in the fDTA/cDTA passes (step_dta): left on, it drew fresh masks in every
+# That dropout is switched off in the fDTA/cDTA passes (uda_ops.methods.dta): left on, it drew fresh masks in every
 # pass and l1=2 gained nothing (57.6 +- 3.2 vs source-only 57.7 +- 1.7 on seeds 100-105; 72.7 +- 4.5 with
 # it off). Those seeds were the only ones used for that choice.
 # I2I uses its digits lambdas (l_c=1, l_z=0.05, l_id=0.1, l_tr=0.02, l_cyc=0.1, l_trc=0.1) and Adam betas
