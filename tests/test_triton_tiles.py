@@ -82,15 +82,17 @@ def test_neg_inf_leading_chunk_then_finite(triton_backend, monkeypatch):
 
 
 def test_tile_table():
-    planes = K.tile_config(K.Layout(2, 19, 512 * 1024, False))
+    planes = K.tile_config(K.Layout(2, 19, 512 * 1024, False), torch.float32)
     assert (planes.CB, planes.q_stride, planes.c_stride, planes.o_stride) == (32, 1, 512 * 1024, 19 * 512 * 1024)
     assert planes.CB * planes.BP == K.TILE_ELEMENTS["planes"] and planes.meta["ONE"]
     assert planes.grid == (2 * (512 * 1024 // planes.BP),)
-    big = K.tile_config(K.Layout(2, 150, 4096, False), inputs=2)
+    big = K.tile_config(K.Layout(2, 150, 4096, False), torch.float16, inputs=2)
     assert big.CB == K.MAX_CB["planes"] and not big.meta["ONE"] and big.CB * big.BP == K.TILE_ELEMENTS["planes"] // 2
-    rows = K.tile_config(K.Layout(64, 1000, 1, False))
+    rows = K.tile_config(K.Layout(64, 1000, 1, False), torch.bfloat16)
     assert (rows.CB, rows.q_stride, rows.c_stride, rows.o_stride, rows.G) == (1024, 1000, 1, 0, 1)
     assert rows.meta["ONE"] and rows.BP == K.TILE_ELEMENTS["rows"] // 1024
+    f64 = K.tile_config(K.Layout(2, 19, 512 * 1024, False), torch.float64)
+    assert f64.CB * f64.BP == K.TILE_ELEMENTS["planes"] // 2
 
 
 def test_nchw_loss_kernels_load_128_bits(tmp_path):

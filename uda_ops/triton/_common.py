@@ -163,16 +163,18 @@ TILE_ELEMENTS = {"planes": 4096, "rows": 2048}
 MAX_CB = {"planes": 64, "rows": 1024}
 
 
-def tile_config(L: Layout, inputs: int = 1) -> Tile:
-    """The tile table, keyed by the class bucket C_PAD = next_pow2(C), the layout and the number of class
-    tiles the op reads at once (`inputs`, which divides the element budget)."""
+def tile_config(L: Layout, dtype: torch.dtype, inputs: int = 1) -> Tile:
+    """The tile table, keyed by the class bucket C_PAD = next_pow2(C), the layout, the dtype (float64 tiles
+    take two registers an element: half the elements) and the number of class tiles the op reads at once
+    (`inputs`, which divides the element budget)."""
     rows = L.inner == 1
     cb = min(triton.next_power_of_2(L.classes), MAX_CB["rows" if rows else "planes"])
     if rows:
         Q, G, qs, cs, os_ = L.outer, 1, L.classes, 1, 0
     else:
         Q, G, qs, cs, os_ = L.inner, L.outer, 1, L.inner, L.classes * L.inner
-    bp = max(1, TILE_ELEMENTS["rows" if rows else "planes"] // inputs // cb)
+    per_input = TILE_ELEMENTS["rows" if rows else "planes"] // inputs // (2 if dtype == torch.float64 else 1)
+    bp = max(1, per_input // cb)
     bp = max(1, min(bp, triton.next_power_of_2(Q)))
     return Tile(Q, G, L.classes, qs, cs, os_, cb, bp)
 

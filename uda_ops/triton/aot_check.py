@@ -28,12 +28,13 @@ def _attrs(fn, sig):
             if (v.startswith("*") or k in ALIGNED_INTS) and v != "constexpr"}
 
 
-def _tile(variant: str, inputs: int):
+def _tile(variant: str, inputs: int, f64: bool):
     """(signature, constexprs) of the tile arguments Q, NQ, C, q_stride, c_stride, o_stride, CB, BP, ONE."""
     from . import _common as K
 
     outer, C, inner = VARIANTS[variant]
-    T = K.tile_config(K.Layout(outer, C, inner, inner == 1), inputs)
+    import torch
+    T = K.tile_config(K.Layout(outer, C, inner, inner == 1), torch.float64 if f64 else torch.float32, inputs)
     sig = {"Q": "i32", "NQ": "i32", "C": "i32", "q_stride": "i32", "c_stride": "i32", "o_stride": "i32"}
     const = {"CB": T.CB, "BP": T.BP, "ONE": T.meta["ONE"]}
     unit = "c_stride" if inner == 1 else "q_stride"
@@ -79,7 +80,7 @@ def _specs(dt: str, variants=tuple(VARIANTS)):
     out = []
     for variant in variants:
         for name, fn, ptrs, scalars, extra, inputs in losses:
-            tsig, tconst = _tile(variant, inputs)
+            tsig, tconst = _tile(variant, inputs, f64)
             sig = {**ptrs, **tsig, **scalars, **{k: "constexpr" for k in extra}, **ce}
             if "g_q" in sig:  # a dense upstream gradient: unit pixel (planes) or class (rows) stride
                 unit = "g_c" if variant.startswith("rows") else "g_q"

@@ -72,7 +72,7 @@ def clan_adversarial(d: Tensor, z1: Tensor, z2: Tensor, target: float, lambda_lo
     dc = d.to(K.acc_dtype(z1)).contiguous()
     out = torch.empty(K.map_shape(z1, dim), dtype=K.acc_dtype(z1), device=z1.device)
     if L.pixels:
-        T = K.tile_config(L, inputs=2)
+        T = K.tile_config(L, z1.dtype, inputs=2)
         K.launch(_clan_fwd, T.grid, dc, ac, bc, out, *T.args, float(target), float(lambda_local), float(epsilon),
                  F64=z1.dtype == torch.float64, **T.meta)
     return out
@@ -89,7 +89,7 @@ def clan_adversarial_backward(grad: Tensor, d: Tensor, z1: Tensor, z2: Tensor, t
     g1 = K.empty_in_layout(z1, dim, L, z1.dtype) if need_logit_grads else z1.new_empty(0)
     g2 = K.empty_in_layout(z1, dim, L, z1.dtype) if need_logit_grads else z1.new_empty(0)
     if L.pixels:
-        T = K.tile_config(L, inputs=2)
+        T = K.tile_config(L, z1.dtype, inputs=2)
         K.launch(_clan_bwd, T.grid, dc, ac, bc, g, gs, gd, g1 if need_logit_grads else gd,
                  g2 if need_logit_grads else gd, *T.args, float(target), float(lambda_local), float(epsilon),
                  NEED_LOGITS=bool(need_logit_grads), F64=z1.dtype == torch.float64, **T.meta)

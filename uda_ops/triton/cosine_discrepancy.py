@@ -39,7 +39,7 @@ def cosine_discrepancy(z1: Tensor, z2: Tensor, dim: int) -> Tensor:
     ac, bc = K.to_layout(z1, dim, L), K.to_layout(z2, dim, L)
     out = torch.empty(K.map_shape(z1, dim), dtype=K.acc_dtype(z1), device=z1.device)
     if L.pixels:
-        T = K.tile_config(L, inputs=2)
+        T = K.tile_config(L, z1.dtype, inputs=2)
         K.launch(_cosine_fwd, T.grid, ac, bc, out, *T.args, F64=z1.dtype == torch.float64, **T.meta)
     return out
 
@@ -54,7 +54,7 @@ def cosine_discrepancy_backward(grad: Tensor, z1: Tensor, z2: Tensor, dim: int) 
     g, gs = K.pixel_grad(grad, K.acc_dtype(z1), L.pixels)
     g1, g2 = K.empty_in_layout(z1, dim, L, z1.dtype), K.empty_in_layout(z1, dim, L, z1.dtype)
     if L.pixels:
-        T = K.tile_config(L, inputs=2)
+        T = K.tile_config(L, z1.dtype, inputs=2)
         K.launch(_cosine_bwd, T.grid, ac, bc, g, gs, g1, g2, *T.args, F64=z1.dtype == torch.float64, **T.meta)
     return g1, g2
 

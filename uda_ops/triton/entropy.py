@@ -82,7 +82,7 @@ def entropy(z: Tensor, dim: int) -> Tensor:
     zc = K.to_layout(z, dim, L)
     out = torch.empty(K.map_shape(z, dim), dtype=K.acc_dtype(z), device=z.device)
     if L.pixels:
-        T = K.tile_config(L)
+        T = K.tile_config(L, z.dtype)
         K.launch(_entropy_fwd, T.grid, zc, out, *T.args, -1.0 / math.log(L.classes), F64=z.dtype == torch.float64,
                  **T.meta)
     return out
@@ -97,7 +97,7 @@ def entropy_backward(grad: Tensor, z: Tensor, dim: int) -> Tensor:
     g, gs = K.pixel_grad(grad, K.acc_dtype(z), L.pixels)
     gz = K.empty_in_layout(z, dim, L, z.dtype)
     if L.pixels:
-        T = K.tile_config(L)
+        T = K.tile_config(L, z.dtype)
         K.launch(_entropy_bwd, T.grid, zc, g, gs, gz, *T.args, -1.0 / math.log(L.classes),
                  F64=z.dtype == torch.float64, **T.meta)
     return gz

@@ -116,7 +116,7 @@ def kl_div(input: Tensor, target: Tensor, dim: int) -> Tensor:
     xc, yc = K.to_layout(input, dim, L), K.to_layout(target, dim, L)
     out = torch.empty(K.map_shape(input, dim), dtype=K.acc_dtype(input), device=input.device)
     if L.pixels:
-        T = K.tile_config(L, inputs=2)
+        T = K.tile_config(L, input.dtype, inputs=2)
         K.launch(_kl_div_fwd, T.grid, xc, yc, out, *T.args, F64=input.dtype == torch.float64, **T.meta)
     return out
 
@@ -133,7 +133,7 @@ def kl_div_backward(grad: Tensor, input: Tensor, target: Tensor, dim: int,
     gx = K.empty_in_layout(input, dim, L, input.dtype)
     gy = K.empty_in_layout(input, dim, L, input.dtype) if need_target else input.new_empty(0)
     if L.pixels:
-        T = K.tile_config(L, inputs=2)
+        T = K.tile_config(L, input.dtype, inputs=2)
         K.launch(_kl_div_bwd, T.grid, xc, yc, g, gs, gx, gy if need_target else gx, *T.args,
                  NEED_TARGET=bool(need_target), F64=input.dtype == torch.float64, **T.meta)
     return gx, gy

@@ -114,7 +114,7 @@ def self_information(z: Tensor, dim: int) -> Tensor:
     zc = K.to_layout(z, dim, L)
     out = K.empty_in_layout(z, dim, L, z.dtype)
     if L.pixels:
-        T = K.tile_config(L)
+        T = K.tile_config(L, z.dtype)
         K.launch(_self_information_fwd, T.grid, zc, out, *T.args, -1.0 / math.log(L.classes),
                  F64=z.dtype == torch.float64, **T.meta)
     return out
@@ -131,7 +131,7 @@ def self_information_backward(grad: Tensor, z: Tensor, dim: int) -> Tensor:
     gv, g_so, g_sc, g_si = K.canonical_view(grad, dim, L)
     gz = K.empty_in_layout(z, dim, L, z.dtype)
     if L.pixels:
-        T = K.tile_config(L, inputs=2)
+        T = K.tile_config(L, z.dtype, inputs=2)
         g_o, g_q = (0, g_so) if L.inner == 1 else (g_so, g_si)  # the (group, pixel) strides of T's geometry
         K.launch(_self_information_bwd, T.grid, zc, gv, g_o, g_q, g_sc, gz, *T.args, -1.0 / math.log(L.classes),
                  F64=z.dtype == torch.float64, **T.meta)

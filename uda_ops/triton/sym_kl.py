@@ -97,7 +97,7 @@ def sym_kl(a: Tensor, b: Tensor, dim: int, detach_targets: bool) -> Tensor:
     ac, bc = K.to_layout(a, dim, L), K.to_layout(b, dim, L)
     out = torch.empty(K.map_shape(a, dim), dtype=K.acc_dtype(a), device=a.device)
     if L.pixels:
-        T = K.tile_config(L, inputs=2)
+        T = K.tile_config(L, a.dtype, inputs=2)
         K.launch(_sym_kl_fwd, T.grid, ac, bc, out, *T.args, F64=a.dtype == torch.float64, **T.meta)
     return out
 
@@ -112,7 +112,7 @@ def sym_kl_backward(grad: Tensor, a: Tensor, b: Tensor, dim: int, detach_targets
     g, gs = K.pixel_grad(grad, K.acc_dtype(a), L.pixels)
     ga, gb = K.empty_in_layout(a, dim, L, a.dtype), K.empty_in_layout(a, dim, L, a.dtype)
     if L.pixels:
-        T = K.tile_config(L, inputs=2)
+        T = K.tile_config(L, a.dtype, inputs=2)
         K.launch(_sym_kl_bwd, T.grid, ac, bc, g, gs, ga, gb, *T.args, DETACH=bool(detach_targets),
                  F64=a.dtype == torch.float64, **T.meta)
     return ga, gb
