@@ -15,7 +15,7 @@ if ROOT not in sys.path:  # `models` is not an installed package
     sys.path.insert(0, ROOT)
 
 from models.segmentation import datasets as ds  # noqa: E402
-from models.segmentation.metrics import confusion_matrix, iou_from_confusion, save_panels
+from models.segmentation.metrics import TITLE_H, confusion_matrix, iou_from_confusion, save_panels
 from models.segmentation.networks import (DeepLabV2, FCDiscriminator, ResNetBackbone, build_discriminator,
                                           build_segmenter, load_imagenet_weights)
 from models.segmentation.synthetic import SYN_CLASSES, SYN_PALETTE, SyntheticShift, make_split
@@ -234,7 +234,9 @@ def test_panels_png(tmp_path):
     p = save_panels(nets, val.images, val.labels, SYN_PALETTE, str(tmp_path / "p.png"), mean, std, scale=1)
     from PIL import Image
     im = Image.open(p)
-    assert im.size == (6 * 128 + 5 * 2, 2 * 64 + 2)
+    assert im.size == (6 * 128 + 5 * 2, TITLE_H + 2 * 64 + 2)
+    strip = np.asarray(im)[:TITLE_H]  # the column titles: dark text in each of the 6 columns
+    assert all((strip[:, i * 130:i * 130 + 128] < 128).any() for i in range(6))
 
 
 def _env():

@@ -86,8 +86,8 @@ def entropy_to_rgb(ent: np.ndarray) -> np.ndarray:
 @torch.no_grad()
 def save_panels(models: Dict[str, torch.nn.Module], images: torch.Tensor, labels: torch.Tensor, palette, path: str,
                 mean, std, scale: int = 3) -> str:
-    """One row per image: input | ground truth | for each model: prediction, entropy map (ADVENT Fig. 1/3).
-    Saved as a PNG (Pillow if present, else matplotlib)."""
+    """One row per image: input | ground truth | for each model: prediction, entropy map (ADVENT Fig. 1/3),
+    under a strip of column titles. Saved as a PNG (Pillow if present, else matplotlib, without titles)."""
     rows = []
     for i in range(len(images)):
         img = (images[i].permute(1, 2, 0).clamp(0, 1).cpu().numpy() * 255).astype(np.uint8)
@@ -108,13 +108,33 @@ def save_panels(models: Dict[str, torch.nn.Module], images: torch.Tensor, labels
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     try:
         from PIL import Image
-        Image.fromarray(grid).save(path)
+        titles = ["input", "ground truth"] + [f"{n}: {c}" for n in models for c in ("prediction", "entropy")]
+        Image.fromarray(_titled(grid, titles, images.shape[-1] * scale, 2 * scale, scale)).save(path)
     except ImportError:  # pragma: no cover
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
         plt.imsave(path, grid)
     return path
+
+
+TITLE_H = 12  # px per unit of ``scale``: the column-title strip above a panel image
+
+
+def _titled(grid: np.ndarray, titles: List[str], col_w: int, sep: int, scale: int) -> np.ndarray:
+    """``grid`` under a white strip with one title per column (columns ``col_w`` wide, ``sep`` apart)."""
+    from PIL import Image, ImageDraw, ImageFont
+    strip = Image.new("RGB", (grid.shape[1], TITLE_H * scale), (255, 255, 255))
+    draw = ImageDraw.Draw(strip)
+    try:
+        font = ImageFont.load_default(size=9 * scale)
+    except TypeError:  # pragma: no cover (Pillow < 10.1: one bitmap size)
+        font = ImageFont.load_default()
+    for i, t in enumerate(titles):
+        while len(t) > 1 and draw.textlength(t, font=font) > col_w - 2:
+            t = t[:-2] + "~"
+        draw.text((i * (col_w + sep) + 1, scale), t, fill=(0, 0, 0), font=font)
+    return np.concatenate([np.asarray(strip), grid], 0)
 
 
 def header(names: List[str]) -> str:
