@@ -37,13 +37,22 @@ test: build
 bench: build
 	$(PY) benchmarks/summary.py --save
 
+# The console shows one line per step, the runs' progress bars (stderr) and, at the end, the compact summary
+# (models.report: CPU speed table, one results table per task); each step's stdout (pytest-benchmark tables,
+# config dumps, per-run lines) goes to demo_out/logs/<step>.log. The page: demo_out/report.html.
+DEMO_LOG := demo_out/logs
+DEMO_STEP = step() { n=$$1; shift; echo "== $$n  (log: $(DEMO_LOG)/$$n.log)"; "$$@" > $(DEMO_LOG)/$$n.log || \
+	{ tail -n 30 $(DEMO_LOG)/$$n.log; echo "$$n failed; full log: $(DEMO_LOG)/$$n.log"; exit 1; }; }; step
+
 demo: build
-	@mkdir -p demo_out
-	$(PY) benchmarks/summary.py --save --json demo_out/benchmark_summary.json
-	$(PY) -m models.minent_toy --seeds 5
-	$(PY) -m models.compare --task moons --methods source_only,adr,dta --seeds 5 --out demo_out/classification/moons --json demo_out/moons.json
-	$(PY) -m models.compare --task digits --methods source_only,adr,dta,i2i --seeds 3 --out demo_out/classification/digits --json demo_out/digits.json
-	$(PY) -m models.compare --task synthetic --methods source_only,minent,advent,clan,i2i --seeds 3 --out demo_out/segmentation --json demo_out/synthetic.json
+	@mkdir -p $(DEMO_LOG)
+	@$(DEMO_STEP) benchmarks $(PY) benchmarks/summary.py --save --json demo_out/benchmark_summary.json
+	@$(DEMO_STEP) minent_toy $(PY) -m models.minent_toy --seeds 5 && tail -n 1 $(DEMO_LOG)/minent_toy.log
+	@$(DEMO_STEP) moons $(PY) -m models.compare --task moons --methods source_only,adr,dta --seeds 5 --out demo_out/moons --json demo_out/moons.json
+	@$(DEMO_STEP) digits $(PY) -m models.compare --task digits --methods source_only,adr,dta,i2i --seeds 3 --out demo_out/digits --json demo_out/digits.json
+	@$(DEMO_STEP) synthetic $(PY) -m models.compare --task synthetic --methods source_only,minent,advent,clan,i2i --seeds 3 --out demo_out/synthetic --json demo_out/synthetic.json
+	@echo
+	@$(PY) -m models.report demo_out | tee $(DEMO_LOG)/summary.txt
 
 # On a machine with a CUDA GPU: the CUDA/Triton suite (also under compute-sanitizer) and the GPU benchmarks.
 gpu-test: build
