@@ -20,7 +20,7 @@ all: test
 $(VENV)/.ready: pyproject.toml
 	$(PYTHON) -m venv --system-site-packages $(VENV)
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q pytest hypothesis pytest-benchmark tqdm matplotlib scikit-learn mlxtend scikit-image ninja setuptools wheel
+	$(PY) -m pip install -q pytest hypothesis pytest-benchmark tqdm matplotlib scikit-learn mlxtend scikit-image opencv-python-headless ninja setuptools wheel
 	$(PY) -c "import triton" 2>/dev/null || $(PY) -m pip install -q "$(TRITON_SPEC)"
 	touch $@
 

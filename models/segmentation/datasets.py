@@ -12,14 +12,13 @@
 Unlabelled pixels map to 255 (ignored). Items are ``(image float32 (3, H, W) in [0, 1], label int64 (H, W))``;
 ``crop=(H, W)`` resizes (bilinear image, nearest label; ADVENT resizes GTA5 to 1280x720, Cityscapes to
 1024x512) — ``None`` keeps the original size. PNGs are read with Pillow, except 16-bit multi-channel ones,
-which Pillow cannot represent; :func:`read_png` decodes those (and writes them, for tests).
+which Pillow cannot represent: :func:`read_png` decodes those with OpenCV (``opencv-python-headless``, an
+optional dependency, needed for SYNTHIA only; :func:`write_png` writes them, for tests).
 """
 from __future__ import annotations
 
 import glob
 import os
-import struct
-import zlib
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -89,92 +88,43 @@ def _trainid_to(classes: int) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# PNG (for 16-bit multi-channel label files)
+# PNG (for 16-bit multi-channel label files): OpenCV, an optional dependency
 # ---------------------------------------------------------------------------------------------------------
-_CHANNELS = {0: 1, 2: 3, 4: 2, 6: 4}
+PNG_PACKAGE = "opencv-python-headless"
 
 
-def _paeth(a, b, c):
-    p = a + b - c
-    pa, pb, pc = np.abs(p - a), np.abs(p - b), np.abs(p - c)
-    return np.where((pa <= pb) & (pa <= pc), a, np.where(pb <= pc, b, c))
+def _cv2():
+    try:
+        import cv2
+    except ImportError as e:
+        raise ImportError(f"reading and writing 16-bit multi-channel PNGs (SYNTHIA labels) needs {PNG_PACKAGE}: "
+                          f"pip install {PNG_PACKAGE}  (or pip install 'uda_ops[datasets]')") from e
+    return cv2
 
 
 def read_png(path: str) -> np.ndarray:
-    """Decode a non-interlaced greyscale / RGB / RGBA PNG of bit depth 8 or 16 at full depth:
-    ``(H, W)`` or ``(H, W, C)``, uint8 or uint16. Other PNGs go through Pillow."""
-    with open(path, "rb") as f:
-        data = f.read()
-    if data[:8] != b"\x89PNG\r\n\x1a\n":
-        raise ValueError(f"{path}: not a PNG file")
-    pos, idat, hdr = 8, [], None
-    while pos < len(data):
-        n, kind = struct.unpack(">I4s", data[pos:pos + 8])
-        body = data[pos + 8:pos + 8 + n]
-        if kind == b"IHDR":
-            hdr = struct.unpack(">IIBBBBB", body)
-        elif kind == b"IDAT":
-            idat.append(body)
-        elif kind == b"IEND":
-            break
-        pos += 12 + n
-    w, h, depth, ctype, _, _, interlace = hdr
-    if interlace or depth not in (8, 16) or ctype not in _CHANNELS:
-        from PIL import Image
-        return np.array(Image.open(path))
-    ch = _CHANNELS[ctype]
-    bpp = ch * depth // 8
-    raw = np.frombuffer(zlib.decompress(b"".join(idat)), np.uint8).reshape(h, 1 + w * bpp)
-    out = np.zeros((h, w * bpp), np.int32)
-    prev = np.zeros(w * bpp, np.int32)
-    for y in range(h):
-        ft, line = raw[y, 0], raw[y, 1:].astype(np.int32)
-        if ft == 0:
-            cur = line
-        elif ft == 2:
-            cur = (line + prev) & 255
-        elif ft == 1:  # Sub: a running sum per byte lane
-            cur = (np.cumsum(line.reshape(w, bpp), 0) & 255).reshape(-1)
-        else:  # Average / Paeth depend on the reconstructed left pixel: one pixel at a time
-            cur = np.zeros_like(line)
-            left = np.zeros(bpp, np.int32)
-            ul = np.zeros(bpp, np.int32)
-            for x in range(w):
-                s = slice(x * bpp, (x + 1) * bpp)
-                up = prev[s]
-                pred = (left + up) // 2 if ft == 3 else _paeth(left, up, ul)
-                left = (line[s] + pred) & 255
-                cur[s] = left
-                ul = up
-        out[y] = cur
-        prev = cur
-    arr = out.astype(np.uint8).reshape(h, w, bpp)
-    if depth == 16:
-        arr = arr.reshape(h, w, ch, 2)
-        arr = (arr[..., 0].astype(np.uint16) << 8) | arr[..., 1].astype(np.uint16)
-    else:
-        arr = arr.reshape(h, w, ch)
-    return arr[..., 0] if ch == 1 else arr
+    """Decode a PNG at full depth: ``(H, W)`` or ``(H, W, C)`` in RGB(A) order, uint8 or uint16 (palette PNGs
+    come back as colours: read palette indices with Pillow). Raises ``ValueError`` naming the file when it
+    is missing, truncated or not a PNG."""
+    cv2 = _cv2()
+    arr = cv2.imread(path, cv2.IMREAD_UNCHANGED) if os.path.isfile(path) else None
+    if arr is None:
+        raise ValueError(f"{path}: cannot decode the PNG (missing, truncated or not an image)")
+    if arr.ndim == 3:  # OpenCV's order is BGR(A)
+        arr = cv2.cvtColor(arr, cv2.COLOR_BGRA2RGBA if arr.shape[2] == 4 else cv2.COLOR_BGR2RGB)
+    return arr
 
 
 def write_png(path: str, arr: np.ndarray) -> None:
-    """Write a uint8 or uint16 ``(H, W)`` / ``(H, W, C)`` (C in 1..4) array as a PNG (filter 0)."""
+    """Write a uint8 or uint16 ``(H, W)`` / ``(H, W, C)`` (C = 1, 3 or 4, RGB(A) order) array as a PNG."""
+    cv2 = _cv2()
     arr = np.asarray(arr)
-    if arr.ndim == 2:
-        arr = arr[..., None]
-    h, w, ch = arr.shape
-    depth = 16 if arr.dtype == np.uint16 else 8
-    ctype = {1: 0, 2: 4, 3: 2, 4: 6}[ch]
-    body = arr.astype(">u2" if depth == 16 else np.uint8).tobytes()
-    row = w * ch * depth // 8
-    raw = b"".join(b"\x00" + body[y * row:(y + 1) * row] for y in range(h))
-
-    def chunk(kind, payload):
-        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
-
-    with open(path, "wb") as f:
-        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, depth, ctype, 0, 0, 0))
-                + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    if arr.dtype not in (np.uint8, np.uint16) or arr.shape[2:] not in ((), (1,), (3,), (4,)):
+        raise ValueError(f"write_png: uint8/uint16 (H, W) or (H, W, 1|3|4) expected, got {arr.dtype} {arr.shape}")
+    if arr.ndim == 3 and arr.shape[2] > 1:
+        arr = cv2.cvtColor(np.ascontiguousarray(arr), cv2.COLOR_RGBA2BGRA if arr.shape[2] == 4 else cv2.COLOR_RGB2BGR)
+    if not cv2.imwrite(path, arr):
+        raise OSError(f"{path}: cannot write the PNG")
 
 
 # ---------------------------------------------------------------------------------------------------------
