@@ -96,6 +96,8 @@ def digits(seed: int, degrees: float = 30.0) -> Task:
 
 
 # ------------------------------------------------------------------------------------ file formats
+# Bad files raise an error naming the file: a missing root or file, a truncated or undecodable file, images
+# and labels of different counts, a label outside the dataset's classes. Nothing is skipped.
 def _open(path: str):
     if path.endswith(".gz"):
         return gzip.open(path, "rb")
@@ -104,14 +106,46 @@ def _open(path: str):
     return open(path, "rb")
 
 
+def _read(path: str) -> bytes:
+    try:
+        with _open(path) as f:
+            return f.read()
+    except (EOFError, OSError, ValueError) as e:  # truncated or corrupt .gz / .bz2
+        raise ValueError(f"{path}: cannot read ({type(e).__name__}: {e})") from e
+
+
+def _root(root: str, dataset: str) -> str:
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"{dataset}: folder {root} not found")
+    return root
+
+
+def _check_labels(y: np.ndarray, valid: Sequence[int], path: str) -> None:
+    bad = np.setdiff1d(np.unique(y), np.asarray(valid))
+    if bad.size:
+        raise ValueError(f"{path}: unknown labels {bad[:10].tolist()} (expected {min(valid)}..{max(valid)})")
+
+
+def _check_counts(nx: int, ny: int, xpath: str, ypath: str) -> None:
+    if nx != ny:
+        raise ValueError(f"{xpath} holds {nx} images but {ypath} holds {ny} labels")
+
+
 def read_idx(path: str) -> np.ndarray:
     """An IDX file (MNIST's ``*-ubyte``, optionally ``.gz``) as a numpy array."""
-    with _open(path) as f:
-        data = f.read()
+    data = _read(path)
+    if len(data) < 4:
+        raise ValueError(f"{path}: truncated IDX file ({len(data)} bytes)")
     zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
     if zero != 0 or dtype_code != 0x08:
         raise ValueError(f"{path}: not an unsigned-byte IDX file")
+    if len(data) < 4 + 4 * ndim:
+        raise ValueError(f"{path}: truncated IDX header")
     shape = struct.unpack(">" + "I" * ndim, data[4:4 + 4 * ndim])
+    size = len(data) - 4 - 4 * ndim
+    if size != math.prod(shape):
+        raise ValueError(f"{path}: {'truncated' if size < math.prod(shape) else 'oversized'} IDX file: "
+                         f"{size} bytes of data for shape {shape}")
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
@@ -119,6 +153,7 @@ def load_mnist(root: str, split: str = "train") -> Tuple[Tensor, Tensor]:
     """MNIST from ``root`` holding ``{train,t10k}-images-idx3-ubyte[.gz]`` and the labels files.
     Returns images ``(N, 1, 28, 28)`` in [0, 1] and labels."""
     prefix = "train" if split == "train" else "t10k"
+    _root(root, "MNIST")
 
     def find(stem):
         for ext in ("", ".gz"):
@@ -128,8 +163,10 @@ def load_mnist(root: str, split: str = "train") -> Tuple[Tensor, Tensor]:
                     return p
         raise FileNotFoundError(f"MNIST: {stem}[.gz] not found in {root}")
 
-    x = read_idx(find(f"{prefix}-images-idx3-ubyte"))
-    y = read_idx(find(f"{prefix}-labels-idx1-ubyte"))
+    xp, yp = find(f"{prefix}-images-idx3-ubyte"), find(f"{prefix}-labels-idx1-ubyte")
+    x, y = read_idx(xp), read_idx(yp)
+    _check_counts(len(x), len(y), xp, yp)
+    _check_labels(y, range(10), yp)
     return torch.tensor(x, dtype=torch.float32).unsqueeze(1) / 255.0, torch.tensor(y, dtype=torch.long)
 
 
@@ -137,22 +174,31 @@ def load_usps(root: str, split: str = "train") -> Tuple[Tensor, Tensor]:
     """USPS in the LIBSVM format (``usps`` / ``usps.t``, optionally ``.bz2``): lines ``label i:v ...`` with
     256 features in [-1, 1] and labels 1..10 (10 = digit 0). Returns ``(N, 1, 16, 16)`` in [0, 1]."""
     name = "usps" if split == "train" else "usps.t"
-    path = next((os.path.join(root, name + e) for e in ("", ".bz2") if os.path.exists(os.path.join(root, name + e))),
-                None)
+    path = next((os.path.join(root, name + e) for e in ("", ".bz2")
+                 if os.path.exists(os.path.join(_root(root, "USPS"), name + e))), None)
     if path is None:
         raise FileNotFoundError(f"USPS: {name}[.bz2] not found in {root}")
     xs, ys = [], []
-    with _open(path) as f:
-        for line in f.read().decode().splitlines():
-            parts = line.split()
-            if not parts:
-                continue
-            row = np.full(256, -1.0, dtype=np.float32)
+    for n, line in enumerate(_read(path).decode(errors="replace").splitlines(), 1):
+        parts = line.split()
+        if not parts:
+            continue
+        row = np.full(256, -1.0, dtype=np.float32)
+        try:
+            label = float(parts[0])
             for item in parts[1:]:
                 i, v = item.split(":")
+                if not 1 <= int(i) <= 256:
+                    raise ValueError(f"feature index {i} outside 1..256")
                 row[int(i) - 1] = float(v)
-            xs.append(row)
-            ys.append(int(float(parts[0])) % 10)
+        except ValueError as e:
+            raise ValueError(f"{path}:{n}: not a LIBSVM line ({e})") from e
+        if label not in range(1, 11):
+            raise ValueError(f"{path}:{n}: unknown label {parts[0]} (expected 1..10)")
+        xs.append(row)
+        ys.append(int(label) % 10)
+    if not xs:
+        raise ValueError(f"{path}: no samples")
     x = (torch.tensor(np.stack(xs)).reshape(-1, 1, 16, 16) + 1) / 2
     return x, torch.tensor(ys, dtype=torch.long)
 
@@ -162,13 +208,20 @@ def load_svhn(root: str, split: str = "train") -> Tuple[Tensor, Tensor]:
     digit 0). Returns ``(N, 3, 32, 32)`` in [0, 1]."""
     from scipy.io import loadmat
 
-    path = os.path.join(root, f"{'train' if split == 'train' else 'test'}_32x32.mat")
+    path = os.path.join(_root(root, "SVHN"), f"{'train' if split == 'train' else 'test'}_32x32.mat")
     if not os.path.exists(path):
         raise FileNotFoundError(f"SVHN: {path} not found")
-    m = loadmat(path)
-    x = torch.tensor(np.ascontiguousarray(m["X"].transpose(3, 2, 0, 1)), dtype=torch.float32) / 255.0
-    y = torch.tensor(m["y"].reshape(-1).astype(np.int64) % 10)
-    return x, y
+    try:
+        m = loadmat(path)
+        X, y = m["X"], m["y"].reshape(-1)
+    except Exception as e:  # truncated or not a .mat file, or without X / y: the message names the file
+        raise ValueError(f"{path}: cannot read ({type(e).__name__}: {e})") from e
+    if X.ndim != 4 or X.shape[:3] != (32, 32, 3):
+        raise ValueError(f"{path}: X of shape {X.shape}, expected (32, 32, 3, N)")
+    _check_counts(X.shape[3], len(y), path + " X", path + " y")
+    _check_labels(y, range(1, 11), path)
+    x = torch.tensor(np.ascontiguousarray(X.transpose(3, 2, 0, 1)), dtype=torch.float32) / 255.0
+    return x, torch.tensor(y.astype(np.int64) % 10)
 
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp")
@@ -176,22 +229,29 @@ IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp")
 
 def load_image_folder(root: str, size: int = 32, classes: Optional[Sequence[str]] = None
                       ) -> Tuple[Tensor, Tensor, list]:
-    """Images in ``root/<class>/*.jpg`` resized to ``size x size`` RGB in [0, 1]; classes sorted by name."""
+    """Images in ``root/<class>/*.jpg`` resized to ``size x size`` RGB in [0, 1]; classes sorted by name.
+    A missing or empty class folder and an undecodable image raise, naming it."""
     from PIL import Image
 
+    _root(root, "image folder")
     classes = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d))) if classes is None \
         else list(classes)
+    if not classes:
+        raise FileNotFoundError(f"no class folders under {root}")
     xs, ys = [], []
     for k, c in enumerate(classes):
-        folder = os.path.join(root, c)
-        for f in sorted(os.listdir(folder)):
-            if f.lower().endswith(IMAGE_EXTS):
+        folder = _root(os.path.join(root, c), f"class {c!r}")
+        files = [f for f in sorted(os.listdir(folder)) if f.lower().endswith(IMAGE_EXTS)]
+        if not files:
+            raise FileNotFoundError(f"no images in {folder}")
+        for f in files:
+            try:
                 with Image.open(os.path.join(folder, f)) as im:
                     im = im.convert("RGB").resize((size, size), Image.BILINEAR)
-                    xs.append(torch.tensor(np.asarray(im, dtype=np.float32) / 255.0).permute(2, 0, 1))
-                    ys.append(k)
-    if not xs:
-        raise FileNotFoundError(f"no images under {root}")
+            except Exception as e:  # truncated, corrupt, not an image: the message names the file
+                raise ValueError(f"{os.path.join(folder, f)}: cannot decode ({type(e).__name__}: {e})") from e
+            xs.append(torch.tensor(np.asarray(im, dtype=np.float32) / 255.0).permute(2, 0, 1))
+            ys.append(k)
     return torch.stack(xs), torch.tensor(ys, dtype=torch.long), classes
 
 

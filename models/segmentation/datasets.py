@@ -130,15 +130,43 @@ def write_png(path: str, arr: np.ndarray) -> None:
 # ---------------------------------------------------------------------------------------------------------
 # datasets
 # ---------------------------------------------------------------------------------------------------------
-class _SegFolder(torch.utils.data.Dataset):
-    ignore_index = 255
+def _image(path: str, what: str = "image"):
+    """Pillow's decoding of ``path`` (fully loaded), any failure re-raised as a ValueError naming the file."""
+    from PIL import Image
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return im.copy()
+    except Exception as e:  # truncated, corrupt, not an image: the message names the file
+        raise ValueError(f"{path}: cannot decode the {what} ({type(e).__name__}: {e})") from e
 
-    def __init__(self, pairs: Sequence[Tuple[str, Optional[str]]], lut: np.ndarray, crop, with_labels=True,
-                 names=None, label_channel: Optional[int] = None):
+
+def _folder(path: str, dataset: str) -> str:
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"{dataset}: folder {path} not found")
+    return path
+
+
+class _SegFolder(torch.utils.data.Dataset):
+    """Image/label pairs. Checked when built: every image exists and, with labels, every label (an image
+    without its label raises, naming both). Checked when read: each file decodes, the label has its image's
+    size, and in ``strict`` mode every raw label id is one the dataset defines (``0 .. known_ids - 1``;
+    otherwise unknown ids are ignored, like void). Errors name the file; nothing is skipped."""
+    ignore_index = 255
+    known_ids = 34  # Cityscapes label ids 0..33 (GTA5 uses them too)
+
+    def __init__(self, pairs: Sequence[Tuple[str, str]], lut: np.ndarray, crop, with_labels=True,
+                 names=None, label_channel: Optional[int] = None, strict: bool = False, where: str = ""):
+        name = type(self).__name__
         if not pairs:
-            raise FileNotFoundError(f"{type(self).__name__}: no images found")
+            raise FileNotFoundError(f"{name}: no images found in {where}")
+        for ip, lp in pairs:
+            if not os.path.isfile(ip):
+                raise FileNotFoundError(f"{name}: image {ip} not found")
+            if with_labels and not os.path.isfile(lp):
+                raise FileNotFoundError(f"{name}: image {ip} has no label: {lp} not found")
         self.pairs, self.lut, self.crop, self.with_labels = list(pairs), lut, crop, with_labels
-        self.label_channel = label_channel
+        self.label_channel, self.strict = label_channel, strict
         self.classes = names
 
     def __len__(self):
@@ -146,33 +174,35 @@ class _SegFolder(torch.utils.data.Dataset):
 
     def _label(self, path):
         if self.label_channel is None:
-            from PIL import Image
-            lab = np.array(Image.open(path))
+            lab = np.array(_image(path, "label"))  # palette PNGs keep their indices
             if lab.ndim == 3:
                 lab = lab[..., 0]
         else:
             lab = read_png(path)
             lab = lab[..., self.label_channel] if lab.ndim == 3 else lab
-        return self.lut[np.minimum(lab.astype(np.int64), len(self.lut) - 1)]
+        lab = lab.astype(np.int64)
+        if self.strict:
+            unknown = np.unique(lab[lab >= self.known_ids])
+            if unknown.size:
+                raise ValueError(f"{path}: unknown label ids {unknown[:10].tolist()} (the dataset defines "
+                                 f"0..{self.known_ids - 1}; strict=False ignores them)")
+        return self.lut[np.minimum(lab, len(self.lut) - 1)]
 
     def __getitem__(self, i):
         from PIL import Image
         ip, lp = self.pairs[i]
-        img = Image.open(ip).convert("RGB")
-        lab = self._label(lp) if (lp and self.with_labels) else None
+        img = _image(ip).convert("RGB")
+        lab = self._label(lp) if self.with_labels else None
+        if lab is not None and lab.shape != (img.height, img.width):
+            raise ValueError(f"{lp}: label of size {lab.shape[1]}x{lab.shape[0]} for the image {ip} of size "
+                             f"{img.width}x{img.height} (leave the pair out, e.g. GTA5's list_file)")
         if self.crop is not None:
             H, W = self.crop
             img = img.resize((W, H), Image.BILINEAR)
             if lab is not None:
                 lab = np.array(Image.fromarray(lab).resize((W, H), Image.NEAREST))
         x = torch.from_numpy(np.asarray(img, np.float32) / 255.0).permute(2, 0, 1).contiguous()
-        if lab is None:
-            y = torch.full(x.shape[1:], 255, dtype=torch.long)
-        else:
-            y = torch.from_numpy(lab.astype(np.int64))
-            if y.shape != x.shape[1:]:  # a few GTA5 labels differ in size from their image
-                y = torch.from_numpy(np.array(Image.fromarray(lab).resize((x.shape[2], x.shape[1]), Image.NEAREST))
-                                     .astype(np.int64))
+        y = torch.full(x.shape[1:], 255, dtype=torch.long) if lab is None else torch.from_numpy(lab.astype(np.int64))
         return x, y
 
 
@@ -181,23 +211,29 @@ def _stems(folder: str, suffix: str = ".png") -> List[str]:
 
 
 class GTA5(_SegFolder):
-    """GTA5: ``root/images/*.png`` + ``root/labels/*.png`` (Cityscapes label ids) -> 19 train ids."""
+    """GTA5: ``root/images/*.png`` + ``root/labels/*.png`` (Cityscapes label ids) -> 19 train ids; ``list_file``
+    (one name a line) restricts the pairs."""
 
-    def __init__(self, root: str, crop=(720, 1280), with_labels: bool = True, list_file: Optional[str] = None):
+    def __init__(self, root: str, crop=(720, 1280), with_labels: bool = True, list_file: Optional[str] = None,
+                 strict: bool = False):
+        images = _folder(os.path.join(_folder(root, "GTA5"), "images"), "GTA5")
         stems = ([os.path.splitext(l.strip())[0] for l in open(list_file) if l.strip()] if list_file
-                 else _stems(os.path.join(root, "images")))
-        pairs = [(os.path.join(root, "images", s + ".png"), os.path.join(root, "labels", s + ".png")) for s in stems]
-        super().__init__(pairs, lookup_table(CITYSCAPES_ID_TO_TRAINID), crop, with_labels, CITYSCAPES_CLASSES)
+                 else _stems(images))
+        pairs = [(os.path.join(images, s + ".png"), os.path.join(root, "labels", s + ".png")) for s in stems]
+        super().__init__(pairs, lookup_table(CITYSCAPES_ID_TO_TRAINID), crop, with_labels, CITYSCAPES_CLASSES,
+                         strict=strict, where=list_file or images)
 
 
 class SynthiaRandCityscapes(_SegFolder):
     """SYNTHIA-RAND-CITYSCAPES: ``root/RGB/*.png`` + ``root/GT/LABELS/*.png`` (16-bit, class id in the first
     channel) -> the 16 shared classes (``classes=16``) or 13 (``classes=13``)."""
+    known_ids = 23  # SYNTHIA class ids 0 (void) .. 22 (lane marking)
 
-    def __init__(self, root: str, classes: int = 16, crop=(760, 1280), with_labels: bool = True):
-        stems = _stems(os.path.join(root, "RGB"))
-        pairs = [(os.path.join(root, "RGB", s + ".png"), os.path.join(root, "GT", "LABELS", s + ".png"))
-                 for s in stems]
+    def __init__(self, root: str, classes: int = 16, crop=(760, 1280), with_labels: bool = True,
+                 strict: bool = False):
+        images = _folder(os.path.join(_folder(root, "SYNTHIA"), "RGB"), "SYNTHIA")
+        pairs = [(os.path.join(images, s + ".png"), os.path.join(root, "GT", "LABELS", s + ".png"))
+                 for s in _stems(images)]
         lut = lookup_table(SYNTHIA_ID_TO_16, 65536)
         if classes == 13:
             to13 = np.full(256, 255, np.uint8)
@@ -205,19 +241,20 @@ class SynthiaRandCityscapes(_SegFolder):
             lut = to13[lut]
         elif classes != 16:
             raise ValueError("SYNTHIA: classes must be 16 or 13")
-        super().__init__(pairs, lut, crop, with_labels, class_names(classes), label_channel=0)
+        super().__init__(pairs, lut, crop, with_labels, class_names(classes), label_channel=0, strict=strict,
+                         where=images)
 
 
 class Cityscapes(_SegFolder):
     """Cityscapes ``leftImg8bit`` + ``gtFine`` ``*_labelIds.png`` of a split -> 19 (or 16 / 13) classes."""
 
-    def __init__(self, root: str, split: str = "val", classes: int = 19, crop=(512, 1024), with_labels: bool = True):
-        imgs = sorted(glob.glob(os.path.join(root, "leftImg8bit", split, "*", "*_leftImg8bit.png")))
+    def __init__(self, root: str, split: str = "val", classes: int = 19, crop=(512, 1024), with_labels: bool = True,
+                 strict: bool = False):
+        images = _folder(os.path.join(_folder(root, "Cityscapes"), "leftImg8bit", split), "Cityscapes")
         pairs = []
-        for ip in imgs:
+        for ip in sorted(glob.glob(os.path.join(images, "*", "*_leftImg8bit.png"))):
             city = os.path.basename(os.path.dirname(ip))
             stem = os.path.basename(ip)[:-len("_leftImg8bit.png")]
-            lp = os.path.join(root, "gtFine", split, city, stem + "_gtFine_labelIds.png")
-            pairs.append((ip, lp if os.path.exists(lp) else None))
+            pairs.append((ip, os.path.join(root, "gtFine", split, city, stem + "_gtFine_labelIds.png")))
         lut = _trainid_to(classes)[lookup_table(CITYSCAPES_ID_TO_TRAINID)]
-        super().__init__(pairs, lut, crop, with_labels, class_names(classes))
+        super().__init__(pairs, lut, crop, with_labels, class_names(classes), strict=strict, where=images)
