@@ -13,7 +13,7 @@ MAX_JOBS ?= 2
 PYTEST := $(PY) -m pytest -p no:cacheprovider
 EXT_SRCS := setup.py $(wildcard csrc/*.cpp csrc/*.h csrc/*/*.cpp csrc/*/*.h csrc/*/*.cu csrc/*/*.cuh)
 
-.PHONY: all test demo bench build clean gpu-test gpu-bench gpu-check
+.PHONY: all test demo bench build clean gpu-test gpu-bench gpu-check sanitize
 
 all: test
 
@@ -33,6 +33,20 @@ build: uda_ops/.built
 test: build
 	$(PYTEST) tests -q
 	UDA_BENCH_SHAPE=2,19,16,24 $(PYTEST) benchmarks -q --benchmark-disable -k "not compile"
+
+# AddressSanitizer + UBSan (issue 13): the CPU extension built apart in build/sanitize (csrc/build_sanitized.py;
+# the in-place uda_ops/_C*.so is untouched), loaded through UDA_OPS_EXTENSION, with libasan preloaded (and
+# libstdc++, for ASan's __cxa_throw interceptor); leak checks off (CPython leaks by design), any report fatal
+# (--capture=sys: a report on fd 2 reaches the console).
+SAN_DIR ?= build/sanitize
+SAN_TESTS := tests/test_sanitize.py tests/test_ops.py tests/test_mask.py tests/test_properties.py tests/test_api.py \
+	tests/test_autograd_and_ops.py tests/test_dropout.py
+sanitize: $(VENV)/.ready
+	@mkdir -p $(SAN_DIR)
+	MAX_JOBS=$(MAX_JOBS) $(PY) csrc/build_sanitized.py $(SAN_DIR) > $(SAN_DIR).log || { tail -n 40 $(SAN_DIR).log; exit 1; }
+	LD_PRELOAD="$$($${CXX:-c++} -print-file-name=libasan.so) $$($${CXX:-c++} -print-file-name=libstdc++.so)" \
+	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	UDA_OPS_EXTENSION="$$(tail -n 1 $(SAN_DIR).log)" $(PYTEST) $(SAN_TESTS) -q --capture=sys
 
 bench: build
 	$(PY) benchmarks/summary.py --save

@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import sys
 import warnings
 from typing import Any, Dict, Optional
 
@@ -31,6 +32,10 @@ _C = None
 _C_ERROR: Optional[str] = None
 if os.environ.get("UDA_OPS_DISABLE_EXTENSION", "") not in ("", "0"):
     _C_ERROR = "disabled by UDA_OPS_DISABLE_EXTENSION"
+elif os.environ.get("UDA_OPS_EXTENSION"):  # a build elsewhere (`make sanitize`: build/sanitize/_C*.so): it or fail
+    _spec = importlib.util.spec_from_file_location(f"{__package__}._C", os.environ["UDA_OPS_EXTENSION"])
+    _C = sys.modules[_spec.name] = importlib.util.module_from_spec(_spec)
+    _spec.loader.exec_module(_C)
 else:
     try:
         from . import _C  # noqa: F401  (registers torch.ops.uda_ops.*)
