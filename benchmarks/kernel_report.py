@@ -29,7 +29,7 @@ exit counter steps by an immediate u (``IADD3 R, R, 0x4``) is a loop over classe
 loop without one is the grid-stride loop over pixel tiles, and its body (inner loops weighted) is the work of
 one tile; without a grid-stride loop the whole kernel is one tile. Called subroutines (64-bit division) count
 at each call site. Every path through a branch is counted (an upper bound for branchy code). A tile holds P
-pixels: Triton: BLOCK / (32 * num_warps); CUDA: 128 / element bits when the kernel has 128-bit global loads
+pixels: Triton: BP (or BLOCK) / (32 * num_warps); CUDA: 128 / element bits when the kernel has 128-bit global loads
 (4 for fp32, 8 for bf16: one vector of pixels), else 1, or PIXELS_PER_THREAD below where a kernel owns more
 than one vector. instr/elem = tile instructions / (P * C).
 """
@@ -358,9 +358,9 @@ def planes_kernels(rows: List[dict], backend: str, op: str, direction_: str, dty
 
 def main_kernel(rows: List[dict], classes: int) -> Optional[dict]:
     """The instantiation that runs at C = classes: the smallest integer template argument (class bucket) that
-    holds C, else the first; for Triton the spec name's ``detach=False``-like variants stay, the first wins."""
+    holds C (CUDA: the last template argument; Triton: the variant, ``@planes19``), else the first."""
     def bucket(r):
-        ints = [int(a) for a in re.findall(r"(?<![\w.])(\d+)(?![\w.])", r.get("template", "") + " " + r["kernel"])]
+        ints = [int(a) for a in re.findall(r"(?<![\d.])(\d+)(?![\d.])", r.get("template", "") + " " + r["kernel"])]
         return ints[-1] if ints else None
     fits = [r for r in rows if bucket(r) is not None and bucket(r) >= classes]
     if fits:
@@ -527,10 +527,11 @@ def triton_rows(dtypes: Iterable[str] = ("fp32", "bf16"), arch: int = 90, classe
             name, fn, sig, const = spec[:4]
             warps = getattr(aot_check, "num_warps", None)
             warps = warps(name, const) if callable(warps) else (8 if const.get("BLOCK_U", 0) >= 2048 else 4)
-            attrs = {}
-            for k, (arg, ty) in enumerate(sig.items()):
-                if ty.startswith("*") or (arg in TRITON_DIVISIBLE and ty.startswith("i")):
-                    attrs[(fn.arg_names.index(arg),)] = [["tt.divisibility", 16]]
+            if hasattr(aot_check, "_attrs"):  # the Triton backend's own choice of 16-divisible arguments
+                attrs = aot_check._attrs(fn, sig)
+            else:
+                attrs = {(fn.arg_names.index(arg),): [["tt.divisibility", 16]] for arg, ty in sig.items()
+                         if ty.startswith("*") or (arg in TRITON_DIVISIBLE and ty.startswith("i"))}
             try:
                 ck = triton.compile(ASTSource(fn=fn, signature=sig, constexprs=const, attrs=attrs), target=target,
                                     options={"num_warps": warps})
@@ -548,7 +549,7 @@ def triton_rows(dtypes: Iterable[str] = ("fp32", "bf16"), arch: int = 90, classe
             res = next(iter(parse_ptxas(pv.stdout + pv.stderr).values()), {})
             sass = subprocess.run([cuobjdump, "-sass", stem + ".cubin"], capture_output=True, text=True).stdout
             instrs = next(iter(split_sass(sass).values()), [])
-            block = const.get("BLOCK_P", const.get("BLOCK"))
+            block = const.get("BP", const.get("BLOCK_P", const.get("BLOCK")))
             pix = max(block // (32 * warps), 1) if isinstance(block, int) and not isinstance(block, bool) else None
             op = loss_op(name)
             a = analyse(instrs, ELEM_BITS[dt_], classes, pix)
