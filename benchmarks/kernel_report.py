@@ -25,13 +25,15 @@ Columns (per kernel x dtype; several rows when a kernel has several template ins
   instr/elem           estimated instructions executed per element, an element being one (pixel, class)
                        position at C = --classes (default 19, Cityscapes); only for the six pixel losses.
 How instr/elem is estimated (static, a model, not a measurement): loops are the SASS back edges. A loop whose
-exit counter steps by an immediate u (``IADD3 R, R, 0x4``) is a loop over classes, run C/u times per pass; a
-loop without one is the grid-stride loop over pixel tiles, and its body (inner loops weighted) is the work of
-one tile; without a grid-stride loop the whole kernel is one tile. Called subroutines (64-bit division) count
-at each call site. Every path through a branch is counted (an upper bound for branchy code). A tile holds P
-pixels: Triton: BP (or BLOCK) / (32 * num_warps); CUDA: 128 / element bits when the kernel has 128-bit global loads
-(4 for fp32, 8 for bf16: one vector of pixels), else 1, or PIXELS_PER_THREAD below where a kernel owns more
-than one vector. instr/elem = tile instructions / (P * C).
+exit counter steps by an immediate u (``IADD3 R, R, 0x4``) is a loop over classes, run C/u times per pass (at
+least once); a loop without one is (CUDA) the grid-stride loop over pixel tiles, whose body (inner loops
+weighted) is the work of one tile, or (Triton, which has none) runs once; without a grid-stride loop the
+whole kernel is one tile. Called subroutines (64-bit division) count at each call site. Every path through a
+branch is counted (an upper bound for branchy code and for kernels with a separate tail path). A tile holds P
+pixels per thread: Triton: BP (or BLOCK) / (32 * num_warps), a fraction where a [CB x BP] tile spreads its
+classes over the threads too (padded classes are not elements); CUDA: 128 / element bits when the kernel has
+128-bit global loads (4 for fp32, 8 for bf16: one vector of pixels), else 1, or PIXELS_PER_THREAD below
+where a kernel owns more than one vector. instr/elem = tile instructions / (P * C).
 """
 from __future__ import annotations
 
@@ -236,7 +238,8 @@ def _loop_step(body: List[Instr]) -> Optional[int]:
     return None
 
 
-def analyse(instrs: List[Instr], elem_bits: int, classes: int, pixels: Optional[int]) -> dict:
+def analyse(instrs: List[Instr], elem_bits: int, classes: int, pixels: Optional[float],
+            grid_loops: bool = True) -> dict:
     """Memory widths, static size, and (given pixels per tile, or inferred from the widest load) the estimated
     instructions per (pixel, class) element; see the module docstring for the model."""
     body = [i for i in instrs if i.op != "NOP"]
@@ -277,7 +280,8 @@ def analyse(instrs: List[Instr], elem_bits: int, classes: int, pixels: Optional[
             if t is not None and t < i.addr:
                 lb = [j for j in body if t <= j.addr <= i.addr]
                 loops.append({"start": t, "end": i.addr, "step": _loop_step(lb)})
-    grid = [lp for lp in loops if lp["step"] is None]
+    # Triton programs have no grid-stride loop (grid_loops=False): a loop without an immediate step runs once
+    grid = [lp for lp in loops if lp["step"] is None] if grid_loops else []
     # The tile: the outermost grid-stride loop's body, else the whole kernel.
     if grid:
         outer = max(grid, key=lambda lp: lp["end"] - lp["start"])
@@ -294,6 +298,7 @@ def analyse(instrs: List[Instr], elem_bits: int, classes: int, pixels: Optional[
                 w *= max(classes / lp["step"], 1.0)
         total += w * (1 + (sub_len.get(_target(i.args), 0) if i.op.startswith("CALL") else 0))
     res["class_loops"] = sum(lp["step"] is not None for lp in loops)
+    res["loop_steps"] = [lp["step"] for lp in loops]
     res["grid_stride_loop"] = bool(grid)
     res["instr_per_elem"] = total / (p * classes)
     return res
@@ -550,9 +555,10 @@ def triton_rows(dtypes: Iterable[str] = ("fp32", "bf16"), arch: int = 90, classe
             sass = subprocess.run([cuobjdump, "-sass", stem + ".cubin"], capture_output=True, text=True).stdout
             instrs = next(iter(split_sass(sass).values()), [])
             block = const.get("BP", const.get("BLOCK_P", const.get("BLOCK")))
-            pix = max(block // (32 * warps), 1) if isinstance(block, int) and not isinstance(block, bool) else None
+            # pixels per thread (a fraction where a [CB x BP] tile spreads its classes over the threads too)
+            pix = block / (32 * warps) if isinstance(block, int) and not isinstance(block, bool) else None
             op = loss_op(name)
-            a = analyse(instrs, ELEM_BITS[dt_], classes, pix)
+            a = analyse(instrs, ELEM_BITS[dt_], classes, pix, grid_loops=False)
             if op is None:
                 a["instr_per_elem"] = None
             ptx = ck.asm["ptx"]
