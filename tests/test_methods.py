@@ -210,3 +210,15 @@ def test_match_grid():
 def test_unknown_method():
     with pytest.raises(ValueError, match="unknown method"):
         methods.get("nope")
+
+
+def test_adr_l1_sensitivity_bounded():
+    """The ADR segmentation code's ``diff``: mean |softmax(z1) - softmax(z2)|, at most 2 / C however large
+    the logits (the unbounded ``exact`` sym-KL grows with them)."""
+    sens = methods.get("adr").sensitivity
+    g = torch.Generator().manual_seed(0)
+    z1, z2 = torch.randn(2, 5, 3, 4, generator=g), torch.randn(2, 5, 3, 4, generator=g)
+    torch.testing.assert_close(sens(z1, z2, "l1"), (z1.softmax(1) - z2.softmax(1)).abs().mean())
+    assert sens(z1, z1, "l1") == 0
+    assert sens(1e4 * z1, 1e4 * z2, "l1") <= 2 / 5 + 1e-6
+    assert sens(1e2 * z1, 1e2 * z2, "exact") > 10 * sens(z1, z2, "exact")

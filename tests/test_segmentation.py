@@ -50,6 +50,9 @@ def test_segmenter_variants_shapes():
     assert a.shape == (2, 6, 8, 16) and not torch.equal(a, b)  # dropout: two different critics
     adr.eval()
     torch.testing.assert_close(adr(x)["out"], adr(x)["out"])
+    torch.testing.assert_close(adr(x)["out"], adr(x)["clean"])  # predicts with C' by default
+    adr.predict_clean = False                                    # or with C, dropout off
+    torch.testing.assert_close(adr(x)["out"], adr.head(adr.backbone(x)["layer4"]))
     gn = build_segmenter(6, "small", norm="gn", depth=18)
     assert gn(x[:1])["out"].shape == (1, 6, 8, 16)
 

@@ -140,15 +140,16 @@ class ASPP(nn.Module):
 
 
 class DropoutHead(nn.Module):
-    """ADR's classifier / critic ``C`` for segmentation: 3x3 conv + BN + ReLU + dropout, then ASPP.
-    Dropout is active whenever the module is in training mode (ADR samples two critics from it)."""
+    """ADR's classifier / critic ``C`` for segmentation: channel dropout on its input (as the ADR segmentation
+    code's ``Dropout2d(0.1)``), 3x3 conv + norm + ReLU, then ASPP. Dropout is active whenever the module is in
+    training mode (ADR samples two critics from it)."""
 
     def __init__(self, cin: int, classes: int, rates: Sequence[int], hidden: Optional[int] = None,
                  p: float = 0.5, norm: str = "bn"):
         super().__init__()
         hidden = hidden or cin
         self.body = nn.Sequential(nn.Conv2d(cin, hidden, 3, 1, 1, bias=False), _norm(norm, hidden),
-                                  nn.ReLU(inplace=True), nn.Dropout2d(p))
+                                  nn.ReLU(inplace=True))
         self.drop = nn.Dropout2d(p)
         self.cls = ASPP(hidden, classes, rates)
 
@@ -159,11 +160,11 @@ class DropoutHead(nn.Module):
 class DeepLabV2(nn.Module):
     """Backbone + head(s). ``heads=2`` gives CLAN's two classifiers (``out`` = their sum), ``aux=True`` an
     ASPP head on ``layer3`` (ADVENT's multi-level outputs), ``dropout_head=True`` ADR's dropout head ``C`` plus
-    its source-only classifier ``C'`` (``clean``; the eval-mode ``out``)."""
+    its source-only classifier ``C'`` (``clean``; the eval-mode ``out`` when ``predict_clean``)."""
 
     def __init__(self, classes: int, depth: int = 10, base: int = 16, rates: Sequence[int] = (1, 2, 3, 4),
-                 aux: bool = False, heads: int = 1, dropout_head: bool = False, dropout_p: float = 0.5,
-                 norm: str = "bn"):
+                 aux: bool = False, heads: int = 1, dropout_head: bool = False, dropout_p: float = 0.1,
+                 norm: str = "bn", predict_clean: bool = True):
         super().__init__()
         if heads not in (1, 2):
             raise ValueError("heads must be 1 or 2")
@@ -176,9 +177,11 @@ class DeepLabV2(nn.Module):
             self.head = ASPP(c4, classes, rates)
         self.head2 = ASPP(c4, classes, rates) if heads == 2 else None
         self.aux_head = ASPP(c3, classes, rates) if aux else None
-        # ADR Sec. 3.3: a classifier C' trained on source only on detached features (never updates G); an ADR
-        # model predicts with it in eval mode, as C itself is trained to be sensitive to dropout noise.
+        # ADR Sec. 3.3: a classifier C' trained on source only on detached features (never updates G); with
+        # predict_clean an ADR model predicts with it in eval mode, else with C (dropout off, as the ADR
+        # segmentation code does).
         self.clean_head = ASPP(c4, classes, rates) if dropout_head else None
+        self.predict_clean = predict_clean
 
     def heads(self):
         """The classifier modules that act on ``layer4`` (one, or CLAN's two)."""
@@ -195,7 +198,7 @@ class DeepLabV2(nn.Module):
         out["out"] = z
         if self.clean_head is not None:
             out["clean"] = self.clean_head(f["layer4"].detach())
-            if not self.training:
+            if not self.training and self.predict_clean:
                 out["out"] = out["clean"]
         if self.aux_head is not None:
             out["aux"] = self.aux_head(f["layer3"])

@@ -89,8 +89,11 @@ class Config:
     clan_damping: bool = True      # CLAN: lambda_adv * (1 - it/iters)
     # ADR (Eqs. 1-5)
     adr_gen_steps: int = 4
-    adr_dropout: float = 0.5
+    adr_dropout: float = 0.1       # Dropout2d on C's input, as the ADR segmentation code's (0.1)
     adr_lambda_balance: float = 0.0
+    adr_divergence: str = "exact"  # or "l1" (the ADR segmentation code's default d_loss "diff"), "official"
+    adr_predict: str = "c"         # eval-mode prediction: "c" (the dropout head, as the ADR segmentation code)
+    #                                or "c2" (C', a head trained on detached source features, Sec. 3.3)
     # DTA (Eq. 12; Table A-1 segmentation row)
     lambda_dta: float = 2.0
     dta_lambda_ent: float = 0.01
@@ -293,7 +296,7 @@ def method_hyper(cfg: "Config", prior: Optional[torch.Tensor]):
                                   damping=cfg.clan_damping, iters=cfg.iters)
     if m == "adr":
         return methods.adr.Hyper(n_gen=cfg.adr_gen_steps, lambda_balance=cfg.adr_lambda_balance,
-                                 divergence="exact", detach_targets=True, joint=False)
+                                 divergence=cfg.adr_divergence, detach_targets=True, joint=False)
     if m == "dta":
         # one "epoch" = len(source) / global batch iterations for the ramp-up of delta; fDTA only (no cDTA
         # split in the segmenter's head), reference = the clean pass, no VAT, normalised entropy
@@ -326,7 +329,8 @@ class SegTrainer:
         m = cfg.method
         multi = cfg.multi_level and m in ("source_only", "minent", "advent")
         self.net = build_segmenter(classes, cfg.size, aux=multi, heads=2 if m == "clan" else 1,
-                                   dropout_head=m == "adr", dropout_p=cfg.adr_dropout, norm=cfg.norm, **kw).to(dev)
+                                   dropout_head=m == "adr", dropout_p=cfg.adr_dropout, norm=cfg.norm,
+                                   predict_clean=cfg.adr_predict == "c2", **kw).to(dev)
         if cfg.imagenet_weights:
             rep = load_imagenet_weights(self.net, cfg.imagenet_weights)
             if D.is_main():

@@ -9,7 +9,9 @@ classifier trained on detached features that a model may predict with. Per itera
    Eq. 5 (the negative entropy of the batch's mean prediction).
 
 Sensitivity (``divergence``): ``"official"`` is the ADR code's bounded variant, ``sym_kl`` of the two
-softmaxes divided by C; ``"exact"`` is ``sym_kl`` of the logits. Source and target go through G as one batch
+softmaxes divided by C; ``"l1"`` the ADR segmentation code's default, the mean absolute difference of the two
+softmaxes (bounded too); ``"exact"`` is ``sym_kl`` of the logits (unbounded: C can raise it without limit by
+growing its logits, and G's ``n_gen`` steps against it then dominate G's updates). Source and target go through G as one batch
 (``joint=True``) so that BatchNorm sees in training what it sees at evaluation.
 """
 from __future__ import annotations
@@ -30,12 +32,14 @@ from .base import Parts, floats, apply, zero_grad
 class Hyper:
     n_gen: int = 4
     lambda_balance: float = 1.0
-    divergence: str = "official"   # or "exact"
+    divergence: str = "official"   # or "l1", "exact"
     joint: bool = True
     detach_targets: bool = False   # "exact": each KL's target distribution held constant
 
 
 def sensitivity(z1: Tensor, z2: Tensor, divergence: str = "official", detach_targets: bool = False) -> Tensor:
+    if divergence == "l1":
+        return (torch.softmax(z1, 1) - torch.softmax(z2, 1)).abs().mean()
     if divergence == "official":
         return uda_ops.sym_kl(torch.softmax(z1, 1), torch.softmax(z2, 1)) / z1.shape[1]
     return uda_ops.sym_kl(z1, z2, detach_targets=detach_targets)
