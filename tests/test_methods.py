@@ -222,3 +222,32 @@ def test_adr_l1_sensitivity_bounded():
     assert sens(z1, z1, "l1") == 0
     assert sens(1e4 * z1, 1e4 * z2, "l1") <= 2 / 5 + 1e-6
     assert sens(1e2 * z1, 1e2 * z2, "exact") > 10 * sens(z1, z2, "exact")
+
+
+def test_hyper_fields_take_hyper_defaults_and_hyper_from_reads_them_back():
+    """A flat config declared with hyper_fields: defaults from each Hyper unless given, a shared name sets
+    every method that lists it, renamed fields land on the Hyper's own name, fixed values fill the rest."""
+    import dataclasses
+    fields = methods.hyper_fields({"dta": ("lambda_dta", "lambda_ent", ("ramp", "ramp_epochs", 3)),
+                                   "minent": ("lambda_ent",),
+                                   "i2i": (("i2i_gp", "gp"),)})
+    Cfg = dataclasses.make_dataclass("Cfg", [("steps", int, 5)] + fields)
+    assert [f.name for f in dataclasses.fields(Cfg)] == ["steps", "lambda_dta", "lambda_ent", "ramp", "i2i_gp"]
+    cfg = Cfg()
+    dta, minent, i2i = (methods.get(m).Hyper for m in ("dta", "minent", "i2i"))
+    assert (cfg.lambda_dta, cfg.lambda_ent, cfg.ramp, cfg.i2i_gp) == (dta.lambda_dta, dta.lambda_ent, 3, i2i.gp)
+    cfg = Cfg(lambda_dta=0.25, lambda_ent=0.5, ramp=7, i2i_gp=2.0)
+    assert methods.hyper_from(cfg, "dta", steps_per_epoch=11) == dta(lambda_dta=0.25, lambda_ent=0.5,
+                                                                     ramp_epochs=7, steps_per_epoch=11)
+    assert methods.hyper_from(cfg, "minent") == minent(lambda_ent=0.5)
+    assert methods.hyper_from(cfg, "i2i") == i2i(gp=2.0)
+    assert methods.hyper_from(cfg, "source_only") == methods.get("source_only").Hyper()
+    with pytest.raises(ValueError, match="fixed"):
+        methods.hyper_from(cfg, "dta", lambda_dta=1.0)
+    with pytest.raises(ValueError, match="no field"):
+        methods.hyper_fields({"adr": ("lambda_dta",)})
+    with pytest.raises(ValueError, match="again with a default"):
+        methods.hyper_fields({"dta": ("lambda_ent",), "minent": (("lambda_ent", "lambda_ent", 1.0),)})
+    Two = dataclasses.make_dataclass("Two", methods.hyper_fields({"dta": ("lambda_ent", ("ent", "lambda_ent"))}))
+    with pytest.raises(ValueError, match="two config fields"):
+        methods.hyper_from(Two(), "dta")

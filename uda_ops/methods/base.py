@@ -7,6 +7,7 @@ shape-dependent detail (a discriminator's output map resized to the logits' grid
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence
 
@@ -97,3 +98,59 @@ def bce(d_out: Tensor, label: float) -> Tensor:
 
 def floats(d: Dict[str, object]) -> Dict[str, float]:
     return {k: float(v.detach()) if isinstance(v, Tensor) else float(v) for k, v in d.items()}
+
+
+_HYPER_KEY = "uda_ops.methods.hyper"  # a config field's metadata: {method: the Hyper field it sets}
+
+
+def _hyper_class(method: str):
+    from . import get
+    return get(method).Hyper
+
+
+def hyper_fields(spec: Dict[str, Sequence]) -> list:
+    """Fields for a trainer's own flat config dataclass (``dataclasses.make_dataclass`` entries
+    ``(name, type, field)``), each setting a field of a method's ``Hyper``, declared once and with that
+    ``Hyper``'s default (the paper's). ``spec``: ``{method: entries}``, an entry being the ``Hyper`` field's
+    name (the config field has the same name), ``(config_name, hyper_name)``, or
+    ``(config_name, hyper_name, default)`` for a task's deliberate default. A config name listed under
+    several methods is one field setting each of them (its default from the first). :func:`hyper_from`
+    reads the declarations back. ::
+
+        Config = make_dataclass("Config", [("steps", int, 1000)]
+                                + hyper_fields({"i2i": [("i2i_lambda_z", "lambda_z"), "gp"]}))
+    """
+    decl: Dict[str, list] = {}  # config name -> [type, default, {method: Hyper field}]
+    for method, entries in spec.items():
+        hyper = {f.name: f for f in dataclasses.fields(_hyper_class(method))}
+        for entry in entries:
+            name, hname, *default = (entry, entry) if isinstance(entry, str) else entry
+            if hname not in hyper or hyper[hname].default is dataclasses.MISSING:
+                raise ValueError(f"hyper_fields: uda_ops.methods.{method}.Hyper has no field {hname!r} "
+                                 "with a default")
+            if name in decl:
+                if default:
+                    raise ValueError(f"hyper_fields: {name!r} listed again with a default (its first listing "
+                                     "gives its default)")
+                decl[name][2][method] = hname
+            else:
+                decl[name] = [hyper[hname].type, default[0] if default else hyper[hname].default, {method: hname}]
+    return [(name, typ, dataclasses.field(default=default, metadata={_HYPER_KEY: sets}))
+            for name, (typ, default, sets) in decl.items()]
+
+
+def hyper_from(cfg, method: str, **fixed):
+    """``uda_ops.methods.<method>.Hyper`` from a config dataclass: the value of every field of ``cfg`` that
+    :func:`hyper_fields` declared for ``method``, and ``fixed`` (what the trainer computes or sets itself,
+    e.g. ``iters``, ``steps_per_epoch``, ``prior``); every other ``Hyper`` field keeps its default."""
+    values = {}
+    for f in dataclasses.fields(cfg):
+        name = f.metadata.get(_HYPER_KEY, {}).get(method)
+        if name is not None:
+            if name in values:
+                raise ValueError(f"hyper_from: two config fields set {method}.Hyper.{name}")
+            values[name] = getattr(cfg, f.name)
+    clash = set(values) & set(fixed)
+    if clash:
+        raise ValueError(f"hyper_from: {sorted(clash)} set by config fields and fixed both")
+    return _hyper_class(method)(**values, **fixed)
