@@ -9,7 +9,6 @@
 """
 from __future__ import annotations
 
-import re
 
 import pytest
 import torch
@@ -112,67 +111,81 @@ def test_entropy_past_2_to_31_elements_cpu():
 # ---------------------------------------------------------------------------------------------------------
 # Triton: int64 offsets in every kernel (a static check of the compiled TTIR; no GPU needed)
 # ---------------------------------------------------------------------------------------------------------
+# The check runs in a fresh interpreter with TRITON_INTERPRET=0: a suite that imported uda_ops.triton under
+# TRITON_INTERPRET=1 (the interpreter tests) holds InterpretedFunction objects, which triton.compile rejects.
+_WIDTHS = r"""
+import json, re, sys
+import triton
+import triton.language as tl
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
 ADDPTR = re.compile(r"tt\.addptr [^:\n]+: (?:tensor<[^\n]*?!tt\.ptr<\w+>>|!tt\.ptr<\w+>), (?:tensor<[\dx]*)?(i\d+)")
 
-
-def _offset_widths(fn, sig, const, attrs=None):
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
+def widths(fn, sig, const, attrs=None):
     k = triton.compile(ASTSource(fn=fn, signature=sig, constexprs=const, attrs=attrs or {}),
                        target=GPUTarget("cuda", 90, 32), options={"num_warps": 4})
     ttir = k.asm["ttir"]
-    widths = ADDPTR.findall(ttir)
-    assert len(widths) == ttir.count("tt.addptr"), "an addptr the pattern does not parse"
-    return widths
+    w = ADDPTR.findall(ttir)
+    assert len(w) == ttir.count("tt.addptr"), "an addptr the pattern does not parse"
+    return w
+
+@triton.jit
+def int32_offsets(x_ptr, out_ptr, N, BP: tl.constexpr):
+    offs = tl.program_id(0) * N + tl.arange(0, BP)  # int32: wraps past 2^31
+    tl.store(out_ptr + offs, tl.load(x_ptr + offs))
+
+@triton.jit
+def int64_offsets(x_ptr, out_ptr, N, BP: tl.constexpr):
+    offs = tl.program_id(0).to(tl.int64) * N + tl.arange(0, BP)
+    tl.store(out_ptr + offs, tl.load(x_ptr + offs))
+
+toy = {"x_ptr": "*fp32", "out_ptr": "*fp32", "N": "i32", "BP": "constexpr"}
+out = {"toy:int32_offsets": widths(int32_offsets, toy, {"BP": 16}),
+       "toy:int64_offsets": widths(int64_offsets, toy, {"BP": 16})}
+from uda_ops.triton import aot_check
+for name, fn, sig, const in aot_check._specs("bf16"):  # bf16: the dtype of the large CPU test
+    out[name] = widths(fn, sig, const, aot_check._attrs(fn, sig))
+print(json.dumps(out))
+"""
 
 
-@pytest.fixture
-def compiled(monkeypatch):
+@pytest.fixture(scope="module")
+def offset_widths(tmp_path_factory):
+    """{kernel name: the integer width of each tt.addptr offset in its TTIR}, compiled for sm_90 (no GPU)."""
+    import json
+    import os
+    import subprocess
+    import sys
     pytest.importorskip("triton")
-    monkeypatch.setenv("TRITON_INTERPRET", "0")  # compile for real (the interpreter compiles nothing)
+    tmp = tmp_path_factory.mktemp("triton")
+    env = {**os.environ, "TRITON_INTERPRET": "0", "TRITON_CACHE_DIR": str(tmp / "cache")}
+    (tmp / "widths.py").write_text(_WIDTHS)  # @triton.jit reads its source from a file
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    r = subprocess.run([sys.executable, str(tmp / "widths.py")], capture_output=True, text=True, cwd=root,
+                       env={**env, "PYTHONPATH": root + os.pathsep + env.get("PYTHONPATH", "")}, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return json.loads(r.stdout.splitlines()[-1])
 
 
-def test_the_offset_check_sees_int32(compiled):
-    import triton
-    import triton.language as tl
-
-    @triton.jit
-    def int32_offsets(x_ptr, out_ptr, N, BP: tl.constexpr):
-        offs = tl.program_id(0) * N + tl.arange(0, BP)  # int32: wraps past 2^31
-        tl.store(out_ptr + offs, tl.load(x_ptr + offs))
-
-    @triton.jit
-    def int64_offsets(x_ptr, out_ptr, N, BP: tl.constexpr):
-        offs = tl.program_id(0).to(tl.int64) * N + tl.arange(0, BP)
-        tl.store(out_ptr + offs, tl.load(x_ptr + offs))
-
-    sig = {"x_ptr": "*fp32", "out_ptr": "*fp32", "N": "i32", "BP": "constexpr"}
-    assert _offset_widths(int32_offsets, sig, {"BP": 16}) == ["i32", "i32"]
-    assert _offset_widths(int64_offsets, sig, {"BP": 16}) == ["i64", "i64"]
+def test_the_offset_check_sees_int32(offset_widths):
+    assert offset_widths["toy:int32_offsets"] == ["i32", "i32"]
+    assert offset_widths["toy:int64_offsets"] == ["i64", "i64"]
 
 
-def _narrow_offsets(keep):
-    from uda_ops.triton import aot_check
-    bad, n = {}, 0
-    for name, fn, sig, const in aot_check._specs("bf16"):  # bf16: the dtype of the large CPU test
-        if keep(name):
-            n += 1
-            widths = _offset_widths(fn, sig, const, aot_check._attrs(fn, sig))
-            if not widths or set(widths) != {"i64"}:
-                bad[name] = widths
-    assert n, "no kernel checked"
-    return bad
+def _narrow_offsets(widths, keep):
+    names = [n for n in widths if not n.startswith("toy:") and keep(n)]
+    assert names, "no kernel checked"
+    return {n: widths[n] for n in names if not widths[n] or set(widths[n]) != {"i64"}}
 
 
-def test_triton_loss_kernels_use_int64_offsets(compiled):
+def test_triton_loss_kernels_use_int64_offsets(offset_widths):
     """Every loss kernel (both layouts, one-tile and chunked classes) and channel_impact."""
-    bad = _narrow_offsets(lambda name: not name.startswith("search_rows"))
+    bad = _narrow_offsets(offset_widths, lambda name: not name.startswith("search_rows"))
     assert not bad, f"kernels with 32-bit pointer offsets: {bad}"
 
 
 @pytest.mark.xfail(strict=True, reason="search_rows adds its in-row index u = u0 + arange (int32) to the int64 row "
                    "offset: safe for rows shorter than 2^31 - BLOCK_U units, wraps (and passes the u < U mask) above")
-def test_triton_mask_search_uses_int64_offsets(compiled):
-    bad = _narrow_offsets(lambda name: name.startswith("search_rows"))
+def test_triton_mask_search_uses_int64_offsets(offset_widths):
+    bad = _narrow_offsets(offset_widths, lambda name: name.startswith("search_rows"))
     assert not bad, f"kernels with 32-bit pointer offsets: {bad}"
