@@ -48,6 +48,7 @@ from torch import Tensor, nn
 
 from uda_ops import methods
 
+from .. import checkpoint as ckpt
 from .data import Task
 from .networks import Decoder, Net, build_net, critic
 
@@ -291,19 +292,29 @@ class Trainer:
         return self.method.step(self.parts, self.hp, xs, ys, xt, self.step_i)
 
     # ------------------------------------------------------------------------------------- loop
-    def fit(self) -> dict:
+    def fit(self, checkpoint: Optional[str] = None, every: int = 0, resume: bool = False) -> dict:
+        """Train ``cfg.steps`` iterations. ``checkpoint``: path of the checkpoint written atomically every
+        ``every`` iterations (``models.checkpoint``); ``resume``: continue from it, bitwise as if never
+        stopped. A NaN or inf loss stops the run (``NonFiniteLoss``: iteration, term, last checkpoint)."""
         c = self.cfg
-        history: List[dict] = []
-        sums: Dict[str, float] = {}
-        count = 0
+        loop = {"iteration": 0, "history": [], "sums": {}, "count": 0}
+        self.last_checkpoint = None
+        if resume:
+            loop = self.load_resume_state(ckpt.load_for_resume(checkpoint, c.to_dict()))
+            self.last_checkpoint = checkpoint
+        history: List[dict] = loop["history"]
+        sums: Dict[str, float] = loop["sums"]
+        count = loop["count"]
         t0 = time.time()
         self.net.train()
-        it = range(c.steps)
+        it = range(loop["iteration"], c.steps)
         if self.progress:
             from tqdm import tqdm
-            it = tqdm(it, desc=f"{c.method} {c.task} seed {c.seed}", leave=False)
+            it = tqdm(it, desc=f"{c.method} {c.task} seed {c.seed}", leave=False, initial=loop["iteration"],
+                      total=c.steps)
         for self.step_i in it:
             losses = self.step(*self.batch())
+            ckpt.check_finite(losses, self.step_i, self.last_checkpoint)
             for k, v in losses.items():
                 sums[k] = sums.get(k, 0.0) + float(v)
             count += 1
@@ -313,6 +324,10 @@ class Trainer:
                 sums, count = {}, 0
                 if self.progress and hasattr(it, "set_postfix"):
                     it.set_postfix(acc=f"{rec['target_acc']:.3f}")
+            if checkpoint and every and (self.step_i + 1) % every == 0 and self.step_i + 1 < c.steps:
+                ckpt.save_atomic(self.resume_state(dict(iteration=self.step_i + 1, history=history, sums=sums,
+                                                        count=count)), checkpoint)
+                self.last_checkpoint = checkpoint
         final = self.evaluate()
         return {"config": c.to_dict(), "final": final, "history": history, "seconds": time.time() - t0}
 
@@ -324,11 +339,38 @@ class Trainer:
             sd[f"disc{i}"] = d.state_dict()
         return sd
 
+    def _optimisers(self) -> list:
+        p = self.parts
+        return [o for o in (p.opt, p.opt_g, p.opt_c, *p.opt_d) if o is not None]
+
+    def resume_state(self, loop: dict) -> dict:
+        """``state_dict()`` plus what continues the run bitwise: optimisers, the data/method generator, the
+        global RNGs, and the loop's state (iteration, history, running loss sums)."""
+        return {**self.state_dict(), "resume": {"optimisers": [o.state_dict() for o in self._optimisers()],
+                                                "generator": self.gen.get_state(), "rng": ckpt.rng_state(),
+                                                **loop}}
+
+    def load_resume_state(self, sd: dict) -> dict:
+        self.net.load_state_dict(sd["net"])
+        if self.cfg.method == "i2i":
+            for k, m in self.parts.modules.items():
+                m.load_state_dict(sd[k])
+        for i, d in enumerate(self.parts.discs):
+            d.load_state_dict(sd[f"disc{i}"])
+        r, opts = sd["resume"], self._optimisers()
+        if len(opts) != len(r["optimisers"]):
+            raise ValueError(f"checkpoint: {len(r['optimisers'])} optimiser states for {len(opts)} optimisers")
+        for o, s in zip(opts, r["optimisers"]):
+            o.load_state_dict(s)
+        self.gen.set_state(r["generator"])
+        ckpt.set_rng_state(r["rng"])
+        return {k: r[k] for k in ("iteration", "history", "sums", "count")}
+
 
 def run(cfg: Config, task: Optional[Task] = None, progress: bool = False, data_root: str = None,
-        net: Optional[Net] = None):
+        net: Optional[Net] = None, checkpoint: Optional[str] = None, checkpoint_every: int = 0, resume: bool = False):
     from .data import get_task
 
     task = task if task is not None else get_task(cfg.task, cfg.seed, data_root)
     trainer = Trainer(cfg, task, progress=progress, net=net)
-    return trainer.fit(), trainer
+    return trainer.fit(checkpoint, checkpoint_every, resume), trainer

@@ -13,12 +13,12 @@ class_ratio_prior_loss, clan_adversarial_loss, weight_discrepancy_loss, sym_kl, 
 ``synthetic`` task overrides the ones that depend on the budget and on training from scratch
 (``SYNTHETIC_DEFAULTS``, documented there). Outputs in ``--out``: ``config.json``, ``metrics.json``,
 ``checkpoint.pt``, ``curves.png`` (mIoU and losses), ``samples.png`` (input | GT | prediction | entropy).
+``checkpoint_every``/``resume``: resumable checkpoints (``models.checkpoint``; every process's RNG state).
 """
 from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import random
 import time
@@ -32,6 +32,7 @@ from torch import nn
 
 from uda_ops import methods
 
+from .. import checkpoint as ckpt
 from . import distributed as D
 from .metrics import evaluate, save_panels
 from .networks import build_discriminator, build_segmenter, load_imagenet_weights
@@ -122,6 +123,8 @@ class Config:
     save_images: int = 4
     progress: bool = True
     threads: int = 0
+    checkpoint_every: int = 0      # > 0: a resumable OUT/checkpoint.pt every N iterations (models.checkpoint)
+    resume: bool = False           # continue from OUT/checkpoint.pt
 
 
 # The papers' values are the dataclass defaults above. The synthetic task trains a small network from scratch
@@ -181,17 +184,25 @@ def build_data(cfg: Config):
 
 
 class InfiniteLoader:
-    """Random batches forever, seeded per process (``seed``, ``rank``); a DataLoader when workers > 0."""
+    """Random batches forever, seeded per process (``seed``, ``rank``); a DataLoader when workers > 0.
+    ``start``: the number of batches already drawn (a resumed run continues the same sequence)."""
 
-    def __init__(self, dataset, batch: int, seed: int, workers: int = 0):
+    def __init__(self, dataset, batch: int, seed: int, workers: int = 0, start: int = 0):
         self.ds, self.batch = dataset, batch
         self.gen = torch.Generator().manual_seed(seed)
         self.workers = workers
+        self.skip = start * batch
         self._it = None
 
     def _sampler(self):
+        skip, self.skip = self.skip, 0
         while True:
-            yield from torch.randperm(len(self.ds), generator=self.gen).tolist()
+            perm = torch.randperm(len(self.ds), generator=self.gen).tolist()
+            if skip >= len(perm):
+                skip -= len(perm)
+                continue
+            yield from perm[skip:]
+            skip = 0
 
     def __iter__(self):
         if self.workers:
@@ -394,11 +405,15 @@ class SegTrainer:
         return self.method.step(self.parts, self.hp, xs, ys, xt, it)
 
     # -- state -----------------------------------------------------------------------------------------
+    def _decoders(self):
+        return {k: m for k, m in self.parts.modules.items() if k.startswith("dec")}  # I2I (critics: discs)
+
     def state_dict(self):
         sd = {"model": self.net.state_dict(), "opts": [o.state_dict() for o in self.opts]}
         if self.discs:
             sd["discs"] = [d.state_dict() for d in self.discs]
             sd["opt_d"] = [o.state_dict() for o in self.opt_d]
+        sd.update({k: m.state_dict() for k, m in self._decoders().items()})
         return sd
 
     def load_state_dict(self, sd):
@@ -409,6 +424,18 @@ class SegTrainer:
             d.load_state_dict(s)
         for o, s in zip(getattr(self, "opt_d", []), sd.get("opt_d", [])):
             o.load_state_dict(s)
+        for k, m in self._decoders().items():
+            m.load_state_dict(sd[k])
+
+    def rng_state(self) -> dict:
+        """This process's random state: the global RNGs and the method's generator (I2I)."""
+        g = self.parts.generator
+        return {"rng": ckpt.rng_state(), "generator": g.get_state() if g is not None else None}
+
+    def set_rng_state(self, st: dict) -> None:
+        ckpt.set_rng_state(st["rng"])
+        if self.parts.generator is not None:
+            self.parts.generator.set_state(st["generator"])
 
 
 def _plot(history: List[dict], evals: List[dict], path: str) -> None:
@@ -432,6 +459,20 @@ def _plot(history: List[dict], evals: List[dict], path: str) -> None:
     plt.close(fig)
 
 
+def _save_resumable(tr: SegTrainer, cfg: Config, path: str, iteration: int, history, evals) -> str:
+    """Every process's random state gathered to rank 0, which writes the checkpoint atomically."""
+    ranks = [tr.rng_state()]
+    if D.is_dist():
+        ranks = [None] * D.world()
+        torch.distributed.all_gather_object(ranks, tr.rng_state())
+    if D.is_main():
+        ckpt.save_atomic({"config": dataclasses.asdict(cfg), **tr.state_dict(),
+                          "resume": {"iteration": iteration, "history": history, "evals": evals, "ranks": ranks}},
+                         path)
+    D.barrier()
+    return path
+
+
 def run(cfg: Config) -> Dict[str, object]:
     """Train and evaluate one configuration; returns the final metrics (rank 0; other ranks: only
     ``trainer``) and the :class:`SegTrainer` under ``"trainer"``."""
@@ -453,21 +494,33 @@ def run(cfg: Config) -> Dict[str, object]:
     prior = class_prior(src, classes) if cfg.class_prior_mu > 0 else None
     tr = SegTrainer(cfg, classes, prior)
     r = D.rank()
-    ls = InfiniteLoader(src, cfg.batch, cfg.seed * 1000 + 2 * r, cfg.workers)
-    lt = InfiniteLoader(tgt, cfg.batch, cfg.seed * 1000 + 2 * r + 1, cfg.workers)
+    path = os.path.join(cfg.out, ckpt.CHECKPOINT) if cfg.out else None
+    if (cfg.checkpoint_every or cfg.resume) and not path:
+        raise SystemExit("--checkpoint-every and --resume need --out")
+    start, history, evals, last = 0, [], [], None
+    if cfg.resume:
+        sd = ckpt.load_for_resume(path, dataclasses.asdict(cfg))
+        tr.load_state_dict(sd)
+        start, history, evals, last = sd["resume"]["iteration"], sd["resume"]["history"], sd["resume"]["evals"], path
+    ls = InfiniteLoader(src, cfg.batch, cfg.seed * 1000 + 2 * r, cfg.workers, start=start)
+    lt = InfiniteLoader(tgt, cfg.batch, cfg.seed * 1000 + 2 * r + 1, cfg.workers, start=start)
     its, itt = iter(ls), iter(lt)
     torch.manual_seed(cfg.seed * 7919 + r)          # dropout and other randomness differ per rank
-    history, evals = [], []
-    bar = tqdm(range(cfg.iters), desc=f"{cfg.method} s{cfg.seed}", disable=not (main and cfg.progress and tqdm),
-               dynamic_ncols=True, mininterval=1.0) if tqdm else range(cfg.iters)
+    if cfg.resume:
+        if len(sd["resume"]["ranks"]) != D.world():
+            raise ValueError(f"--resume: {path} was written by {len(sd['resume']['ranks'])} processes, "
+                             f"this run has {D.world()}")
+        tr.set_rng_state(sd["resume"]["ranks"][r])
+    bar = tqdm(range(start, cfg.iters), desc=f"{cfg.method} s{cfg.seed}", initial=start, total=cfg.iters,
+               disable=not (main and cfg.progress and tqdm), dynamic_ncols=True, mininterval=1.0) if tqdm \
+        else range(start, cfg.iters)
     t0 = time.time()
     for it in bar:
         xs, ys = next(its)
         xt, _ = next(itt)
         xs, ys, xt = xs.to(cfg.device), ys.to(cfg.device), xt.to(cfg.device)
         logs = tr.step(xs, ys, xt, it)
-        if not all(math.isfinite(v) for v in logs.values()):
-            raise FloatingPointError(f"non-finite loss at iteration {it}: {logs}")
+        ckpt.check_finite(logs, it, last)
         if it % cfg.log_every == 0 or it == cfg.iters - 1:
             history.append({"it": it, **logs})
             if tqdm and main and cfg.progress:
@@ -475,6 +528,8 @@ def run(cfg: Config) -> Dict[str, object]:
         if main and cfg.eval_every and (it + 1) % cfg.eval_every == 0 and it + 1 < cfg.iters:
             e = evaluate(tr.net, val, classes, tr.mean, tr.std, device=cfg.device, class_subset=info["subset"])
             evals.append({"it": it + 1, "miou": e["miou"]})
+        if cfg.checkpoint_every and (it + 1) % cfg.checkpoint_every == 0 and it + 1 < cfg.iters:
+            last = _save_resumable(tr, cfg, path, it + 1, history, evals)
     train_time = time.time() - t0
     result: Dict[str, object] = {}
     if main:
@@ -496,7 +551,7 @@ def run(cfg: Config) -> Dict[str, object]:
                 json.dump(dataclasses.asdict(cfg), f, indent=1)
             with open(os.path.join(cfg.out, "metrics.json"), "w") as f:
                 json.dump({**result, "confusion": e["confusion"]}, f, indent=1)
-            torch.save({"config": dataclasses.asdict(cfg), **tr.state_dict()}, os.path.join(cfg.out, "checkpoint.pt"))
+            ckpt.save_atomic({"config": dataclasses.asdict(cfg), **tr.state_dict()}, path)
             try:
                 _plot(history, evals, os.path.join(cfg.out, "curves.png"))
             except ImportError:  # pragma: no cover
