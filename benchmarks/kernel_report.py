@@ -652,7 +652,11 @@ def main(argv=None) -> int:
                                 root)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    info = {"label": label, "rev": args.rev or "working tree", "arch": args.arch, "classes": args.classes,
+    rev = "working tree"
+    if args.rev:  # the commit itself, not a name like HEAD that moves
+        rev = subprocess.run(["git", "rev-parse", args.rev], cwd=ROOT, capture_output=True, text=True,
+                             check=True).stdout.strip()
+    info = {"label": label, "rev": rev, "arch": args.arch, "classes": args.classes,
             "date": dt.date.today().isoformat(),
             "nvcc": subprocess.run([find_tool("nvcc"), "--version"], capture_output=True,
                                    text=True).stdout.strip().splitlines()[-1],
