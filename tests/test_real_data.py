@@ -40,7 +40,7 @@ def _rows(x):
     return {bytes(r.numpy().tobytes()) for r in x.flatten(1)}
 
 
-@pytest.mark.parametrize("name", rd.REAL_TASKS)
+@pytest.mark.parametrize("name", rd.TASKS)
 def test_shapes_ranges_and_labels(name):
     t = rd.real_task(name)
     ch, n_s, n_v, n_t, n_test = SIZES[name]
@@ -92,7 +92,7 @@ def test_tasks_use_their_splits():
     assert torch.equal(t.xs, rd.prepare(xm[m["train_a"]], 3)) and torch.equal(t.ys, ym[m["train_a"]])
     assert torch.equal(t.xs_val, rd.prepare(xm[m["val"]], 3))
     assert torch.equal(t.yt, ym[m["train_b"]]) and torch.equal(t.yt_test, ym[m["test"]])
-    for name in rd.REAL_TASKS:  # content level: no image shared between two splits of a task
+    for name in rd.TASKS:  # content level: no image shared between two splits of a task
         t = rd.real_task(name)
         sets = [_rows(x) for x in (t.xs, t.xs_val, t.xt, t.xt_test)]
         assert sum(map(len, sets)) == len(set().union(*sets))
@@ -156,9 +156,9 @@ def test_real_photos_are_bundled_colour_images():
 
 
 def test_deterministic(fresh):
-    first = {n: rd.real_task(n) for n in rd.REAL_TASKS}
+    first = {n: rd.real_task(n) for n in rd.TASKS}
     clear_caches()
-    for n in rd.REAL_TASKS:
+    for n in rd.TASKS:
         again = rd.real_task(n)
         assert again is not first[n]
         for a, b in zip((first[n].xs, first[n].xt, first[n].xt_test, first[n].xs_val),
@@ -197,3 +197,60 @@ def test_missing_package_is_named(fresh, monkeypatch, module, package, call):
     monkeypatch.setitem(sys.modules, module, None)
     with pytest.raises(ImportError, match=f"'{package}'.*pip install {package}"):
         call()
+
+
+# ------------------------------------------------------------------ oracle, network, I2I decoder, defaults
+def test_oracle_trains_on_target_labels_and_scores_on_target_test():
+    assert rd.REAL_TASKS == rd.TASKS + rd.ORACLES and len(rd.ORACLES) == 3
+    for name in rd.TASKS:
+        t, o = rd.real_task(name), rd.real_task(name + rd.ORACLE)
+        assert o.name == name + ":oracle" and rd.base_task(o.name) == name
+        assert torch.equal(o.xs, t.xt) and torch.equal(o.ys, t.yt)  # labelled target-train
+        assert torch.equal(o.xt_test, t.xt_test) and torch.equal(o.yt_test, t.yt_test)
+        assert not (_rows(o.xs) & _rows(o.xt_test))  # never trained on its test images
+        assert o.xs_val is None and o.arch == t.arch and o.input_shape == t.input_shape
+
+
+def test_real_tasks_get_the_lenet_and_a_tanh_decoder():
+    from models.classification.data import digits
+    from models.classification.networks import Decoder, build_net
+    t = rd.real_task("mnist->mnistm")
+    assert t.input_shape == (3, 16, 16) and t.input_shape.value_range == (-1.0, 1.0)
+    net = build_net(t, extra_classifier=True, hidden=32)
+    conv = [m for m in net.g if isinstance(m, torch.nn.Conv2d)]
+    assert [(m.in_channels, m.out_channels, m.kernel_size) for m in conv] == \
+        [(3, rd.LENET_WIDTHS[0], (5, 5)), (rd.LENET_WIDTHS[0], rd.LENET_WIDTHS[1], (5, 5))]
+    f = net.g(t.xs[:4])
+    assert f.shape == (4, rd.LENET_WIDTHS[1], 4, 4) and net(t.xs[:4]).shape == (4, 10) and net.c2 is not None
+    assert net.c.fc1.out_features == 32
+    dec = Decoder(f.shape[1:], t.input_shape)
+    assert isinstance(dec.net[-1], torch.nn.Tanh)
+    with torch.no_grad():
+        y = dec(f * 100)
+    assert y.shape == (4, 3, 16, 16) and y.min() < -0.5 and y.min() >= -1 and y.max() <= 1
+    # other tasks keep their network and the sigmoid decoder ([0, 1] images)
+    d = digits(0)
+    assert not hasattr(d, "arch") and build_net(d).g[0].kernel_size == (3, 3)  # conv_generator, not the LeNet
+    assert isinstance(Decoder((64, 4, 4), d.input_shape).net[-1], torch.nn.Sigmoid)
+
+
+def test_real_defaults_are_the_papers_digit_values():
+    from models.classification import real_defaults as rdf
+    assert rdf.table("digits") is None and rdf.table("moons") is None and rdf.table("mnist->usps") is None
+    for name in rd.REAL_TASKS:
+        tab = rdf.table(name, 900)
+        assert tab["adr"]["n_gen"] == 4 and tab["adr"]["lr"] == 2e-4  # ADR Sec. 4.2
+        assert tab["i2i"]["lr"] == 2e-4 and tab["i2i"]["betas"] == (0.5, 0.999)  # I2I Sec. 3.3
+        assert (tab["i2i"]["lambda_z"], tab["i2i"]["lambda_id"], tab["i2i"]["lambda_tr"], tab["i2i"]["lambda_cyc"],
+                tab["i2i"]["lambda_trc"]) == (0.05, 0.1, 0.02, 0.1, 0.1)  # I2I Sec. 4.1
+        dta = tab["dta"]
+        assert (dta["lambda_dta"], dta["lambda_ent"], dta["delta_e"], dta["delta_c"], dta["lr"]) == \
+            (2.0, 0.01, 0.1, 0.05, 1e-3)  # Table A-1, App. B
+        assert tab["*"]["eval_every"] == 90
+    # Table A-1: MNIST->USPS without VAT, USPS->MNIST with
+    assert (rdf.table("mnist->digits")["dta"]["lambda_vat"], rdf.table("mnist->digits")["dta"]["vat_eps"]) == (0, 0)
+    assert (rdf.table("digits->mnist")["dta"]["lambda_vat"], rdf.table("digits->mnist")["dta"]["vat_eps"]) == \
+        (0.1, 3.5)
+    # T_r = 80 of 90 epochs, scaled to the run: 3600 images / 32 = 112 steps an epoch
+    assert rdf.ramp_epochs("mnist->digits", 112 * 90) == 80 and rdf.ramp_epochs("mnist->digits", 112 * 9) == 8
+    assert rdf.ramp_epochs("mnist->digits", 10) == 1

@@ -56,8 +56,29 @@ class Net(nn.Module):
         return self.c(self.g(x))
 
 
+def lenet_generator(in_ch: int, widths: Sequence[int] = (20, 50), kernel: int = 5) -> nn.Module:
+    """The LeNet feature extractor of the digit experiments (ADDA's, which ADR uses with BatchNorm before each
+    activation): ``conv5 -> BN -> ReLU -> pool2`` twice, 'same' padding. Output ``(N, widths[1], H/4, W/4)``
+    (``(N, 50, 4, 4)`` at 16x16): a feature map, as I2I's decoders and fDTA's channel-wise mask need."""
+    c1, c2 = widths
+    pad = kernel // 2
+    return nn.Sequential(
+        nn.Conv2d(in_ch, c1, kernel, padding=pad), nn.BatchNorm2d(c1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(c1, c2, kernel, padding=pad), nn.BatchNorm2d(c2), nn.ReLU(), nn.MaxPool2d(2))
+
+
 def build_net(task, p: float = 0.5, extra_classifier: bool = False, width: int = 32, hidden: int = 128) -> Net:
+    """The task's default network. A task with an ``arch`` attribute of ``("lenet", (c1, c2))`` (the real-data
+    tasks, :mod:`models.classification.real_data`) gets :func:`lenet_generator` with those widths and the
+    :class:`Classifier` with ``hidden`` units (``width`` unused); other tasks: vectors the ADR toy network,
+    images :func:`conv_generator`."""
     k = task.num_classes
+    arch = getattr(task, "arch", None)
+    if arch is not None and arch[0] == "lenet":
+        g = lenet_generator(task.input_shape[0], arch[1])
+        feat = int(torch.Size(g(torch.zeros(2, *task.input_shape)).shape[1:]).numel())
+        mk = lambda: Classifier(feat, hidden, k, p)  # noqa: E731
+        return Net(g, mk(), mk() if extra_classifier else None)
     if len(task.input_shape) == 1:  # moons: [2,5,5] + [5,5,2]
         g, feat, hid = toy_generator((task.input_shape[0], 5, 5)), 5, 5
     else:
@@ -69,10 +90,16 @@ def build_net(task, p: float = 0.5, extra_classifier: bool = False, width: int =
 # ------------------------------------------------------------------------------------------ I2I Adapt
 class Decoder(nn.Module):
     """Latent ``G(x)`` -> an input-space sample of the given shape (MLP for vectors, transposed convs for
-    images ``(C, H, W)`` from the ``(N, F, 4, 4)`` latent)."""
+    images ``(C, H, W)`` from the ``(N, F, 4, 4)`` latent).
+
+    Output activation: ``Sigmoid`` ([0, 1] images), or ``Tanh`` when ``out_shape`` carries
+    ``value_range == (-1, 1)`` (:class:`ImageShape`, the real-data tasks' ``input_shape``), so that decoded
+    images live where the inputs do (the image critics and the L1 identity/cycle terms compare them).
+    """
 
     def __init__(self, latent_shape, out_shape, hidden: int = 32):
         super().__init__()
+        self.value_range = tuple(getattr(out_shape, "value_range", (0.0, 1.0)))
         self.out_shape = tuple(out_shape)
         if len(out_shape) == 1:
             self.net = nn.Sequential(nn.Flatten(), nn.Linear(int(torch.Size(latent_shape).numel()), hidden),
@@ -80,13 +107,25 @@ class Decoder(nn.Module):
         else:
             c_in = latent_shape[0]
             self.net = nn.Sequential(nn.ConvTranspose2d(c_in, hidden, 4, 2, 1), nn.BatchNorm2d(hidden), nn.ReLU(),
-                                     nn.Conv2d(hidden, out_shape[0], 3, padding=1), nn.Sigmoid())
+                                     nn.Conv2d(hidden, out_shape[0], 3, padding=1),
+                                     nn.Tanh() if self.value_range == (-1.0, 1.0) else nn.Sigmoid())
 
     def forward(self, z: Tensor) -> Tensor:
         y = self.net(z)
         if len(self.out_shape) == 3 and y.shape[-2:] != self.out_shape[-2:]:
             y = nn.functional.interpolate(y, size=self.out_shape[-2:], mode="bilinear", align_corners=False)
         return y
+
+
+class ImageShape(tuple):
+    """An input shape ``(C, H, W)`` that also says the images' value range (``value_range``), for
+    :class:`Decoder`'s output activation. Compares and unpacks as the plain tuple."""
+    value_range = (0.0, 1.0)
+
+    def __new__(cls, shape, value_range=(0.0, 1.0)):
+        obj = super().__new__(cls, tuple(shape))
+        obj.value_range = tuple(float(v) for v in value_range)
+        return obj
 
 
 def critic(in_shape, hidden: int = 64) -> nn.Module:

@@ -52,6 +52,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .data import Task
+from .networks import ImageShape
 
 SIZE = 16
 DATA_SEED = 0
@@ -62,13 +63,24 @@ CLASSES = 10
 PHOTOS_TRAIN = ("astronaut", "coffee", "rocket", "immunohistochemistry", "retina")
 PHOTOS_TEST = ("chelsea", "motorcycle_left")
 CROP = 28  # MNIST-M blends 28x28 crops into 28x28 digits
+VALUE_RANGE = (-1.0, 1.0)  # of every prepared image: normalise() maps [0, 1] there
+LENET_WIDTHS = (8, 20)  # conv widths of the default network: ADDA's LeNet (20, 50, as in ADR's digit experiments) narrowed for the CPU budget
 
 
 @dataclass
 class RealTask(Task):
-    """A :class:`Task` with a held-out, labelled source validation split (disjoint from everything else)."""
+    """A :class:`Task` with a held-out, labelled source validation split (disjoint from everything else).
+
+    ``arch``: the default network (``networks.build_net`` reads it): the LeNet of the papers' digit
+    experiments with conv widths ``(20, 50)``. ``input_shape`` carries the images' value range [-1, 1]
+    (``networks.ImageShape``), so that I2I's decoders end in ``tanh``."""
     xs_val: Optional[Tensor] = None
     ys_val: Optional[Tensor] = None
+    arch: Tuple = ("lenet", LENET_WIDTHS)
+
+    @property
+    def input_shape(self) -> Tuple[int, ...]:
+        return ImageShape(self.xs.shape[1:], VALUE_RANGE)
 
 
 def require(module: str, package: str, what: str):
@@ -205,17 +217,98 @@ def _mnist_mnistm() -> RealTask:
                     y[m["train_b"]], prepare(xv, 3), y[m["test"]], CLASSES, prepare(x[m["val"]], 3), y[m["val"]])
 
 
+ORACLE = ":oracle"
+
+
+def oracle(task: RealTask) -> RealTask:
+    """The target-oracle bound of ``task``: trains on the target-train images *with their labels* (as its
+    "source"; ``xt`` is the same images, unlabelled) and is scored on the same target-test split. Run it
+    with ``source_only`` (``--task mnist->digits:oracle --methods source_only``). No source validation
+    split: nothing about it is chosen."""
+    return RealTask(task.name + ORACLE, task.xt, task.yt, task.xt, task.yt, task.xt_test, task.yt_test,
+                    task.num_classes, None, None, task.arch)
+
+
 BUILDERS: Dict[str, Callable[[], RealTask]] = {
     "mnist->digits": lambda: _mnist_digits("mnist"),
     "digits->mnist": lambda: _mnist_digits("digits"),
     "mnist->mnistm": _mnist_mnistm,
 }
-REAL_TASKS = tuple(BUILDERS)
+TASKS = tuple(BUILDERS)  # the adaptation tasks
+ORACLES = tuple(n + ORACLE for n in TASKS)  # their target-oracle bounds
+REAL_TASKS = TASKS + ORACLES  # every name models.classification.data.get_task routes here
+
+
+def base_task(name: str) -> str:
+    """``"mnist->digits:oracle"`` -> ``"mnist->digits"`` (other names unchanged)."""
+    return name[:-len(ORACLE)] if name.endswith(ORACLE) else name
 
 
 @functools.lru_cache(maxsize=None)
 def real_task(name: str) -> RealTask:
     """One of ``REAL_TASKS``, built once per process (its splits are fixed: see the module docstring)."""
+    if name in ORACLES:
+        return oracle(real_task(base_task(name)))
     if name not in BUILDERS:
         raise ValueError(f"unknown real-data task {name!r}, one of {REAL_TASKS}")
     return BUILDERS[name]()
+
+
+# ------------------------------------------------------------------------------------------- reporting
+def collect_curves(run_dirs: Dict[str, str]) -> dict:
+    """``{label: models.compare --out folder}`` -> ``{label: {method: {seed: [[step, target_acc %], ...]}}}``
+    from each run's ``<method>_s<seed>/metrics.json`` (the histories the compare JSON leaves out)."""
+    import json
+    import os
+    import re
+    out: dict = {}
+    for label, root in run_dirs.items():
+        for d in sorted(os.listdir(root)):
+            m = re.fullmatch(r"(.+)_s(\d+)", d)
+            path = os.path.join(root, d, "metrics.json")
+            if not m or not os.path.exists(path):
+                continue
+            with open(path) as f:
+                hist = json.load(f)["history"]
+            out.setdefault(label, {}).setdefault(m.group(1), {})[m.group(2)] = [
+                [h["step"], round(100 * h["target_acc"], 2)] for h in hist]
+    return out
+
+
+def plot_curves(curves: dict, path: str, title: str = "") -> None:
+    """Target accuracy against iteration, mean over seeds (shaded: min..max), one line per method."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for label, by_method in curves.items():
+        for method, seeds in by_method.items():
+            runs = [np.array(v) for v in seeds.values()]
+            steps, acc = runs[0][:, 0], np.stack([r[:, 1] for r in runs])
+            name = method if label == "main" else f"{method} ({label})"
+            ax.plot(steps, acc.mean(0), label=name, ls="--" if label != "main" else "-")
+            ax.fill_between(steps, acc.min(0), acc.max(0), alpha=0.12)
+    ax.set_xlabel("iteration"), ax.set_ylabel("target test accuracy (%)"), ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2), ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv=None) -> None:
+    """``python -m models.classification.real_data curves NAME MAIN_OUT ORACLE_OUT JSON PNG``: the histories
+    of a task's ``models.compare --out`` folders (methods, oracle) into JSON, and their curves plot."""
+    import json
+    import sys
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) != 6 or args[0] != "curves":
+        raise SystemExit(main.__doc__)
+    _, name, main_out, oracle_out, json_path, png = args
+    curves = collect_curves({"main": main_out, "oracle": oracle_out})
+    with open(json_path, "w") as f:
+        json.dump({"task": name, "metric": "target_acc", "curves": curves}, f, indent=0)
+    plot_curves(curves, png, f"{name}: target accuracy (mean over seeds, band min..max)")
+
+
+if __name__ == "__main__":
+    main()
