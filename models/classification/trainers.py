@@ -50,6 +50,7 @@ from uda_ops import methods
 
 from .. import checkpoint as ckpt
 from .data import Task
+from .real_defaults import table as real_data_table  # per-task defaults of the real-data tasks
 from .networks import Decoder, Net, build_net, critic
 
 METHODS = ("source_only", "minent", "advent", "clan", "adr", "dta", "i2i")
@@ -153,7 +154,7 @@ TASK_DEFAULTS: Dict[str, Dict[str, dict]] = {
 def make_config(method: str, task: str, **overrides) -> Config:
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}, one of {METHODS}")
-    table = TASK_DEFAULTS.get(task, TASK_DEFAULTS["*"])
+    table = TASK_DEFAULTS.get(task) or real_data_table(task, overrides.get("steps")) or TASK_DEFAULTS["*"]
     values = dict(method=method, task=task)
     values.update(table.get("*", {}))
     values.update(table.get(method, {}))
