@@ -228,10 +228,10 @@ def test_hyper_fields_take_hyper_defaults_and_hyper_from_reads_them_back():
     """A flat config declared with hyper_fields: defaults from each Hyper unless given, a shared name sets
     every method that lists it, renamed fields land on the Hyper's own name, fixed values fill the rest."""
     import dataclasses
-    fields = methods.hyper_fields({"dta": ("lambda_dta", "lambda_ent", ("ramp", "ramp_epochs", 3)),
-                                   "minent": ("lambda_ent",),
-                                   "i2i": (("i2i_gp", "gp"),)})
-    Cfg = dataclasses.make_dataclass("Cfg", [("steps", int, 5)] + fields)
+    Base = dataclasses.make_dataclass("Base", [("steps", int, 5)])
+    Cfg = methods.with_hyper_fields(Base, {"dta": ("lambda_dta", "lambda_ent", ("ramp", "ramp_epochs", 3)),
+                                           "minent": ("lambda_ent",),
+                                           "i2i": (("i2i_gp", "gp"),)})
     assert [f.name for f in dataclasses.fields(Cfg)] == ["steps", "lambda_dta", "lambda_ent", "ramp", "i2i_gp"]
     cfg = Cfg()
     dta, minent, i2i = (methods.get(m).Hyper for m in ("dta", "minent", "i2i"))

@@ -57,7 +57,7 @@ METHODS = ("source_only", "minent", "advent", "clan", "adr", "dta", "i2i")
 
 
 @dataclass
-class Config:
+class _RunConfig:
     method: str = "dta"
     task: str = "moons"
     seed: int = 0
@@ -69,40 +69,30 @@ class Config:
     dropout: float = 0.5          # p of the classifier's dropout layers
     width: int = 32               # conv generator width (image tasks)
     hidden: int = 128             # classifier hidden units (image tasks)
-    # ADR
-    n_gen: int = 4
-    adr_balance: float = 1.0
-    adr_divergence: str = "official"  # "official": sym_kl of the softmaxes (ADR code); "exact": of the logits
-    # DTA (Table A-1 names: lambda1..3, delta_e, delta_c, T_r, eps)
-    lambda_dta: float = 2.0
-    lambda_ent: float = 0.01
-    lambda_vat: float = 0.1
-    delta_e: float = 0.1
-    delta_c: float = 0.05
-    ramp_epochs: int = 80
-    vat_eps: float = 3.5
-    random_dropout: float = 0.1   # p of the reference (random-mask) pass
-    detach_reference: bool = True  # the random-dropout pass is the KL's constant target (as in VAT)
-    kl_norm: str = "official"     # "official": KL / K as DTA's KLDivLoss('mean'); "sum": per-sample KL
-    # I2I Adapt
-    lambda_c: float = 1.0
-    lambda_z: float = 0.05
-    lambda_tr: float = 0.02
-    lambda_id: float = 0.1
-    lambda_cyc: float = 0.1
-    lambda_trc: float = 0.1
-    gp: float = 10.0
-    n_critic: int = 1
-    source_pretrain: int = 0      # I2I: source-only warm-up steps
-    # MinEnt / AdvEnt / CLAN (ADVENT, CLAN; ``lambda_ent`` above is also MinEnt's entropy weight)
-    entropy_ranking: float = 0.0
-    class_prior_mu: float = 0.0
-    lambda_cp: float = 1e-3
-    lambda_adv: float = 1e-3
-    lambda_weight: float = 0.01
-    lambda_local: float = 40.0
-    epsilon: float = 0.4
-    preheat: float = 0.0
+
+
+# The methods' hyperparameters, Config's fields after _RunConfig's: each sets that field of the method's
+# ``Hyper`` (``uda_ops.methods.<method>``) and has its default there (the paper's); per-task values are in
+# TASK_DEFAULTS. ``lambda_ent`` is DTA's L_E weight and MinEnt's, ``lambda_adv`` AdvEnt's and CLAN's. ADR:
+# ``adr_divergence`` "official" is sym_kl of the softmaxes (ADR code), "exact" of the logits. DTA (Table A-1
+# names: lambda1..3, delta_e, delta_c, T_r, eps): ``random_dropout`` is the p of the reference (random-mask)
+# pass, ``detach_reference`` makes that pass the KL's constant target (as in VAT), ``kl_norm`` "official" is
+# KL / K as DTA's KLDivLoss('mean'), "sum" the per-sample KL. I2I: ``source_pretrain`` source-only warm-up steps.
+METHOD_FIELDS = {
+    "adr": ("n_gen", ("adr_balance", "lambda_balance"), ("adr_divergence", "divergence")),
+    "dta": ("lambda_dta", "lambda_ent", "lambda_vat", "delta_e", "delta_c", "ramp_epochs", "vat_eps",
+            "random_dropout", "detach_reference", "kl_norm"),
+    "i2i": ("lambda_c", "lambda_z", "lambda_tr", "lambda_id", "lambda_cyc", "lambda_trc", "gp", "n_critic",
+            "source_pretrain"),
+    "minent": ("lambda_ent", "entropy_ranking", "class_prior_mu", "lambda_cp"),
+    "advent": ("lambda_adv",),
+    "clan": ("lambda_adv", "lambda_weight", "lambda_local", "epsilon", "preheat"),
+}
+
+
+@dataclass
+class Config(methods.with_hyper_fields(_RunConfig, METHOD_FIELDS)):
+    """One classification run: _RunConfig's fields, then the methods' (METHOD_FIELDS)."""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -185,30 +175,10 @@ def check_net(net: nn.Module, method: str) -> nn.Module:
 
 
 def hyper(cfg: Config, steps_per_epoch: int, prior: Optional[Tensor] = None):
-    """The method's ``Hyper`` (``uda_ops.methods.<method>``) from the Config fields."""
-    m = cfg.method
-    if m == "minent":
-        return methods.minent.Hyper(lambda_ent=cfg.lambda_ent, entropy_ranking=cfg.entropy_ranking,
-                                    class_prior_mu=cfg.class_prior_mu, lambda_cp=cfg.lambda_cp, prior=prior)
-    if m == "advent":
-        return methods.advent.Hyper(lambda_adv=cfg.lambda_adv)
-    if m == "clan":
-        return methods.clan.Hyper(lambda_adv=cfg.lambda_adv, lambda_weight=cfg.lambda_weight,
-                                  lambda_local=cfg.lambda_local, epsilon=cfg.epsilon, preheat=cfg.preheat,
-                                  iters=cfg.steps)
-    if m == "adr":
-        return methods.adr.Hyper(n_gen=cfg.n_gen, lambda_balance=cfg.adr_balance, divergence=cfg.adr_divergence)
-    if m == "dta":
-        return methods.dta.Hyper(lambda_dta=cfg.lambda_dta, lambda_ent=cfg.lambda_ent, lambda_vat=cfg.lambda_vat,
-                                 delta_e=cfg.delta_e, delta_c=cfg.delta_c, ramp_epochs=cfg.ramp_epochs,
-                                 steps_per_epoch=steps_per_epoch, vat_eps=cfg.vat_eps,
-                                 random_dropout=cfg.random_dropout, detach_reference=cfg.detach_reference,
-                                 kl_norm=cfg.kl_norm)
-    if m == "i2i":
-        return methods.i2i.Hyper(lambda_c=cfg.lambda_c, lambda_z=cfg.lambda_z, lambda_tr=cfg.lambda_tr,
-                                 lambda_id=cfg.lambda_id, lambda_cyc=cfg.lambda_cyc, lambda_trc=cfg.lambda_trc,
-                                 gp=cfg.gp, n_critic=cfg.n_critic, source_pretrain=cfg.source_pretrain)
-    return methods.source_only.Hyper()
+    """The method's ``Hyper`` (``uda_ops.methods.<method>``): its METHOD_FIELDS from ``cfg``, and what the
+    trainer derives (DTA's epoch length, MinEnt's class prior, CLAN's iteration count)."""
+    fixed = {"dta": dict(steps_per_epoch=steps_per_epoch), "minent": dict(prior=prior), "clan": dict(iters=cfg.steps)}
+    return methods.hyper_from(cfg, cfg.method, **fixed.get(cfg.method, {}))
 
 
 class Trainer:

@@ -49,7 +49,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass
-class Config:
+class _RunConfig:
     method: str = "source_only"
     task: str = "synthetic"
     seed: int = 0
@@ -66,6 +66,9 @@ class Config:
     ndf: Optional[int] = None      # discriminator width (paper 64)
     multi_level: bool = True       # ADVENT: aux ASPP head on layer3 (conv4)
     imagenet_weights: str = ""
+    adr_dropout: float = 0.1       # ADR: Dropout2d on C's input, as the ADR segmentation code's (0.1)
+    adr_predict: str = "c"         # ADR's eval-mode prediction: "c" (the dropout head, as the ADR segmentation
+    #                                code) or "c2" (C', a head trained on detached source features, Sec. 3.3)
     # optimisation (ADVENT Sec. 4 / CLAN Sec. 4.1)
     lr: float = 2.5e-4
     momentum: float = 0.9
@@ -74,40 +77,33 @@ class Config:
     lr_d: float = 1e-4
     betas_d: tuple = (0.9, 0.99)
     lambda_seg_aux: float = 0.1
-    # MinEnt (ADVENT Eq. 4, Sec. 3.3, 4.3)
-    lambda_ent: float = 1e-3
-    lambda_ent_aux: float = 2e-4
-    entropy_ranking: float = 0.0   # > 0: minimise only on this top ratio of pixels (paper: 0.3)
-    class_prior_mu: float = 0.0    # > 0: add the class-ratio prior loss (paper: mu = 0.5)
-    lambda_cp: float = 1e-3
-    # AdvEnt (Eq. 9) and CLAN (Eqs. 4-6)
-    lambda_adv: float = 1e-3
-    lambda_adv_aux: float = 2e-4
-    lambda_weight: float = 0.01
-    lambda_local: float = 40.0
-    epsilon: float = 0.4
-    preheat: float = 0.05          # CLAN: fraction of iterations with the plain (unweighted) adversarial loss
-    clan_damping: bool = True      # CLAN: lambda_adv * (1 - it/iters)
-    # ADR (Eqs. 1-5)
-    adr_gen_steps: int = 4
-    adr_dropout: float = 0.1       # Dropout2d on C's input, as the ADR segmentation code's (0.1)
-    adr_lambda_balance: float = 0.0
-    adr_divergence: str = "exact"  # or "l1" (the ADR segmentation code's default d_loss "diff"), "official"
-    adr_predict: str = "c"         # eval-mode prediction: "c" (the dropout head, as the ADR segmentation code)
-    #                                or "c2" (C', a head trained on detached source features, Sec. 3.3)
-    # DTA (Eq. 12; Table A-1 segmentation row)
-    lambda_dta: float = 2.0
-    dta_lambda_ent: float = 0.01
-    dta_delta_c: float = 0.02
-    dta_ramp: int = 1
-    # I2I Adapt (Eq. 7; the Table 1 special cases by zero weights)
-    i2i_lambda_c: float = 1.0
-    i2i_lambda_z: float = 0.05
-    i2i_lambda_tr: float = 0.02
-    i2i_lambda_id: float = 0.1
-    i2i_lambda_cyc: float = 0.1
-    i2i_lambda_trc: float = 0.1
-    i2i_gp: float = 10.0
+
+
+# The methods' hyperparameters, Config's fields after _RunConfig's: each sets that field of the method's
+# ``Hyper`` (``uda_ops.methods.<method>``) and has its default there (the paper's) unless a third value gives
+# this task's own. MinEnt: ADVENT Eq. 4, Sec. 3.3, 4.3 (``entropy_ranking`` > 0 minimises only on this top
+# ratio of pixels, paper 0.3; ``class_prior_mu`` > 0 adds the class-ratio prior loss, paper mu = 0.5). AdvEnt:
+# Eq. 9. CLAN: Eqs. 4-6 (``preheat``: the fraction of iterations with the plain, unweighted adversarial loss;
+# ``clan_damping``: lambda_adv * (1 - it/iters)). ADR: Eqs. 1-5 (``adr_divergence``: "exact", "l1" (the ADR
+# segmentation code's default d_loss "diff") or "official"). DTA: Eq. 12, Table A-1's segmentation row. I2I
+# Adapt: Eq. 7, the Table 1 special cases by zero weights.
+METHOD_FIELDS = {
+    "minent": ("lambda_ent", "lambda_ent_aux", "entropy_ranking", "class_prior_mu", "lambda_cp"),
+    "advent": ("lambda_adv", "lambda_adv_aux"),
+    "clan": ("lambda_adv", "lambda_weight", "lambda_local", "epsilon", ("preheat", "preheat", 0.05),
+             ("clan_damping", "damping")),
+    "adr": (("adr_gen_steps", "n_gen"), ("adr_lambda_balance", "lambda_balance", 0.0),
+            ("adr_divergence", "divergence", "exact")),
+    "dta": ("lambda_dta", ("dta_lambda_ent", "lambda_ent"), ("dta_delta_c", "delta_c", 0.02),
+            ("dta_ramp", "ramp_epochs", 1)),
+    "i2i": tuple((f"i2i_{n}", n) for n in ("lambda_c", "lambda_z", "lambda_tr", "lambda_id", "lambda_cyc",
+                                            "lambda_trc", "gp")),
+}
+
+
+@dataclass
+class Config(methods.with_hyper_fields(_RunConfig, METHOD_FIELDS)):
+    """One segmentation run: _RunConfig's fields, the methods' (METHOD_FIELDS), data and logging."""
     # data
     source_root: str = ""
     target_root: str = ""
@@ -127,7 +123,7 @@ class Config:
     resume: bool = False           # continue from OUT/checkpoint.pt
 
 
-# The papers' values are the dataclass defaults above. The synthetic task trains a small network from scratch
+# The papers' values are the Config defaults above. The synthetic task trains a small network from scratch
 # for a few hundred iterations, so the step size and the adaptation weights are larger there (the paper
 # weights are tuned for ImageNet-initialised ResNet-101 over 100k+ iterations). It uses GroupNorm: with
 # BatchNorm trained from scratch, every method that forwards target batches in training mode also moves the
@@ -293,33 +289,16 @@ class _ScoreMap(nn.Module):
 
 
 def method_hyper(cfg: "Config", prior: Optional[torch.Tensor]):
-    """The method's ``uda_ops.methods.<method>.Hyper`` from the Config fields."""
-    m = cfg.method
-    if m == "minent":
-        return methods.minent.Hyper(lambda_ent=cfg.lambda_ent, entropy_ranking=cfg.entropy_ranking,
-                                    class_prior_mu=cfg.class_prior_mu, lambda_cp=cfg.lambda_cp, prior=prior,
-                                    lambda_ent_aux=cfg.lambda_ent_aux)
-    if m == "advent":
-        return methods.advent.Hyper(lambda_adv=cfg.lambda_adv, lambda_adv_aux=cfg.lambda_adv_aux)
-    if m == "clan":
-        return methods.clan.Hyper(lambda_adv=cfg.lambda_adv, lambda_weight=cfg.lambda_weight,
-                                  lambda_local=cfg.lambda_local, epsilon=cfg.epsilon, preheat=cfg.preheat,
-                                  damping=cfg.clan_damping, iters=cfg.iters)
-    if m == "adr":
-        return methods.adr.Hyper(n_gen=cfg.adr_gen_steps, lambda_balance=cfg.adr_lambda_balance,
-                                 divergence=cfg.adr_divergence, detach_targets=True, joint=False)
-    if m == "dta":
-        # one "epoch" = len(source) / global batch iterations for the ramp-up of delta; fDTA only (no cDTA
-        # split in the segmenter's head), reference = the clean pass, no VAT, normalised entropy
-        return methods.dta.Hyper(lambda_dta=cfg.lambda_dta, lambda_ent=cfg.dta_lambda_ent, lambda_vat=0.0,
-                                 delta_c=cfg.dta_delta_c, delta_e=0.0, ramp_epochs=cfg.dta_ramp,
-                                 steps_per_epoch=max(1, cfg.n_source // max(cfg.batch * D.world(), 1)),
-                                 random_dropout=0.0, kl_norm="sum", entropy_nats=False, cdta=False, joint=False)
-    if m == "i2i":
-        return methods.i2i.Hyper(lambda_c=cfg.i2i_lambda_c, lambda_z=cfg.i2i_lambda_z, lambda_tr=cfg.i2i_lambda_tr,
-                                 lambda_id=cfg.i2i_lambda_id, lambda_cyc=cfg.i2i_lambda_cyc,
-                                 lambda_trc=cfg.i2i_lambda_trc, gp=cfg.i2i_gp)
-    return methods.source_only.Hyper()
+    """The method's ``uda_ops.methods.<method>.Hyper``: its METHOD_FIELDS from ``cfg``, and what this task sets
+    or derives. ADR: each KL's target held constant, source and target through G separately. DTA: fDTA only
+    (no cDTA split in the segmenter's head), the clean pass as reference, no VAT, normalised entropy; one
+    "epoch" of the delta ramp = len(source) / global batch iterations."""
+    fixed = {"minent": dict(prior=prior), "clan": dict(iters=cfg.iters),
+             "adr": dict(detach_targets=True, joint=False),
+             "dta": dict(lambda_vat=0.0, delta_e=0.0, random_dropout=0.0, kl_norm="sum", entropy_nats=False,
+                         cdta=False, joint=False,
+                         steps_per_epoch=max(1, cfg.n_source // max(cfg.batch * D.world(), 1)))}
+    return methods.hyper_from(cfg, cfg.method, **fixed.get(cfg.method, {}))
 
 
 class SegTrainer:

@@ -9,14 +9,14 @@
 Each module (``source_only``, ``minent``, ``advent``, ``clan``, ``adr``, ``dta``, ``i2i``) holds the method's
 losses and update order over :class:`Parts` (feature extractor, head(s), discriminators, optimisers) and a
 ``Hyper`` dataclass with the paper's defaults. They know nothing of datasets, logging or evaluation. A trainer
-with its own flat config declares the fields that set a method's ``Hyper`` with :func:`hyper_fields`
-(defaults taken from ``Hyper``) and builds the ``Hyper`` with :func:`hyper_from`.
+with its own flat config declares the fields that set a method's ``Hyper`` with :func:`hyper_fields` or
+:func:`with_hyper_fields` (defaults taken from ``Hyper``) and builds the ``Hyper`` with :func:`hyper_from`.
 """
 from __future__ import annotations
 
 import importlib
 
-from .base import Parts, hyper_fields, hyper_from, match_grid
+from .base import Parts, hyper_fields, hyper_from, match_grid, with_hyper_fields
 
 NAMES = ("source_only", "minent", "advent", "clan", "adr", "dta", "i2i")
 
@@ -28,4 +28,4 @@ def get(name: str):
     return importlib.import_module(f"{__name__}.{name}")
 
 
-__all__ = ["NAMES", "Parts", "get", "hyper_fields", "hyper_from", "match_grid"]
+__all__ = ["NAMES", "Parts", "get", "hyper_fields", "hyper_from", "match_grid", "with_hyper_fields"]

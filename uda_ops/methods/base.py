@@ -119,6 +119,8 @@ def hyper_fields(spec: Dict[str, Sequence]) -> list:
 
         Config = make_dataclass("Config", [("steps", int, 1000)]
                                 + hyper_fields({"i2i": [("i2i_lambda_z", "lambda_z"), "gp"]}))
+
+    (:func:`with_hyper_fields` makes such a dataclass from a base.)
     """
     decl: Dict[str, list] = {}  # config name -> [type, default, {method: Hyper field}]
     for method, entries in spec.items():
@@ -137,6 +139,17 @@ def hyper_fields(spec: Dict[str, Sequence]) -> list:
                 decl[name] = [hyper[hname].type, default[0] if default else hyper[hname].default, {method: hname}]
     return [(name, typ, dataclasses.field(default=default, metadata={_HYPER_KEY: sets}))
             for name, (typ, default, sets) in decl.items()]
+
+
+def with_hyper_fields(base: type, spec: Dict[str, Sequence]) -> type:
+    """The dataclass ``base`` extended by :func:`hyper_fields` ``(spec)``, to derive a trainer's config from::
+
+        @dataclass
+        class Config(with_hyper_fields(RunFields, {"i2i": ["lambda_z", "gp"]})):
+            log_every: int = 10
+    """
+    return dataclasses.make_dataclass(f"{base.__name__}WithHyper", hyper_fields(spec), bases=(base,),
+                                      namespace={"__module__": base.__module__})
 
 
 def hyper_from(cfg, method: str, **fixed):
