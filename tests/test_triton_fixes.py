@@ -152,3 +152,25 @@ def test_mask_nan_row_with_zero_budget_returns_base_mask(triton_backend, with_ba
     assert torch.equal(out, torch.ones(2, 4))
     # with a budget the NaN row is still NaN
     assert torch.ops.uda_ops_triton.adversarial_dropout_mask(j, base, 1, True)[1].isnan().all()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Mask search: the chunked path (int64 in-row index and loop counter) against the one-chunk path (int32)
+# ---------------------------------------------------------------------------------------------------
+def test_mask_search_chunked_int64_index_matches_one_chunk(triton_backend, monkeypatch):
+    """float64 rows of 41 units without a base mask (tests/test_triton.py has float32 with one) searched in
+    chunks of 16 (a partial last chunk), a budget below and one above U, a NaN row: the same flips as the
+    in-register search and the reference (35 s under the interpreter on an idle core)."""
+    from uda_ops.triton import adversarial_dropout_mask as M
+    gen = torch.Generator().manual_seed(3)
+    j = torch.randn(3, 41, generator=gen, dtype=torch.float64)
+    j[2, 40] = float("nan")
+    for flips in (7, 50):
+        fast = torch.ops.uda_ops_triton.adversarial_dropout_mask(j, None, flips, True)
+        with monkeypatch.context() as m:
+            m.setattr(M, "ROW_BLOCK", 16)
+            chunked = torch.ops.uda_ops_triton.adversarial_dropout_mask(j, None, flips, True)
+        assert chunked[2].isnan().all() and not chunked[:2].isnan().any()
+        torch.testing.assert_close(chunked, fast, equal_nan=True)  # the rescale's sum: another order
+        torch.testing.assert_close(chunked, reference.adversarial_dropout_mask(j, None, flips, None, True),
+                                   equal_nan=True)

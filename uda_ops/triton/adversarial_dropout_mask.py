@@ -30,10 +30,10 @@ from . import _common as K
 
 
 @triton.jit
-def _candidate_value(j_ptr, m_ptr, row_off, u, mask, HAS_M0: tl.constexpr, F64: tl.constexpr):
-    j = K.to_acc(tl.load(j_ptr + row_off + u, mask=mask, other=0.0), F64)
+def _candidate_value(j_ptr, m_ptr, offs, mask, HAS_M0: tl.constexpr, F64: tl.constexpr):
+    j = K.to_acc(tl.load(j_ptr + offs, mask=mask, other=0.0), F64)
     if HAS_M0:
-        m0 = K.to_acc(tl.load(m_ptr + row_off + u, mask=mask, other=1.0), F64)
+        m0 = K.to_acc(tl.load(m_ptr + offs, mask=mask, other=1.0), F64)
     else:
         m0 = tl.full(j.shape, 1.0, j.dtype)
     kept = m0 != 0
@@ -43,10 +43,54 @@ def _candidate_value(j_ptr, m_ptr, row_off, u, mask, HAS_M0: tl.constexpr, F64: 
 
 
 @triton.jit
+def _chunk(j_row, m_row, u0, U, HAS_M0: tl.constexpr, F64: tl.constexpr, BLOCK_U: tl.constexpr):
+    """Units u = u0 .. u0 + BLOCK_U - 1 of one row (j_row, m_row: pointers to the row's first unit, offset by the
+    int64 row * U): their int64 offsets u, mask u < U and (j, m0, a). u has U's type: int64 in the chunked search
+    (an int32 u0 + arange wraps past 2^31 - BLOCK_U units, and so would the loop counter u0), int32 in the
+    one-chunk search (U <= BLOCK_U <= ROW_BLOCK)."""
+    u = u0 + tl.arange(0, BLOCK_U)
+    offs = u.to(tl.int64)
+    mask = u < U
+    j, m0, a = _candidate_value(j_row, m_row, offs, mask, HAS_M0, F64)
+    return offs, mask, j, m0, a
+
+
+@triton.jit
+def _chunk_nan_count(j_row, m_row, u0, U, HAS_M0: tl.constexpr, F64: tl.constexpr, BLOCK_U: tl.constexpr):
+    offs, mask, j, m0, a = _chunk(j_row, m_row, u0, U, HAS_M0, F64, BLOCK_U)
+    return tl.sum(((j != j) & mask).to(tl.int32), axis=0)
+
+
+@triton.jit
+def _chunk_count_at_least(j_row, m_row, u0, U, mid, HAS_M0: tl.constexpr, F64: tl.constexpr, BLOCK_U: tl.constexpr):
+    offs, mask, j, m0, a = _chunk(j_row, m_row, u0, U, HAS_M0, F64, BLOCK_U)
+    bits = _float_to_bits(a, F64)
+    return tl.sum(((bits >= mid) & mask).to(tl.int64), axis=0)
+
+
+@triton.jit
+def _chunk_mask_sum(j_row, m_row, u0, U, t, HAS_M0: tl.constexpr, F64: tl.constexpr, BLOCK_U: tl.constexpr):
+    offs, mask, j, m0, a = _chunk(j_row, m_row, u0, U, HAS_M0, F64, BLOCK_U)
+    m = tl.where(a > t, 1.0 - m0, m0)
+    return tl.sum(tl.where(mask, m, 0.0), axis=0)
+
+
+@triton.jit
+def _chunk_store(j_row, m_row, out_row, u0, U, t, scale, make_nan, HAS_M0: tl.constexpr, F64: tl.constexpr,
+                 BLOCK_U: tl.constexpr):
+    offs, mask, j, m0, a = _chunk(j_row, m_row, u0, U, HAS_M0, F64, BLOCK_U)
+    m = tl.where(a > t, 1.0 - m0, m0) * scale
+    m = tl.where(make_nan, float("nan"), m)  # L == 0: m0 unchanged (SPEC 4 step 1)
+    K.store(out_row, offs, m, mask)
+
+
+@triton.jit
 def _search_rows(j_ptr, m_ptr, out_ptr, U, L, HAS_M0: tl.constexpr, RESCALE: tl.constexpr, F64: tl.constexpr,
                  ONE_CHUNK: tl.constexpr, BLOCK_U: tl.constexpr):
-    row = tl.program_id(0).to(tl.int64)
-    row_off = row * U
+    if not ONE_CHUNK:  # a long row: the in-row index, the loop counter and every offset in int64 (see _chunk)
+        U = tl.cast(U, tl.int64)
+    row_off = tl.program_id(0).to(tl.int64) * U
+    j_row, m_row, out_row = j_ptr + row_off, m_ptr + row_off, out_ptr + row_off
     if F64:
         hi = tl.full([], 0x7FF0000000000001, tl.int64)  # the bit pattern just above +inf
     else:
@@ -55,15 +99,10 @@ def _search_rows(j_ptr, m_ptr, out_ptr, U, L, HAS_M0: tl.constexpr, RESCALE: tl.
     k = L + 1
     nan_count = tl.zeros([], tl.int32)
     for u0 in range(0, U, BLOCK_U):
-        u = u0 + tl.arange(0, BLOCK_U)
-        mask = u < U
-        j, m0, a = _candidate_value(j_ptr, m_ptr, row_off, u, mask, HAS_M0, F64)
-        nan_count += tl.sum(((j != j) & mask).to(tl.int32), axis=0)
+        nan_count += _chunk_nan_count(j_row, m_row, u0, U, HAS_M0, F64, BLOCK_U)
     # bisection for the bit pattern of the (L+1)-th largest candidate value
     if ONE_CHUNK:  # the whole row stays in registers: one load, then 32 (float64: 64) compare-and-count steps
-        u = tl.arange(0, BLOCK_U)
-        mask = u < U
-        j, m0, a = _candidate_value(j_ptr, m_ptr, row_off, u, mask, HAS_M0, F64)
+        offs, mask, j, m0, a = _chunk(j_row, m_row, 0, U, HAS_M0, F64, BLOCK_U)
         bits = _float_to_bits(a, F64)
         for _ in range(64 if F64 else 32):
             mid = lo + (hi - lo) // 2
@@ -76,30 +115,18 @@ def _search_rows(j_ptr, m_ptr, out_ptr, U, L, HAS_M0: tl.constexpr, RESCALE: tl.
             mid = lo + (hi - lo) // 2
             cnt = tl.zeros([], tl.int64)
             for u0 in range(0, U, BLOCK_U):
-                u = u0 + tl.arange(0, BLOCK_U)
-                mask = u < U
-                j, m0, a = _candidate_value(j_ptr, m_ptr, row_off, u, mask, HAS_M0, F64)
-                bits = _float_to_bits(a, F64)
-                cnt += tl.sum(((bits >= mid) & mask).to(tl.int64), axis=0)
+                cnt += _chunk_count_at_least(j_row, m_row, u0, U, mid, HAS_M0, F64, BLOCK_U)
             ok = cnt >= k
             lo = tl.where(ok, mid, lo)
             hi = tl.where(ok, hi, mid)
     t = _bits_to_float(lo, F64)
     total = tl.zeros([], tl.float64) if F64 else tl.zeros([], tl.float32)
     for u0 in range(0, U, BLOCK_U):
-        u = u0 + tl.arange(0, BLOCK_U)
-        mask = u < U
-        j, m0, a = _candidate_value(j_ptr, m_ptr, row_off, u, mask, HAS_M0, F64)
-        m = tl.where(a > t, 1.0 - m0, m0)
-        total += tl.sum(tl.where(mask, m, 0.0), axis=0)
+        total += _chunk_mask_sum(j_row, m_row, u0, U, t, HAS_M0, F64, BLOCK_U)
     scale = tl.where(total > 0, U / tl.where(total > 0, total, 1.0), 1.0) if RESCALE else 1.0
+    make_nan = (nan_count > 0) & (L > 0)
     for u0 in range(0, U, BLOCK_U):
-        u = u0 + tl.arange(0, BLOCK_U)
-        mask = u < U
-        j, m0, a = _candidate_value(j_ptr, m_ptr, row_off, u, mask, HAS_M0, F64)
-        m = tl.where(a > t, 1.0 - m0, m0) * scale
-        m = tl.where((nan_count > 0) & (L > 0), float("nan"), m)  # L == 0: m0 unchanged (SPEC 4 step 1)
-        K.store(out_ptr, row_off + u, m, mask)
+        _chunk_store(j_row, m_row, out_row, u0, U, t, scale, make_nan, HAS_M0, F64, BLOCK_U)
 
 
 @triton.jit
