@@ -20,12 +20,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import random
 import time
 from dataclasses import dataclass
 from typing import Dict, List, Optional
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -33,6 +31,7 @@ from torch import nn
 from uda_ops import methods
 
 from .. import checkpoint as ckpt
+from ..train_io import seed_everything
 from . import distributed as D
 from .metrics import evaluate, save_panels
 from .networks import build_discriminator, build_segmenter, load_imagenet_weights
@@ -233,12 +232,6 @@ def class_prior(dataset, classes: int, max_items: int = 500) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------------------------
 def poly_lr(base: float, it: int, iters: int, power: float) -> float:
     return base * (1 - it / max(iters, 1)) ** power
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2 ** 32)
-    torch.manual_seed(seed)
 
 
 class _Backbone(nn.Module):
