@@ -246,7 +246,7 @@ def test_real_defaults_are_the_papers_digit_values():
         dta = tab["dta"]
         assert (dta["lambda_dta"], dta["lambda_ent"], dta["delta_e"], dta["delta_c"], dta["lr"]) == \
             (2.0, 0.01, 0.1, 0.05, 1e-3)  # Table A-1, App. B
-        assert tab["*"]["eval_every"] == 90
+        assert tab["*"]["eval_every"] == 180
     # Table A-1: MNIST->USPS without VAT, USPS->MNIST with
     assert (rdf.table("mnist->digits")["dta"]["lambda_vat"], rdf.table("mnist->digits")["dta"]["vat_eps"]) == (0, 0)
     assert (rdf.table("digits->mnist")["dta"]["lambda_vat"], rdf.table("digits->mnist")["dta"]["vat_eps"]) == \
@@ -254,3 +254,20 @@ def test_real_defaults_are_the_papers_digit_values():
     # T_r = 80 of 90 epochs, scaled to the run: 3600 images / 32 = 112 steps an epoch
     assert rdf.ramp_epochs("mnist->digits", 112 * 90) == 80 and rdf.ramp_epochs("mnist->digits", 112 * 9) == 8
     assert rdf.ramp_epochs("mnist->digits", 10) == 1
+
+
+def test_curves_json_from_compare_out_folders(tmp_path):
+    import json
+    for root, runs in (("main", {"dta_s0": [0.5, 0.6], "dta_s1": [0.4, 0.7]}), ("orc", {"source_only_s0": [0.9, 1.0]})):
+        for d, accs in runs.items():
+            (tmp_path / root / d).mkdir(parents=True)
+            hist = [{"step": 10 * (i + 1), "target_acc": a, "source_acc": 1.0} for i, a in enumerate(accs)]
+            (tmp_path / root / d / "metrics.json").write_text(json.dumps({"history": hist}))
+    (tmp_path / "main" / "stray").mkdir()
+    out = tmp_path / "c.json"
+    rd.main(["curves", "t", str(tmp_path / "main"), str(tmp_path / "orc"), str(out), str(tmp_path / "c.png")])
+    got = json.loads(out.read_text())
+    assert got["task"] == "t" and got["runs"] == {"main/dta/s0": [[10, 50.0], [20, 60.0]],
+                                                  "main/dta/s1": [[10, 40.0], [20, 70.0]],
+                                                  "oracle/source_only/s0": [[10, 90.0], [20, 100.0]]}
+    assert (tmp_path / "c.png").stat().st_size > 1000

@@ -285,7 +285,7 @@ def plot_curves(curves: dict, path: str, title: str = "") -> None:
         for method, seeds in by_method.items():
             runs = [np.array(v) for v in seeds.values()]
             steps, acc = runs[0][:, 0], np.stack([r[:, 1] for r in runs])
-            name = method if label == "main" else f"{method} ({label})"
+            name = method if label == "main" else ("target oracle" if label == "oracle" else f"{method} ({label})")
             ax.plot(steps, acc.mean(0), label=name, ls="--" if label != "main" else "-")
             ax.fill_between(steps, acc.min(0), acc.max(0), alpha=0.12)
     ax.set_xlabel("iteration"), ax.set_ylabel("target test accuracy (%)"), ax.grid(alpha=0.3)
@@ -305,8 +305,10 @@ def main(argv=None) -> None:
         raise SystemExit(main.__doc__)
     _, name, main_out, oracle_out, json_path, png = args
     curves = collect_curves({"main": main_out, "oracle": oracle_out})
-    with open(json_path, "w") as f:
-        json.dump({"task": name, "metric": "target_acc", "curves": curves}, f, indent=0)
+    with open(json_path, "w") as f:  # one line per run: [[step, target acc. %], ...]
+        runs = [f'  "{lab}/{m}/s{seed}": {json.dumps(v)}' for lab, by in curves.items() for m, seeds in by.items()
+                for seed, v in seeds.items()]
+        f.write('{"task": %s, "metric": "target_acc", "runs": {\n%s\n}}\n' % (json.dumps(name), ",\n".join(runs)))
     plot_curves(curves, png, f"{name}: target accuracy (mean over seeds, band min..max)")
 
 
