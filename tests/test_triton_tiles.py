@@ -114,3 +114,31 @@ def test_nchw_loss_kernels_load_128_bits(tmp_path):
         per_vec = 8 if " bf16 " in ln else 4  # elements per 128-bit load
         assert vec > 0 and "b16" not in loads and sum(loads.values()) <= vec * per_vec, ln
         assert "spill_stores=0" in ln, ln
+
+
+@pytest.mark.parametrize("op", OPS, ids=OP_IDS)
+@pytest.mark.parametrize("kind", ["random", "large", "neg_inf", "nan", "all_neg_inf"])
+def test_one_tile_step_and_chunks_c19(triton_backend, op, kind, monkeypatch):
+    """C = 19, forward and backward, planes and rows: the one-tile path (ONE: the statistics in one step, no
+    running max and no rescale terms) and the chunked path (chunks of 4 classes, online max/sum) each match the
+    float64 reference, and give NaN at the same pixels (a NaN logit, a pixel all -inf)."""
+    from conftest import run_with_grad
+    results = {}
+    for one in (True, False):
+        if not one:
+            monkeypatch.setitem(K.MAX_CB, "planes", 4)
+            monkeypatch.setitem(K.MAX_CB, "rows", 4)
+        for layout in ("contiguous", "channels_last"):
+            xs = op.make((2, 19, 3, 5), torch.float32, kind=kind, layout=layout)
+            L = K.class_layout(xs[-1], 1)
+            assert L.inner == (1 if layout == "channels_last" else 15)
+            assert K.tile_config(L, torch.float32, inputs=2).meta["ONE"] is one
+            assert K.tile_config(L, torch.float32).meta["ONE"] is one
+            check_op(op, xs, dim=1)
+            out, gs, _ = run_with_grad(op.fn, xs, 1)
+            results[one, layout] = [out.isnan()] + [g.isnan() for g in gs]
+    for layout in ("contiguous", "channels_last"):
+        for a, b in zip(results[True, layout], results[False, layout]):
+            assert torch.equal(a, b)
+    if kind in ("nan", "all_neg_inf"):
+        assert results[True, "contiguous"][0].any()

@@ -7,9 +7,11 @@ owns a [CB x BP] tile: CB classes by BP pixels (`tile_config`). Planes (NCHW, in
 tile are BP consecutive positions of one plane (contiguous: 128-bit loads), the class stride is `inner`.
 Rows (channels_last, (N, C); inner == 1): the pixels are BP consecutive rows, the class axis is the
 contiguous one. A program's pixel tile and sample come from one 1-D program id (no per-pixel division);
-every offset is int64. When C fits one tile (ONE) each element is loaded once, exp'd once and the gradients
-are written from registers; larger C is walked in chunks of CB classes with an online max/sum (forward: one
-read; backward: a second read of each chunk to write the gradients). Padded classes and tail pixels are
+every offset is int64. When C fits one tile (ONE, a constexpr) each element is loaded once, exp'd once and
+the gradients are written from registers, and the statistics are taken in one step (`tile_softmax`: the
+tile's max, then plain sums, with no running max and no rescale terms); larger C is walked in chunks of CB
+classes with an online max/sum (`softmax_step`, `rescale`; forward: one read; backward: a second read of
+each chunk to write the gradients). Padded classes and tail pixels are
 neutralised with tl.where (loaded as 0, never as -inf). A pixel whose logits are all -inf ends with max
 -inf and is set to NaN (`inv_sum`); a NaN logit makes the exp-sum NaN: both pixels yield NaN (SPEC
 section 6). Accumulation is float32 (float64 for float64 input); loads and stores use the tensor dtype.
@@ -259,10 +261,18 @@ def chunk_exp(z, m, mask):
 
 
 @triton.jit
+def tile_softmax(z, mask):
+    """C <= CB (ONE): the whole class axis in one tile, so the per-pixel max m and e = exp(z - m) (chunk_exp)
+    in one step. softmax_step from a -inf running max gives the same m and e; its alpha only rescales sums
+    that are still 0, so the ONE paths take plain sums of e instead (the same values)."""
+    m = tl.max(tl.where(mask, z, float("-inf")), axis=0)
+    return m, chunk_exp(z, m, mask)
+
+
+@triton.jit
 def softmax_step(m, z, mask):
-    """Online softmax over one chunk of classes: the new running max m', the factor alpha = exp(m - m') that
-    rescales sums over earlier chunks, and e = exp(z - m') (chunk_exp). The shared tile softmax-stats of every
-    loss kernel (with C <= CB the only step: one load, one exp per element)."""
+    """Online softmax over one chunk of classes (C > CB): the new running max m', the factor alpha = exp(m - m')
+    that rescales sums over earlier chunks, and e = exp(z - m') (chunk_exp)."""
     m_new = tl.maximum(m, tl.max(tl.where(mask, z, float("-inf")), axis=0))
     return m_new, tl.exp(diff0(m, m_new)), chunk_exp(z, m_new, mask)
 
@@ -318,6 +328,14 @@ def cosine_step(m1, m2, s12, s11, s22, z1, z2, mask):
 
 
 @triton.jit
+def cosine_tile(z1, z2, mask):
+    """C <= CB (ONE): the cosine sums of a whole tile in one step (no running maxima, no rescale), and its exps."""
+    m1, e1 = tile_softmax(z1, mask)
+    m2, e2 = tile_softmax(z2, mask)
+    return m1, m2, tl.sum(e1 * e2, axis=0), tl.sum(e1 * e1, axis=0), tl.sum(e2 * e2, axis=0), e1, e2
+
+
+@triton.jit
 def cosine_finish(m1, m2, s12, s11, s22):
     """(cos, 1/(|e1||e2|), 1/|e1|^2, 1/|e2|^2); NaN for a pixel with either prediction all -inf."""
     inv12 = inv_sum(tl.minimum(m1, m2), tl.sqrt(s11 * s22))
@@ -325,17 +343,22 @@ def cosine_finish(m1, m2, s12, s11, s22):
 
 
 @triton.jit
-def cosine_stats(z1_ptr, z2_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64: tl.constexpr, CB: tl.constexpr):
-    """The cosine statistics of a pixel tile, online over chunks of CB classes (one read per element):
-    m1, m2, cos, inv12, inv11, inv22."""
-    m1 = neg_inf(q, F64)
-    m2 = neg_inf(q, F64)
-    s12 = tl.zeros_like(m1)
-    s11 = tl.zeros_like(m1)
-    s22 = tl.zeros_like(m1)
-    for c0 in range(0, C, CB):
-        offs, mask, z1, z2 = load_pair(z1_ptr, z2_ptr, o, q, c0, Q, C, q_stride, c_stride, o_stride, F64, CB)
-        m1, m2, s12, s11, s22, e1, e2 = cosine_step(m1, m2, s12, s11, s22, z1, z2, mask)
+def cosine_stats(z1_ptr, z2_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64: tl.constexpr, CB: tl.constexpr,
+                 ONE: tl.constexpr):
+    """The cosine statistics of a pixel tile (one read per element): in one step when C <= CB (ONE), else
+    online over chunks of CB classes. Returns m1, m2, cos, inv12, inv11, inv22."""
+    if ONE:
+        offs, mask, z1, z2 = load_pair(z1_ptr, z2_ptr, o, q, 0, Q, C, q_stride, c_stride, o_stride, F64, CB)
+        m1, m2, s12, s11, s22, e1, e2 = cosine_tile(z1, z2, mask)
+    else:
+        m1 = neg_inf(q, F64)
+        m2 = neg_inf(q, F64)
+        s12 = tl.zeros_like(m1)
+        s11 = tl.zeros_like(m1)
+        s22 = tl.zeros_like(m1)
+        for c0 in range(0, C, CB):
+            offs, mask, z1, z2 = load_pair(z1_ptr, z2_ptr, o, q, c0, Q, C, q_stride, c_stride, o_stride, F64, CB)
+            m1, m2, s12, s11, s22, e1, e2 = cosine_step(m1, m2, s12, s11, s22, z1, z2, mask)
     cos, inv12, inv11, inv22 = cosine_finish(m1, m2, s12, s11, s22)
     return m1, m2, cos, inv12, inv11, inv22
 
@@ -355,14 +378,12 @@ def cosine_backward(z1_ptr, z2_ptr, g1_ptr, g2_ptr, o, q, Q, C, q_stride, c_stri
     per element, gradients from registers; else the online statistics, then each chunk re-read once."""
     if ONE:
         offs, mask, z1, z2 = load_pair(z1_ptr, z2_ptr, o, q, 0, Q, C, q_stride, c_stride, o_stride, F64, CB)
-        m0 = neg_inf(q, F64)
-        zero = tl.zeros_like(m0)
-        m1, m2, s12, s11, s22, e1, e2 = cosine_step(m0, m0, zero, zero, zero, z1, z2, mask)
+        m1, m2, s12, s11, s22, e1, e2 = cosine_tile(z1, z2, mask)
         cos, inv12, inv11, inv22 = cosine_finish(m1, m2, s12, s11, s22)
         cosine_grad_tile(g1_ptr, g2_ptr, offs, mask, e1, e2, cos, inv12, inv11, inv22, gm)
     else:
         m1, m2, cos, inv12, inv11, inv22 = cosine_stats(z1_ptr, z2_ptr, o, q, Q, C, q_stride, c_stride, o_stride,
-                                                        F64, CB)
+                                                        F64, CB, ONE)
         for c0 in range(0, C, CB):
             offs, mask = tile_offsets(o, q, c0, Q, C, q_stride, c_stride, o_stride, CB)
             e1 = chunk_exp(load_tile(z1_ptr, offs, mask, F64), m1, mask)

@@ -32,7 +32,7 @@ def _clan_fwd(d_ptr, z1_ptr, z2_ptr, out_ptr, Q, NQ, C, q_stride, c_stride, o_st
     o, q = K.tile_pixels(NQ, BP)
     d = K.load_map(d_ptr, o, q, Q, 1, F64)
     m1, m2, cos, inv12, inv11, inv22 = K.cosine_stats(z1_ptr, z2_ptr, o, q, Q, C, q_stride, c_stride, o_stride,
-                                                      F64, CB)
+                                                      F64, CB, ONE)
     loss, dloss = _bce_with_logits(d, target)
     K.store(out_ptr, o * Q + q, (eps + lam * (1.0 - cos)) * loss, q < Q)
 
@@ -50,7 +50,7 @@ def _clan_bwd(d_ptr, z1_ptr, z2_ptr, g_ptr, g_stride, gd_ptr, g1_ptr, g2_ptr, Q,
                                 g * lam * loss, F64, CB, ONE)
     else:
         m1, m2, cos, inv12, inv11, inv22 = K.cosine_stats(z1_ptr, z2_ptr, o, q, Q, C, q_stride, c_stride,
-                                                          o_stride, F64, CB)
+                                                          o_stride, F64, CB, ONE)
     K.store(gd_ptr, o * Q + q, g * (eps + lam * (1.0 - cos)) * dloss, q < Q)
 
 

@@ -18,7 +18,7 @@ def _cosine_fwd(z1_ptr, z2_ptr, out_ptr, Q, NQ, C, q_stride, c_stride, o_stride,
                 CB: tl.constexpr, BP: tl.constexpr, ONE: tl.constexpr):
     o, q = K.tile_pixels(NQ, BP)
     m1, m2, cos, inv12, inv11, inv22 = K.cosine_stats(z1_ptr, z2_ptr, o, q, Q, C, q_stride, c_stride, o_stride,
-                                                      F64, CB)
+                                                      F64, CB, ONE)
     K.store(out_ptr, o * Q + q, 1.0 - cos, q < Q)
 
 

@@ -26,14 +26,28 @@ def _plogp_step(m, s, t, z, mask):
 
 
 @triton.jit
-def _plogp_stats(z_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64: tl.constexpr, CB: tl.constexpr):
-    """Online over chunks (one read per element): max, exp-sum and sum_c mul0(e_c, z_c - max) per pixel."""
-    m = K.neg_inf(q, F64)
-    s = tl.zeros_like(m)
-    t = tl.zeros_like(m)
-    for c0 in range(0, C, CB):
-        offs, mask = K.tile_offsets(o, q, c0, Q, C, q_stride, c_stride, o_stride, CB)
-        m, s, t, e = _plogp_step(m, s, t, K.load_tile(z_ptr, offs, mask, F64), mask)
+def _plogp_tile(z, mask):
+    """C <= CB (ONE): max, exp-sum and t of a whole tile in one step, with no rescale terms."""
+    m, e = K.tile_softmax(z, mask)
+    t = tl.sum(K.mul0(e, K.diff0(z, m[None, :])), axis=0)
+    return m, tl.sum(e, axis=0), t, e
+
+
+@triton.jit
+def _plogp_stats(z_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64: tl.constexpr, CB: tl.constexpr,
+                 ONE: tl.constexpr):
+    """One read per element: max, exp-sum and sum_c mul0(e_c, z_c - max) per pixel, in one step (ONE) or online
+    over chunks."""
+    if ONE:
+        offs, mask = K.tile_offsets(o, q, 0, Q, C, q_stride, c_stride, o_stride, CB)
+        m, s, t, e = _plogp_tile(K.load_tile(z_ptr, offs, mask, F64), mask)
+    else:
+        m = K.neg_inf(q, F64)
+        s = tl.zeros_like(m)
+        t = tl.zeros_like(m)
+        for c0 in range(0, C, CB):
+            offs, mask = K.tile_offsets(o, q, c0, Q, C, q_stride, c_stride, o_stride, CB)
+            m, s, t, e = _plogp_step(m, s, t, K.load_tile(z_ptr, offs, mask, F64), mask)
     return m, s, t
 
 
@@ -41,7 +55,7 @@ def _plogp_stats(z_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64: tl.conste
 def _entropy_fwd(z_ptr, out_ptr, Q, NQ, C, q_stride, c_stride, o_stride, neg_inv_log_c, F64: tl.constexpr,
                  CB: tl.constexpr, BP: tl.constexpr, ONE: tl.constexpr):
     o, q = K.tile_pixels(NQ, BP)
-    m, s, t = _plogp_stats(z_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64, CB)
+    m, s, t = _plogp_stats(z_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64, CB, ONE)
     K.store(out_ptr, o * Q + q, neg_inv_log_c * (t * K.inv_sum(m, s) - tl.log(s)), q < Q)
 
 
@@ -63,11 +77,10 @@ def _entropy_bwd(z_ptr, g_ptr, g_stride, gz_ptr, Q, NQ, C, q_stride, c_stride, o
     if ONE:  # one load, one exp per element; the gradient from registers
         offs, mask = K.tile_offsets(o, q, 0, Q, C, q_stride, c_stride, o_stride, CB)
         z = K.load_tile(z_ptr, offs, mask, F64)
-        m0 = K.neg_inf(q, F64)
-        m, s, t, e = _plogp_step(m0, tl.zeros_like(m0), tl.zeros_like(m0), z, mask)
+        m, s, t, e = _plogp_tile(z, mask)
         _entropy_grad(gz_ptr, offs, mask, z, e, m, s, t, g)
     else:
-        m, s, t = _plogp_stats(z_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64, CB)
+        m, s, t = _plogp_stats(z_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64, CB, ONE)
         for c0 in range(0, C, CB):
             offs, mask = K.tile_offsets(o, q, c0, Q, C, q_stride, c_stride, o_stride, CB)
             z = K.load_tile(z_ptr, offs, mask, F64)

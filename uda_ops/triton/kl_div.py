@@ -32,6 +32,15 @@ def _kl_step(mx, sx, my, sy, t, x, y, mask):
 
 
 @triton.jit
+def _kl_tile(x, y, mask):
+    """C <= CB (ONE): _kl_step of a whole tile in one step (maxima of the tile, no shift and no rescale terms)."""
+    mx, ex = K.tile_softmax(x, mask)
+    my, ey = K.tile_softmax(y, mask)
+    t = tl.sum(K.mul0(ey, K.diff0(y - my[None, :], x - mx[None, :])), axis=0)
+    return mx, tl.sum(ex, axis=0), my, tl.sum(ey, axis=0), t, ex, ey
+
+
+@triton.jit
 def _kl_finish(mx, sx, my, sy, t):
     """1/sx, 1/sy, log sx, log sy and KL = sum q (y' - x') + log sx - log sy (NaN for a pixel with either all
     -inf)."""
@@ -46,22 +55,25 @@ def _kl_finish(mx, sx, my, sy, t):
 @triton.jit
 def _kl_stats(x_ptr, y_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64: tl.constexpr, CB: tl.constexpr,
               ONE: tl.constexpr):
-    """One tile (ONE): one read. Over chunks: the maxima first, then the sums w.r.t. the final maxima (a second
-    read of each chunk): KL's y' - x' then rounds exactly as in a single tile, which the target gradient
-    q (log q - log p - KL) needs at |z| ~ 1e4 (an online shift of t costs an ulp of KL there)."""
-    mx = K.neg_inf(q, F64)
-    my = mx
-    if not ONE:
+    """One tile (ONE): one read, one step (_kl_tile). Over chunks: the maxima first, then the sums w.r.t. the
+    final maxima (a second read of each chunk): KL's y' - x' then rounds exactly as in a single tile, which the
+    target gradient q (log q - log p - KL) needs at |z| ~ 1e4 (an online shift of t costs an ulp of KL there)."""
+    if ONE:
+        offs, mask, x, y = K.load_pair(x_ptr, y_ptr, o, q, 0, Q, C, q_stride, c_stride, o_stride, F64, CB)
+        mx, sx, my, sy, t, ex, ey = _kl_tile(x, y, mask)
+    else:
+        mx = K.neg_inf(q, F64)
+        my = mx
         for c0 in range(0, C, CB):
             offs, mask, x, y = K.load_pair(x_ptr, y_ptr, o, q, c0, Q, C, q_stride, c_stride, o_stride, F64, CB)
             mx = tl.maximum(mx, tl.max(tl.where(mask, x, float("-inf")), axis=0))
             my = tl.maximum(my, tl.max(tl.where(mask, y, float("-inf")), axis=0))
-    sx = tl.zeros_like(mx)
-    sy = sx
-    t = sx
-    for c0 in range(0, C, CB):
-        offs, mask, x, y = K.load_pair(x_ptr, y_ptr, o, q, c0, Q, C, q_stride, c_stride, o_stride, F64, CB)
-        mx, sx, my, sy, t, ex, ey = _kl_step(mx, sx, my, sy, t, x, y, mask)
+        sx = tl.zeros_like(mx)
+        sy = sx
+        t = sx
+        for c0 in range(0, C, CB):
+            offs, mask, x, y = K.load_pair(x_ptr, y_ptr, o, q, c0, Q, C, q_stride, c_stride, o_stride, F64, CB)
+            mx, sx, my, sy, t, ex, ey = _kl_step(mx, sx, my, sy, t, x, y, mask)
     return mx, sx, my, sy, t
 
 
@@ -93,9 +105,7 @@ def _kl_div_bwd(x_ptr, y_ptr, g_ptr, g_stride, gx_ptr, gy_ptr, Q, NQ, C, q_strid
     g = K.load_map(g_ptr, o, q, Q, g_stride, F64)
     if ONE:  # one load, one exp per element; gradients from registers
         offs, mask, x, y = K.load_pair(x_ptr, y_ptr, o, q, 0, Q, C, q_stride, c_stride, o_stride, F64, CB)
-        m0 = K.neg_inf(q, F64)
-        z0 = tl.zeros_like(m0)
-        mx, sx, my, sy, t, ex, ey = _kl_step(m0, z0, m0, z0, z0, x, y, mask)
+        mx, sx, my, sy, t, ex, ey = _kl_tile(x, y, mask)
         ix, iy, lx, ly, kl = _kl_finish(mx, sx, my, sy, t)
         _kl_grad(gx_ptr, gy_ptr, offs, mask, x, y, ex, ey, mx, my, ix, iy, lx, ly, kl, g, NEED_TARGET)
     else:

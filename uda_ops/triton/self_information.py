@@ -45,7 +45,7 @@ def _self_information_fwd(z_ptr, out_ptr, Q, NQ, C, q_stride, c_stride, o_stride
     if ONE:  # one load, one exp per element, written from registers
         offs, mask = K.tile_offsets(o, q, 0, Q, C, q_stride, c_stride, o_stride, CB)
         z = K.load_tile(z_ptr, offs, mask, F64)
-        m, alpha, e = K.softmax_step(K.neg_inf(q, F64), z, mask)
+        m, e = K.tile_softmax(z, mask)
         _si_tile(out_ptr, offs, mask, z, e, m, tl.sum(e, axis=0), neg_inv_log_c)
     else:
         m, s = _lse_stats(z_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64, CB)
@@ -67,6 +67,14 @@ def _si_bwd_step(m, s, t1, t2, z, g, mask):
 
 
 @triton.jit
+def _si_bwd_one(z, g, mask):
+    """C <= CB (ONE): _si_bwd_step of a whole tile in one step, with no rescale terms."""
+    m, e = K.tile_softmax(z, mask)
+    t1 = tl.sum(K.mul0(e, g * (1.0 + K.diff0(z, m[None, :]))), axis=0)
+    return m, tl.sum(e, axis=0), t1, tl.sum(e * g, axis=0), e
+
+
+@triton.jit
 def _si_bwd_tile(gz_ptr, offs, mask, z, g, e, m, s, t1, t2, neg_inv_log_c):
     inv = K.inv_sum(m, s)
     ls = tl.log(s)
@@ -81,18 +89,18 @@ def _self_information_bwd(z_ptr, g_ptr, g_o, g_q, g_c, gz_ptr, Q, NQ, C, q_strid
                           neg_inv_log_c, F64: tl.constexpr, CB: tl.constexpr, BP: tl.constexpr, ONE: tl.constexpr):
     """The upstream gradient G is read through its own (group, pixel, class) strides (0 for an expanded one)."""
     o, q = K.tile_pixels(NQ, BP)
-    m = K.neg_inf(q, F64)
-    s = tl.zeros_like(m)
-    t1 = tl.zeros_like(m)
-    t2 = tl.zeros_like(m)
     if ONE:
         offs, mask = K.tile_offsets(o, q, 0, Q, C, q_stride, c_stride, o_stride, CB)
         goffs, _ = K.tile_offsets(o, q, 0, Q, C, g_q, g_c, g_o, CB)
         z = K.load_tile(z_ptr, offs, mask, F64)
         g = K.load_tile(g_ptr, goffs, mask, F64)
-        m, s, t1, t2, e = _si_bwd_step(m, s, t1, t2, z, g, mask)
+        m, s, t1, t2, e = _si_bwd_one(z, g, mask)
         _si_bwd_tile(gz_ptr, offs, mask, z, g, e, m, s, t1, t2, neg_inv_log_c)
     else:
+        m = K.neg_inf(q, F64)
+        s = tl.zeros_like(m)
+        t1 = tl.zeros_like(m)
+        t2 = tl.zeros_like(m)
         for c0 in range(0, C, CB):
             offs, mask = K.tile_offsets(o, q, c0, Q, C, q_stride, c_stride, o_stride, CB)
             goffs, _ = K.tile_offsets(o, q, c0, Q, C, g_q, g_c, g_o, CB)

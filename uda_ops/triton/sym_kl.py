@@ -28,16 +28,32 @@ def _pair_step(ma, sa, ta, mb, sb, tb, a, b, mask):
 
 
 @triton.jit
-def _pair_stats(a_ptr, b_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64: tl.constexpr, CB: tl.constexpr):
-    ma = K.neg_inf(q, F64)
-    mb = ma
-    sa = tl.zeros_like(ma)
-    sb = sa
-    ta = sa
-    tb = sa
-    for c0 in range(0, C, CB):
-        offs, mask, a, b = K.load_pair(a_ptr, b_ptr, o, q, c0, Q, C, q_stride, c_stride, o_stride, F64, CB)
-        ma, sa, ta, mb, sb, tb, ea, eb = _pair_step(ma, sa, ta, mb, sb, tb, a, b, mask)
+def _pair_tile(a, b, mask):
+    """C <= CB (ONE): _pair_step's maxima, exp-sums and t of a whole tile in one step, with no rescale terms."""
+    ma, ea = K.tile_softmax(a, mask)
+    mb, eb = K.tile_softmax(b, mask)
+    d = K.diff0(a, b)
+    ta = tl.sum(K.mul0(ea, d), axis=0)
+    tb = tl.sum(K.mul0(eb, d), axis=0)
+    return ma, tl.sum(ea, axis=0), ta, mb, tl.sum(eb, axis=0), tb, ea, eb
+
+
+@triton.jit
+def _pair_stats(a_ptr, b_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64: tl.constexpr, CB: tl.constexpr,
+                ONE: tl.constexpr):
+    if ONE:
+        offs, mask, a, b = K.load_pair(a_ptr, b_ptr, o, q, 0, Q, C, q_stride, c_stride, o_stride, F64, CB)
+        ma, sa, ta, mb, sb, tb, ea, eb = _pair_tile(a, b, mask)
+    else:
+        ma = K.neg_inf(q, F64)
+        mb = ma
+        sa = tl.zeros_like(ma)
+        sb = sa
+        ta = sa
+        tb = sa
+        for c0 in range(0, C, CB):
+            offs, mask, a, b = K.load_pair(a_ptr, b_ptr, o, q, c0, Q, C, q_stride, c_stride, o_stride, F64, CB)
+            ma, sa, ta, mb, sb, tb, ea, eb = _pair_step(ma, sa, ta, mb, sb, tb, a, b, mask)
     return ma, sa, ta, mb, sb, tb
 
 
@@ -45,7 +61,7 @@ def _pair_stats(a_ptr, b_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64: tl.
 def _sym_kl_fwd(a_ptr, b_ptr, out_ptr, Q, NQ, C, q_stride, c_stride, o_stride, F64: tl.constexpr,
                 CB: tl.constexpr, BP: tl.constexpr, ONE: tl.constexpr):
     o, q = K.tile_pixels(NQ, BP)
-    ma, sa, ta, mb, sb, tb = _pair_stats(a_ptr, b_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64, CB)
+    ma, sa, ta, mb, sb, tb = _pair_stats(a_ptr, b_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64, CB, ONE)
     K.store(out_ptr, o * Q + q, 0.5 * (ta * K.inv_sum(ma, sa) - tb * K.inv_sum(mb, sb)), q < Q)
 
 
@@ -72,14 +88,12 @@ def _sym_kl_bwd(a_ptr, b_ptr, g_ptr, g_stride, ga_ptr, gb_ptr, Q, NQ, C, q_strid
     hg = 0.5 * K.load_map(g_ptr, o, q, Q, g_stride, F64)
     if ONE:  # one load, one exp per element; gradients from registers
         offs, mask, a, b = K.load_pair(a_ptr, b_ptr, o, q, 0, Q, C, q_stride, c_stride, o_stride, F64, CB)
-        m0 = K.neg_inf(q, F64)
-        z0 = tl.zeros_like(m0)
-        ma, sa, ta, mb, sb, tb, ea, eb = _pair_step(m0, z0, z0, m0, z0, z0, a, b, mask)
+        ma, sa, ta, mb, sb, tb, ea, eb = _pair_tile(a, b, mask)
         ia = K.inv_sum(ma, sa)
         ib = K.inv_sum(mb, sb)
         _sym_kl_grad(ga_ptr, gb_ptr, offs, mask, a, b, ea, eb, ia, ib, ta * ia, tb * ib, hg, DETACH)
     else:
-        ma, sa, ta, mb, sb, tb = _pair_stats(a_ptr, b_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64, CB)
+        ma, sa, ta, mb, sb, tb = _pair_stats(a_ptr, b_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64, CB, ONE)
         ia = K.inv_sum(ma, sa)
         ib = K.inv_sum(mb, sb)
         for c0 in range(0, C, CB):
