@@ -60,7 +60,7 @@ DEMO_STEP = step() { n=$$1; shift; echo "== $$n  (log: $(DEMO_LOG)/$$n.log)"; "$
 
 demo: build
 	@mkdir -p $(DEMO_LOG)
-	@$(DEMO_STEP) benchmarks $(PY) benchmarks/summary.py --save --json demo_out/benchmark_summary.json
+	@$(DEMO_STEP) benchmarks $(PY) benchmarks/summary.py --json demo_out/benchmark_summary.json
 	@$(DEMO_STEP) minent_toy $(PY) -m models.minent_toy --seeds 5 && tail -n 1 $(DEMO_LOG)/minent_toy.log
 	@$(DEMO_STEP) moons $(PY) -m models.compare --task moons --methods source_only,adr,dta --seeds 5 --out demo_out/moons --json demo_out/moons.json
 	@$(DEMO_STEP) digits $(PY) -m models.compare --task digits --methods source_only,adr,dta,i2i --seeds 3 --out demo_out/digits --json demo_out/digits.json
