@@ -37,6 +37,10 @@ blended for the target; MNIST test is blended into the test photos.) The source 
 choices that must not look at target labels; target labels (``yt``) are for evaluation (and the
 target-oracle bound) only.
 
+Target oracles: ``<task>:oracle`` (``ORACLES``) trains on the task's target-train images with their labels
+and is scored on its target-test split (run it with ``source_only``). Default network and hyperparameters:
+``RealTask.arch`` (a narrow LeNet) and :mod:`models.classification.real_defaults`.
+
 Built tasks are cached per process (``functools.lru_cache``): treat their tensors as read-only.
 """
 from __future__ import annotations
