@@ -247,6 +247,7 @@ def test_real_defaults_are_the_papers_digit_values():
         assert (dta["lambda_dta"], dta["lambda_ent"], dta["delta_e"], dta["delta_c"], dta["lr"]) == \
             (2.0, 0.01, 0.1, 0.05, 1e-3)  # Table A-1, App. B
         assert tab["*"]["eval_every"] == 180
+        assert tab["clan"]["lambda_adv"] == rdf.CLAN_LAMBDA_ADV == 0.03  # chosen by source validation
     # Table A-1: MNIST->USPS without VAT, USPS->MNIST with
     assert (rdf.table("mnist->digits")["dta"]["lambda_vat"], rdf.table("mnist->digits")["dta"]["vat_eps"]) == (0, 0)
     assert (rdf.table("digits->mnist")["dta"]["lambda_vat"], rdf.table("digits->mnist")["dta"]["vat_eps"]) == \
