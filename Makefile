@@ -1,5 +1,6 @@
 # make test: the suite; make demo: the main job (CPU benchmark summary, then the adaptation demos:
-# MinEnt toy, two moons and digits (source-only/ADR/DTA/I2I), synthetic street scenes (source-only/MinEnt/AdvEnt/CLAN)).
+# MinEnt toy, two moons and digits (source-only/ADR/DTA/I2I), real MNIST -> UCI digits (source-only/DTA, 2 seeds),
+# synthetic street scenes (source-only/MinEnt/AdvEnt/CLAN/I2I)).
 # Both set up what they need on a fresh machine: a venv in .venv (seeing the system's site-packages,
 # so an installed CUDA torch is used as is), torch 2.13.0 if no torch is importable, the test and demo
 # packages, and the extension, built once (rebuilt only when csrc/ or setup.py change).
@@ -64,6 +65,7 @@ demo: build
 	@$(DEMO_STEP) minent_toy $(PY) -m models.minent_toy --seeds 5 && tail -n 1 $(DEMO_LOG)/minent_toy.log
 	@$(DEMO_STEP) moons $(PY) -m models.compare --task moons --methods source_only,adr,dta --seeds 5 --out demo_out/moons --json demo_out/moons.json
 	@$(DEMO_STEP) digits $(PY) -m models.compare --task digits --methods source_only,adr,dta,i2i --seeds 3 --out demo_out/digits --json demo_out/digits.json
+	@$(DEMO_STEP) real_data $(PY) -m models.compare --task 'mnist->digits' --methods source_only,dta --seeds 2 --out demo_out/real --json demo_out/real.json
 	@$(DEMO_STEP) synthetic $(PY) -m models.compare --task synthetic --methods source_only,minent,advent,clan,i2i --seeds 3 --out demo_out/synthetic --json demo_out/synthetic.json
 	@echo
 	@$(PY) -m models.report demo_out | tee $(DEMO_LOG)/summary.txt
