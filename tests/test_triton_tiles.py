@@ -117,7 +117,8 @@ def test_nchw_loss_kernels_load_128_bits(tmp_path):
 
 
 @pytest.mark.parametrize("op", OPS, ids=OP_IDS)
-@pytest.mark.parametrize("kind", ["random", "large", "neg_inf", "nan", "all_neg_inf"])
+# the edge inputs only (random and large logits at C = 19 run through the one-tile path in every other test)
+@pytest.mark.parametrize("kind", ["neg_inf", "nan", "all_neg_inf"])
 def test_one_tile_step_and_chunks_c19(triton_backend, op, kind, monkeypatch):
     """C = 19, forward and backward, planes and rows: the one-tile path (ONE: the statistics in one step, no
     running max and no rescale terms) and the chunked path (chunks of 4 classes, online max/sum) each match the
