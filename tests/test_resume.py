@@ -70,6 +70,16 @@ def _weights(path):
     return out
 
 
+def _assert_same_run(whole, resumed):
+    """Bitwise the same final weights (every tensor of checkpoint.pt) and the same metrics.json final and history."""
+    a, b = _weights(whole / "checkpoint.pt"), _weights(resumed / "checkpoint.pt")
+    assert a.keys() == b.keys() and len(a) > 4
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])]
+    ma = json.loads((whole / "metrics.json").read_text())
+    mb = json.loads((resumed / "metrics.json").read_text())
+    assert ma["final"] == mb["final"] and ma["history"] == mb["history"]
+
+
 @pytest.mark.parametrize("kind", list(CASES))
 def test_killed_and_resumed_run_is_bitwise_identical(tmp_path, kind):
     args = CASES[kind]
@@ -83,12 +93,7 @@ def test_killed_and_resumed_run_is_bitwise_identical(tmp_path, kind):
     resumed_from = torch.load(tmp_path / "killed" / "checkpoint.pt", weights_only=False)["resume"]["iteration"]
     assert 0 < resumed_from < KILL_AT[kind]
     _train(args, tmp_path / "killed", "--resume")
-    a, b = _weights(tmp_path / "whole" / "checkpoint.pt"), _weights(tmp_path / "killed" / "checkpoint.pt")
-    assert a.keys() == b.keys() and len(a) > 4
-    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])]
-    ma = json.loads((tmp_path / "whole" / "metrics.json").read_text())
-    mb = json.loads((tmp_path / "killed" / "metrics.json").read_text())
-    assert ma["final"] == mb["final"] and ma["history"] == mb["history"]
+    _assert_same_run(tmp_path / "whole", tmp_path / "killed")
 
 
 def test_resume_checks_what_it_resumes(tmp_path):
@@ -176,9 +181,4 @@ def test_killed_and_resumed_torchrun_is_bitwise_identical(tmp_path):
     assert ck["iteration"] == 2 and len(ck["ranks"]) == 2
     r = _torchrun(["-m", "models.train"], tmp_path / "killed", port + 2, "--resume")
     assert r.returncode == 0, r.stderr.decode()[-3000:]
-    a, b = _weights(tmp_path / "whole" / "checkpoint.pt"), _weights(tmp_path / "killed" / "checkpoint.pt")
-    assert a.keys() == b.keys() and len(a) > 4
-    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])]
-    ma = json.loads((tmp_path / "whole" / "metrics.json").read_text())
-    mb = json.loads((tmp_path / "killed" / "metrics.json").read_text())
-    assert ma["final"] == mb["final"] and ma["history"] == mb["history"]
+    _assert_same_run(tmp_path / "whole", tmp_path / "killed")
