@@ -34,19 +34,24 @@ def check_finite(losses: Dict[str, float], iteration: int, last_checkpoint: Opti
                             + f"; last checkpoint: {where}")
 
 
-def rng_state() -> dict:
-    st = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+def rng_state(generator: Optional[torch.Generator] = None) -> dict:
+    """This process's random state: torch, CUDA (once initialised), numpy, Python, and a trainer's own
+    ``generator`` (data order, masks) when it has one."""
+    st = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+          "generator": generator.get_state() if generator is not None else None}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         st["cuda"] = torch.cuda.get_rng_state_all()
     return st
 
 
-def set_rng_state(st: dict) -> None:
+def set_rng_state(st: dict, generator: Optional[torch.Generator] = None) -> None:
     torch.set_rng_state(st["torch"])
     np.random.set_state(st["numpy"])
     random.setstate(st["python"])
     if "cuda" in st:
         torch.cuda.set_rng_state_all(st["cuda"])
+    if generator is not None:
+        generator.set_state(st["generator"])
 
 
 def save_atomic(obj, path: str) -> str:

@@ -53,8 +53,6 @@ def run_classification(task, method, seed, iters=None, out=None, progress=False,
     from .train_io import plot_boundary, plot_classification, seed_everything
     seed_everything(seed)
     cfg = make_config(method, task, seed=seed, steps=iters, **(sets or {}))
-    if (checkpoint_every or resume) and not out:
-        raise SystemExit("--checkpoint-every and --resume need --out")
     metrics, trainer = run(cfg, progress=progress, data_root=data_root, checkpoint_every=checkpoint_every,
                            checkpoint=os.path.join(out, CHECKPOINT) if out else None, resume=resume)
     final = _pct(metrics["final"])
@@ -77,8 +75,6 @@ def _seg_runner(key):
                          checkpoint_every=0, resume=False):
         from .segmentation.train import make_config, run
         sets = dict(sets or {})
-        if (checkpoint_every or resume) and not out:
-            raise SystemExit("--checkpoint-every and --resume need --out")
         cfg = make_config(method, key, seed=seed, iters=iters, out=out or "", progress=progress,
                           checkpoint_every=checkpoint_every, resume=resume, **sets)
         res = run(cfg)
@@ -105,5 +101,7 @@ def run(task: str, method: str, seed: int, iters: Optional[int] = None, out: Opt
     spec = get(task)
     if method not in spec.methods:
         raise SystemExit(f"unknown method {method!r}; one of {spec.methods}")
+    if (checkpoint_every or resume) and not out:
+        raise SystemExit("--checkpoint-every and --resume need --out")
     return spec.run(task, method, seed, iters=iters, out=out, progress=progress, sets=sets, data_root=data_root,
                     checkpoint_every=checkpoint_every, resume=resume)

@@ -315,11 +315,10 @@ class Trainer:
         return [o for o in (p.opt, p.opt_g, p.opt_c, *p.opt_d) if o is not None]
 
     def resume_state(self, loop: dict) -> dict:
-        """``state_dict()`` plus what continues the run bitwise: optimisers, the data/method generator, the
-        global RNGs, and the loop's state (iteration, history, running loss sums)."""
+        """``state_dict()`` plus what continues the run bitwise: optimisers, the global RNGs and the
+        data/method generator, and the loop's state (iteration, history, running loss sums)."""
         return {**self.state_dict(), "resume": {"optimisers": [o.state_dict() for o in self._optimisers()],
-                                                "generator": self.gen.get_state(), "rng": ckpt.rng_state(),
-                                                **loop}}
+                                                "rng": ckpt.rng_state(self.gen), **loop}}
 
     def load_resume_state(self, sd: dict) -> dict:
         self.net.load_state_dict(sd["net"])
@@ -333,8 +332,7 @@ class Trainer:
             raise ValueError(f"checkpoint: {len(r['optimisers'])} optimiser states for {len(opts)} optimisers")
         for o, s in zip(opts, r["optimisers"]):
             o.load_state_dict(s)
-        self.gen.set_state(r["generator"])
-        ckpt.set_rng_state(r["rng"])
+        ckpt.set_rng_state(r["rng"], self.gen)
         return {k: r[k] for k in ("iteration", "history", "sums", "count")}
 
 

@@ -399,16 +399,6 @@ class SegTrainer:
         for k, m in self._decoders().items():
             m.load_state_dict(sd[k])
 
-    def rng_state(self) -> dict:
-        """This process's random state: the global RNGs and the method's generator (I2I)."""
-        g = self.parts.generator
-        return {"rng": ckpt.rng_state(), "generator": g.get_state() if g is not None else None}
-
-    def set_rng_state(self, st: dict) -> None:
-        ckpt.set_rng_state(st["rng"])
-        if self.parts.generator is not None:
-            self.parts.generator.set_state(st["generator"])
-
 
 def _plot(history: List[dict], evals: List[dict], path: str) -> None:
     import matplotlib
@@ -433,10 +423,11 @@ def _plot(history: List[dict], evals: List[dict], path: str) -> None:
 
 def _save_resumable(tr: SegTrainer, cfg: Config, path: str, iteration: int, history, evals) -> str:
     """Every process's random state gathered to rank 0, which writes the checkpoint atomically."""
-    ranks = [tr.rng_state()]
+    mine = ckpt.rng_state(tr.parts.generator)  # the global RNGs and the method's generator (I2I)
+    ranks = [mine]
     if D.is_dist():
         ranks = [None] * D.world()
-        torch.distributed.all_gather_object(ranks, tr.rng_state())
+        torch.distributed.all_gather_object(ranks, mine)
     if D.is_main():
         ckpt.save_atomic({"config": dataclasses.asdict(cfg), **tr.state_dict(),
                           "resume": {"iteration": iteration, "history": history, "evals": evals, "ranks": ranks}},
@@ -472,17 +463,17 @@ def run(cfg: Config) -> Dict[str, object]:
     start, history, evals, last = 0, [], [], None
     if cfg.resume:
         sd = ckpt.load_for_resume(path, dataclasses.asdict(cfg))
+        if len(sd["resume"]["ranks"]) != D.world():
+            raise ValueError(f"--resume: {path} was written by {len(sd['resume']['ranks'])} processes, "
+                             f"this run has {D.world()}")
         tr.load_state_dict(sd)
         start, history, evals, last = sd["resume"]["iteration"], sd["resume"]["history"], sd["resume"]["evals"], path
     ls = InfiniteLoader(src, cfg.batch, cfg.seed * 1000 + 2 * r, cfg.workers, start=start)
     lt = InfiniteLoader(tgt, cfg.batch, cfg.seed * 1000 + 2 * r + 1, cfg.workers, start=start)
     its, itt = iter(ls), iter(lt)
     torch.manual_seed(cfg.seed * 7919 + r)          # dropout and other randomness differ per rank
-    if cfg.resume:
-        if len(sd["resume"]["ranks"]) != D.world():
-            raise ValueError(f"--resume: {path} was written by {len(sd['resume']['ranks'])} processes, "
-                             f"this run has {D.world()}")
-        tr.set_rng_state(sd["resume"]["ranks"][r])
+    if cfg.resume:  # after the per-rank seed above, which it replaces
+        ckpt.set_rng_state(sd["resume"]["ranks"][r], tr.parts.generator)
     bar = tqdm(range(start, cfg.iters), desc=f"{cfg.method} s{cfg.seed}", initial=start, total=cfg.iters,
                disable=not (main and cfg.progress and tqdm), dynamic_ncols=True, mininterval=1.0) if tqdm \
         else range(start, cfg.iters)
