@@ -83,15 +83,27 @@ def test_neg_inf_leading_chunk_then_finite(triton_backend, monkeypatch):
 
 def test_tile_table():
     planes = K.tile_config(K.Layout(2, 19, 512 * 1024, False), torch.float32)
-    assert (planes.CB, planes.q_stride, planes.c_stride, planes.o_stride) == (32, 1, 512 * 1024, 19 * 512 * 1024)
-    assert planes.CB * planes.BP == K.TILE_ELEMENTS["planes"] and planes.meta["ONE"]
+    assert (planes.CB, planes.q_stride, planes.c_stride, planes.o_stride) == (16, 1, 512 * 1024, 19 * 512 * 1024)
+    assert planes.meta == {"CB": 16, "CB2": 4, "BP": 128, "ONE": True, "FULL": True, "num_warps": 1}
     assert planes.grid == (2 * (512 * 1024 // planes.BP),)
+    assert K.tile_config(K.Layout(2, 19, 512 * 1024, False), torch.bfloat16, inputs=2).BP == 64
+    assert K.tile_config(K.Layout(2, 19, 512 * 1024, False), torch.float64, inputs=2).BP == 32
+    small = K.tile_config(K.Layout(2, 19, 15, False), torch.float32)
+    assert small.BP == 16 and small.grid == (2,)
+    for C in range(2, K.MAX_CB["planes"] + 1):  # tile 1 all real classes, tile 2 the rest, both powers of two
+        for inputs in (1, 2):
+            T = K.tile_config(K.Layout(2, C, 4096, False), torch.float32, inputs=inputs)
+            assert T.ONE and T.FULL and T.meta["num_warps"] == 1
+            assert T.CB <= C <= T.CB + T.CB2 and (T.CB2 == 0) == (T.CB == C), (C, T)
+            assert T.CB & (T.CB - 1) == 0 and T.CB2 & (T.CB2 - 1) == 0 and T.CB2 <= T.CB
+            assert (T.CB + T.CB2) * T.BP * inputs <= K.ONE_ELEMENTS < 2 * (T.CB + T.CB2) * T.BP * inputs
     big = K.tile_config(K.Layout(2, 150, 4096, False), torch.float16, inputs=2)
     assert big.CB == K.MAX_CB["planes"] and not big.meta["ONE"] and big.CB * big.BP == K.TILE_ELEMENTS["planes"] // 2
+    assert big.meta["num_warps"] == K.NUM_WARPS and big.CB2 == 0 and not big.FULL
     rows = K.tile_config(K.Layout(64, 1000, 1, False), torch.bfloat16)
     assert (rows.CB, rows.q_stride, rows.c_stride, rows.o_stride, rows.G) == (1024, 1000, 1, 0, 1)
-    assert rows.meta["ONE"] and rows.BP == K.TILE_ELEMENTS["rows"] // 1024
-    f64 = K.tile_config(K.Layout(2, 19, 512 * 1024, False), torch.float64)
+    assert rows.meta["ONE"] and rows.BP == K.TILE_ELEMENTS["rows"] // 1024 and rows.CB2 == 0 and not rows.FULL
+    f64 = K.tile_config(K.Layout(2, 150, 512 * 1024, False), torch.float64)
     assert f64.CB * f64.BP == K.TILE_ELEMENTS["planes"] // 2
 
 

@@ -1,19 +1,26 @@
 """Helpers shared by every Triton kernel of uda_ops: the canonical (outer, C, inner) view of an input (the
 Python twin of csrc/layout.h), the per-pixel gradient reader, block-size choice, launch checks, and the
-@triton.jit building blocks (accumulation-dtype loads, the two-pass softmax statistics, mul0/diff0).
+@triton.jit building blocks (accumulation-dtype loads, the softmax statistics, mul0/diff0, exp).
 
 Kernel contract (the same math as the CPU/CUDA kernels): the input is seen as (outer, C, inner). One program
-owns a [CB x BP] tile: CB classes by BP pixels (`tile_config`). Planes (NCHW, inner > 1): the pixels of a
-tile are BP consecutive positions of one plane (contiguous: 128-bit loads), the class stride is `inner`.
+owns BP pixels and their classes as [classes x BP] tiles (`tile_config`). Planes (NCHW, inner > 1): the pixels
+of a tile are BP consecutive positions of one plane (contiguous: 128-bit loads), the class stride is `inner`.
 Rows (channels_last, (N, C); inner == 1): the pixels are BP consecutive rows, the class axis is the
 contiguous one. A program's pixel tile and sample come from one 1-D program id (no per-pixel division);
-every offset is int64. When C fits one tile (ONE, a constexpr) each element is loaded once, exp'd once and
-the gradients are written from registers, and the statistics are taken in one step (`tile_softmax`: the
-tile's max, then plain sums, with no running max and no rescale terms); larger C is walked in chunks of CB
-classes with an online max/sum (`softmax_step`, `rescale`; forward: one read; backward: a second read of
-each chunk to write the gradients). Padded classes and tail pixels are
-neutralised with tl.where (loaded as 0, never as -inf). A pixel whose logits are all -inf ends with max
--inf and is set to NaN (`inv_sum`); a NaN logit makes the exp-sum NaN: both pixels yield NaN (SPEC
+every offset is int64.
+
+When C fits (ONE, a constexpr) each element is loaded once, exp'd once and the gradients are written from
+registers; the statistics are taken in one step (the max, then plain sums, no running max or rescale terms).
+Planes split the classes into two power-of-two tiles, CB = the largest power of two <= C and CB2 =
+next_pow2(C - CB) (C = 19: 16 + 4, not one tile of 32 with 13 padded classes), on one warp, so that a pixel's
+classes sit in a few lanes of one warp (warp shuffles, no shared memory) and tile 1 has no padded class
+(FULL: no class mask). Rows keep one tile of next_pow2(C) classes (CB2 = 0). Larger C is walked in chunks
+of CB classes with an online max/sum (`softmax_step`, `rescale`; forward: one read; backward: a second read
+of each chunk to write the gradients).
+
+Padded classes and tail pixels are loaded as 0, never as -inf (SPEC section 6): padded classes are
+neutralised with tl.where, tail pixels compute finite values that are never stored. A pixel whose logits are
+all -inf ends with max -inf and NaN exps; a NaN logit makes the exp-sum NaN: both pixels yield NaN (SPEC
 section 6). Accumulation is float32 (float64 for float64 input); loads and stores use the tensor dtype.
 Every reduction is a fixed-order loop or tl.sum: no atomics, deterministic.
 """
@@ -130,7 +137,8 @@ def check_pair(op: str, a: Tensor, b: Tensor) -> None:
 @dataclass
 class Tile:
     """Launch geometry of a loss kernel: Q pixels per group, G groups (samples for planes, 1 for rows), the
-    element strides of a pixel, a class and a group, CB classes x BP pixels per program, ONE = C <= CB."""
+    element strides of a pixel, a class and a group, BP pixels per program; ONE (C fits): tile 1 of CB classes
+    (FULL: all of them real) and tile 2 of CB2 (0: none); else chunks of CB classes."""
     Q: int
     G: int
     C: int
@@ -139,6 +147,9 @@ class Tile:
     o_stride: int
     CB: int
     BP: int
+    CB2: int = 0
+    ONE: bool = True
+    FULL: bool = False
 
     @property
     def NQ(self) -> int:
@@ -154,34 +165,53 @@ class Tile:
 
     @property
     def meta(self):
-        return {"CB": self.CB, "BP": self.BP, "ONE": self.C <= self.CB, "num_warps": NUM_WARPS}
+        return {"CB": self.CB, "CB2": self.CB2, "BP": self.BP, "ONE": self.ONE, "FULL": self.FULL,
+                "num_warps": tile_warps(self.FULL)}
 
 
 # Elements of one input tile per program, per layout (in flight per program: small enough that the chip's
 # whole set of resident programs fits in L2, and that a C <= CB tile and its exps stay in registers without
 # spills: rows tiles are scalar loads with padded classes, so half), and the most classes one tile holds
-# before C is walked in chunks.
+# before C is walked in chunks. Planes with C in one step run one warp per program with ONE_ELEMENTS tile
+# elements over all inputs (80 a thread: fp32 sym_kl at C = 19 is 16 + 4 classes x 4 pixels x 2 inputs, in
+# 128 registers without spills).
 TILE_ELEMENTS = {"planes": 4096, "rows": 2048}
+ONE_ELEMENTS = 2560
 MAX_CB = {"planes": 64, "rows": 1024}
 
 
+def _pow2_floor(n: int) -> int:
+    return 1 << (max(1, n).bit_length() - 1)
+
+
 def tile_config(L: Layout, dtype: torch.dtype, inputs: int = 1) -> Tile:
-    """The tile table, keyed by the class bucket C_PAD = next_pow2(C), the layout, the dtype (float64 tiles
-    take two registers an element: half the elements) and the number of class tiles the op reads at once
-    (`inputs`, which divides the element budget)."""
+    """The tile table, keyed by the layout, the class count, the dtype (float64 tiles take two registers an
+    element: half the elements) and the number of class tiles the op reads at once (`inputs`, which divides
+    the element budget)."""
     rows = L.inner == 1
-    cb = min(triton.next_power_of_2(L.classes), MAX_CB["rows" if rows else "planes"])
+    f64 = 2 if dtype == torch.float64 else 1
     if rows:
         Q, G, qs, cs, os_ = L.outer, 1, L.classes, 1, 0
     else:
         Q, G, qs, cs, os_ = L.inner, L.outer, 1, L.inner, L.classes * L.inner
-    per_input = TILE_ELEMENTS["rows" if rows else "planes"] // inputs // (2 if dtype == torch.float64 else 1)
-    bp = max(1, per_input // cb)
-    bp = max(1, min(bp, triton.next_power_of_2(Q)))
-    return Tile(Q, G, L.classes, qs, cs, os_, cb, bp)
+    q_max = triton.next_power_of_2(Q)
+    if not rows and L.classes <= MAX_CB["planes"]:
+        cb = _pow2_floor(L.classes)
+        cb2 = triton.next_power_of_2(L.classes - cb) if L.classes > cb else 0
+        bp = min(_pow2_floor(ONE_ELEMENTS // inputs // f64 // (cb + cb2)), q_max)
+        return Tile(Q, G, L.classes, qs, cs, os_, cb, bp, CB2=cb2, ONE=True, FULL=True)
+    cb = min(triton.next_power_of_2(L.classes), MAX_CB["rows" if rows else "planes"])
+    per_input = TILE_ELEMENTS["rows" if rows else "planes"] // inputs // f64
+    bp = max(1, min(per_input // cb, q_max))
+    return Tile(Q, G, L.classes, qs, cs, os_, cb, bp, ONE=L.classes <= cb, FULL=False)
 
 
 NUM_WARPS = 4
+
+
+def tile_warps(full: bool) -> int:
+    """Warps per program: one for the split planes tiles (FULL), so a pixel's classes stay in one warp."""
+    return 1 if full else NUM_WARPS
 
 
 def device_guard(device: torch.device):
@@ -206,6 +236,22 @@ def to_acc(x, F64: tl.constexpr):
         y = x.to(tl.float64)
     else:
         y = x.to(tl.float32)
+    return y
+
+
+# e^x as one MUFU.EX2 of x * log2(e) with subnormal results flushed to 0 (ex2.approx.ftz.f32): tl.exp lowers to
+# ex2.approx.f32, whose subnormal handling costs four more instructions an element. Under the interpreter
+# (which runs no PTX), and for float64, tl.exp.
+FAST_EXP = tl.constexpr(not INTERPRET)
+
+
+@triton.jit
+def exp(x):
+    if FAST_EXP and x.dtype == tl.float32:
+        y = tl.inline_asm_elementwise("ex2.approx.ftz.f32 $0, $1;", "=r,r", [x * 1.4426950408889634],
+                                      dtype=tl.float32, is_pure=True, pack=1)
+    else:
+        y = tl.exp(x)
     return y
 
 
@@ -234,6 +280,71 @@ def tile_offsets(o, q, c0, Q, C, q_stride, c_stride, o_stride, CB: tl.constexpr)
 
 
 @triton.jit
+def one_offsets(o, q, Q, C, q_stride, c_stride, o_stride, CB: tl.constexpr, CB2: tl.constexpr,
+                FULL: tl.constexpr):
+    """ONE: offsets and masks of tile 1 (classes 0..CB-1; FULL: all real, its mask is the pixel mask) and of
+    tile 2 (classes CB..CB+CB2-1; with CB2 = 0 there is none and tile 1's are returned twice)."""
+    if FULL:
+        offs1 = o * o_stride + class_off(q[None, :] * q_stride, tl.arange(0, CB)[:, None], c_stride)
+        mask1 = (q < Q)[None, :]
+    else:
+        offs1, mask1 = tile_offsets(o, q, 0, Q, C, q_stride, c_stride, o_stride, CB)
+    if CB2 > 0:
+        offs2, mask2 = tile_offsets(o, q, CB, Q, C, q_stride, c_stride, o_stride, CB2)
+    else:
+        offs2 = offs1
+        mask2 = mask1
+    return offs1, mask1, offs2, mask2
+
+
+@triton.jit
+def load_one(ptr, offs1, mask1, offs2, mask2, F64: tl.constexpr, CB2: tl.constexpr):
+    """ONE: both tiles of one input (tile 2 is tile 1 when CB2 = 0)."""
+    z1 = load_tile(ptr, offs1, mask1, F64)
+    if CB2 > 0:
+        z2 = load_tile(ptr, offs2, mask2, F64)
+    else:
+        z2 = z1
+    return z1, z2
+
+
+@triton.jit
+def softmax_one(z1, mask1, z2, mask2, CB2: tl.constexpr, FULL: tl.constexpr):
+    """ONE: the per-pixel max m over both tiles and e = exp(z - m) of each, 0 at padded classes (no diff0: a
+    pixel all -inf has m = -inf and NaN exps, and yields NaN anyway)."""
+    if FULL:
+        m = tl.max(z1, axis=0)
+    else:
+        m = tl.max(tl.where(mask1, z1, float("-inf")), axis=0)
+    if CB2 > 0:
+        m = tl.maximum(m, tl.max(tl.where(mask2, z2, float("-inf")), axis=0))
+    e1 = exp(z1 - m[None, :])
+    if not FULL:
+        e1 = tl.where(mask1, e1, 0.0)
+    if CB2 > 0:
+        e2 = tl.where(mask2, exp(z2 - m[None, :]), 0.0)
+    else:
+        e2 = e1
+    return m, e1, e2
+
+
+@triton.jit
+def sum2(x1, x2, CB2: tl.constexpr):
+    """The per-pixel sum over the classes of both tiles of a per-element value (x2 ignored when CB2 = 0)."""
+    s = tl.sum(x1, axis=0)
+    if CB2 > 0:
+        s += tl.sum(x2, axis=0)
+    return s
+
+
+@triton.jit
+def store_one(ptr, offs1, v1, mask1, offs2, v2, mask2, CB2: tl.constexpr):
+    store(ptr, offs1, v1, mask1)
+    if CB2 > 0:
+        store(ptr, offs2, v2, mask2)
+
+
+@triton.jit
 def load_tile(ptr, offs, mask, F64: tl.constexpr):
     """A tile in the accumulation dtype; out-of-range elements read 0 (finite) and are masked by the caller."""
     return to_acc(tl.load(ptr + offs, mask=mask, other=0.0), F64)
@@ -257,16 +368,7 @@ def chunk_exp(z, m, mask):
     """e = exp(z - m) for a tile and its per-pixel max m; 0 at padded classes and tail pixels. diff0 gives
     exp(0) = 1 for -inf - -inf (a pixel all -inf so far): cleared by a later finite max (rescale) or, for a
     pixel all -inf, replaced by NaN through inv_sum."""
-    return tl.where(mask, tl.exp(diff0(z, m[None, :])), 0.0)
-
-
-@triton.jit
-def tile_softmax(z, mask):
-    """C <= CB (ONE): the whole class axis in one tile, so the per-pixel max m and e = exp(z - m) (chunk_exp)
-    in one step. softmax_step from a -inf running max gives the same m and e; its alpha only rescales sums
-    that are still 0, so the ONE paths take plain sums of e instead (the same values)."""
-    m = tl.max(tl.where(mask, z, float("-inf")), axis=0)
-    return m, chunk_exp(z, m, mask)
+    return tl.where(mask, exp(diff0(z, m[None, :])), 0.0)
 
 
 @triton.jit
@@ -274,7 +376,7 @@ def softmax_step(m, z, mask):
     """Online softmax over one chunk of classes (C > CB): the new running max m', the factor alpha = exp(m - m')
     that rescales sums over earlier chunks, and e = exp(z - m') (chunk_exp)."""
     m_new = tl.maximum(m, tl.max(tl.where(mask, z, float("-inf")), axis=0))
-    return m_new, tl.exp(diff0(m, m_new)), chunk_exp(z, m_new, mask)
+    return m_new, exp(diff0(m, m_new)), chunk_exp(z, m_new, mask)
 
 
 @triton.jit
@@ -328,11 +430,19 @@ def cosine_step(m1, m2, s12, s11, s22, z1, z2, mask):
 
 
 @triton.jit
-def cosine_tile(z1, z2, mask):
-    """C <= CB (ONE): the cosine sums of a whole tile in one step (no running maxima, no rescale), and its exps."""
-    m1, e1 = tile_softmax(z1, mask)
-    m2, e2 = tile_softmax(z2, mask)
-    return m1, m2, tl.sum(e1 * e2, axis=0), tl.sum(e1 * e1, axis=0), tl.sum(e2 * e2, axis=0), e1, e2
+def cosine_one(z1_ptr, z2_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64: tl.constexpr, CB: tl.constexpr,
+               CB2: tl.constexpr, FULL: tl.constexpr):
+    """ONE: both class tiles of both predictions, one read and one exp per element: the cosine sums in one
+    step (no running maxima, no rescale), the exps and the tiles' offsets and masks. Names: e<input><tile>."""
+    offs1, mask1, offs2, mask2 = one_offsets(o, q, Q, C, q_stride, c_stride, o_stride, CB, CB2, FULL)
+    a1, a2 = load_one(z1_ptr, offs1, mask1, offs2, mask2, F64, CB2)
+    b1, b2 = load_one(z2_ptr, offs1, mask1, offs2, mask2, F64, CB2)
+    m1, e11, e12 = softmax_one(a1, mask1, a2, mask2, CB2, FULL)
+    m2, e21, e22 = softmax_one(b1, mask1, b2, mask2, CB2, FULL)
+    s12 = sum2(e11 * e21, e12 * e22, CB2)
+    s11 = sum2(e11 * e11, e12 * e12, CB2)
+    s22 = sum2(e21 * e21, e22 * e22, CB2)
+    return offs1, mask1, offs2, mask2, e11, e12, e21, e22, m1, m2, s12, s11, s22
 
 
 @triton.jit
@@ -344,12 +454,12 @@ def cosine_finish(m1, m2, s12, s11, s22):
 
 @triton.jit
 def cosine_stats(z1_ptr, z2_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64: tl.constexpr, CB: tl.constexpr,
-                 ONE: tl.constexpr):
-    """The cosine statistics of a pixel tile (one read per element): in one step when C <= CB (ONE), else
+                 CB2: tl.constexpr, ONE: tl.constexpr, FULL: tl.constexpr):
+    """The cosine statistics of a pixel tile (one read per element): in one step when C fits (ONE), else
     online over chunks of CB classes. Returns m1, m2, cos, inv12, inv11, inv22."""
     if ONE:
-        offs, mask, z1, z2 = load_pair(z1_ptr, z2_ptr, o, q, 0, Q, C, q_stride, c_stride, o_stride, F64, CB)
-        m1, m2, s12, s11, s22, e1, e2 = cosine_tile(z1, z2, mask)
+        offs1, mask1, offs2, mask2, e11, e12, e21, e22, m1, m2, s12, s11, s22 = cosine_one(
+            z1_ptr, z2_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64, CB, CB2, FULL)
     else:
         m1 = neg_inf(q, F64)
         m2 = neg_inf(q, F64)
@@ -373,17 +483,19 @@ def cosine_grad_tile(g1_ptr, g2_ptr, offs, mask, e1, e2, cos, inv12, inv11, inv2
 
 @triton.jit
 def cosine_backward(z1_ptr, z2_ptr, g1_ptr, g2_ptr, o, q, Q, C, q_stride, c_stride, o_stride, gm,
-                    F64: tl.constexpr, CB: tl.constexpr, ONE: tl.constexpr):
-    """Writes gm * dM/dz1, gm * dM/dz2 of a pixel tile and returns cos. C <= CB (ONE): one load and one exp
-    per element, gradients from registers; else the online statistics, then each chunk re-read once."""
+                    F64: tl.constexpr, CB: tl.constexpr, CB2: tl.constexpr, ONE: tl.constexpr, FULL: tl.constexpr):
+    """Writes gm * dM/dz1, gm * dM/dz2 of a pixel tile and returns cos. ONE: one load and one exp per
+    element, gradients from registers; else the online statistics, then each chunk re-read once."""
     if ONE:
-        offs, mask, z1, z2 = load_pair(z1_ptr, z2_ptr, o, q, 0, Q, C, q_stride, c_stride, o_stride, F64, CB)
-        m1, m2, s12, s11, s22, e1, e2 = cosine_tile(z1, z2, mask)
+        offs1, mask1, offs2, mask2, e11, e12, e21, e22, m1, m2, s12, s11, s22 = cosine_one(
+            z1_ptr, z2_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64, CB, CB2, FULL)
         cos, inv12, inv11, inv22 = cosine_finish(m1, m2, s12, s11, s22)
-        cosine_grad_tile(g1_ptr, g2_ptr, offs, mask, e1, e2, cos, inv12, inv11, inv22, gm)
+        cosine_grad_tile(g1_ptr, g2_ptr, offs1, mask1, e11, e21, cos, inv12, inv11, inv22, gm)
+        if CB2 > 0:
+            cosine_grad_tile(g1_ptr, g2_ptr, offs2, mask2, e12, e22, cos, inv12, inv11, inv22, gm)
     else:
         m1, m2, cos, inv12, inv11, inv22 = cosine_stats(z1_ptr, z2_ptr, o, q, Q, C, q_stride, c_stride, o_stride,
-                                                        F64, CB, ONE)
+                                                        F64, CB, CB2, ONE, FULL)
         for c0 in range(0, C, CB):
             offs, mask = tile_offsets(o, q, c0, Q, C, q_stride, c_stride, o_stride, CB)
             e1 = chunk_exp(load_tile(z1_ptr, offs, mask, F64), m1, mask)

@@ -36,7 +36,7 @@ def _tile(variant: str, inputs: int, f64: bool):
     import torch
     T = K.tile_config(K.Layout(outer, C, inner, inner == 1), torch.float64 if f64 else torch.float32, inputs)
     sig = {"Q": "i32", "NQ": "i32", "C": "i32", "q_stride": "i32", "c_stride": "i32", "o_stride": "i32"}
-    const = {"CB": T.CB, "BP": T.BP, "ONE": T.meta["ONE"]}
+    const = {k: T.meta[k] for k in ("CB", "CB2", "BP", "ONE", "FULL")}
     unit = "c_stride" if inner == 1 else "q_stride"
     sig[unit] = "constexpr"
     const[unit] = 1
@@ -50,7 +50,7 @@ def _specs(dt: str, variants=tuple(VARIANTS)):
 
     f64 = dt == "fp64"
     T, A = f"*{dt}", "*fp64" if f64 else "*fp32"
-    ce = {k: "constexpr" for k in ("F64", "CB", "BP", "ONE")}
+    ce = {k: "constexpr" for k in ("F64", "CB", "CB2", "BP", "ONE", "FULL")}
     g = {"g_ptr": A, "g_stride": "i32"}
     clan = {"target": "fp32", "lam": "fp32", "eps": "fp32"}
     nlc = {"neg_inv_log_c": "fp32"}
@@ -102,6 +102,15 @@ def _specs(dt: str, variants=tuple(VARIANTS)):
     return out
 
 
+def num_warps(name: str, const: dict) -> int:
+    """The launch's warps, as the ops choose them (uda_ops.triton._common.tile_warps for the loss kernels)."""
+    from . import _common as K
+
+    if "FULL" in const:
+        return K.tile_warps(const["FULL"])
+    return 8 if const.get("BLOCK_U", 0) >= 2048 else K.NUM_WARPS
+
+
 def ptx_summary(ptx: str, arch: int) -> str:
     """Registers and spills (Triton's ptxas -v) and the global load/store widths of one kernel's PTX."""
     loads = collections.Counter(re.findall(r"\bld\.global(?:\.\w+)*?\.((?:v[248]\.)?[bfu]\d+)", ptx))
@@ -140,7 +149,7 @@ def main(argv=None) -> int:
     failed = 0
     for dt in args.dtypes.split(","):
         for name, fn, sig, const, in _specs(dt, tuple(args.variants.split(","))):
-            warps = 8 if const.get("BLOCK_U", 0) >= 2048 else 4
+            warps = num_warps(name, const)
             try:
                 k = triton.compile(ASTSource(fn=fn, signature=sig, constexprs=const, attrs=_attrs(fn, sig)),
                                    target=target, options={"num_warps": warps})

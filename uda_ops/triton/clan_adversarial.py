@@ -28,11 +28,12 @@ def _bce_with_logits(d, t):
 
 @triton.jit
 def _clan_fwd(d_ptr, z1_ptr, z2_ptr, out_ptr, Q, NQ, C, q_stride, c_stride, o_stride, target, lam, eps,
-              F64: tl.constexpr, CB: tl.constexpr, BP: tl.constexpr, ONE: tl.constexpr):
+              F64: tl.constexpr, CB: tl.constexpr, CB2: tl.constexpr, BP: tl.constexpr, ONE: tl.constexpr,
+              FULL: tl.constexpr):
     o, q = K.tile_pixels(NQ, BP)
     d = K.load_map(d_ptr, o, q, Q, 1, F64)
     m1, m2, cos, inv12, inv11, inv22 = K.cosine_stats(z1_ptr, z2_ptr, o, q, Q, C, q_stride, c_stride, o_stride,
-                                                      F64, CB, ONE)
+                                                      F64, CB, CB2, ONE, FULL)
     loss, dloss = _bce_with_logits(d, target)
     K.store(out_ptr, o * Q + q, (eps + lam * (1.0 - cos)) * loss, q < Q)
 
@@ -40,17 +41,17 @@ def _clan_fwd(d_ptr, z1_ptr, z2_ptr, out_ptr, Q, NQ, C, q_stride, c_stride, o_st
 @triton.jit
 def _clan_bwd(d_ptr, z1_ptr, z2_ptr, g_ptr, g_stride, gd_ptr, g1_ptr, g2_ptr, Q, NQ, C, q_stride, c_stride,
               o_stride, target, lam, eps, NEED_LOGITS: tl.constexpr, F64: tl.constexpr, CB: tl.constexpr,
-              BP: tl.constexpr, ONE: tl.constexpr):
+              CB2: tl.constexpr, BP: tl.constexpr, ONE: tl.constexpr, FULL: tl.constexpr):
     o, q = K.tile_pixels(NQ, BP)
     d = K.load_map(d_ptr, o, q, Q, 1, F64)
     g = K.load_map(g_ptr, o, q, Q, g_stride, F64)
     loss, dloss = _bce_with_logits(d, target)
     if NEED_LOGITS:
         cos = K.cosine_backward(z1_ptr, z2_ptr, g1_ptr, g2_ptr, o, q, Q, C, q_stride, c_stride, o_stride,
-                                g * lam * loss, F64, CB, ONE)
+                                g * lam * loss, F64, CB, CB2, ONE, FULL)
     else:
         m1, m2, cos, inv12, inv11, inv22 = K.cosine_stats(z1_ptr, z2_ptr, o, q, Q, C, q_stride, c_stride,
-                                                          o_stride, F64, CB, ONE)
+                                                          o_stride, F64, CB, CB2, ONE, FULL)
     K.store(gd_ptr, o * Q + q, g * (eps + lam * (1.0 - cos)) * dloss, q < Q)
 
 

@@ -26,21 +26,27 @@ def _plogp_step(m, s, t, z, mask):
 
 
 @triton.jit
-def _plogp_tile(z, mask):
-    """C <= CB (ONE): max, exp-sum and t of a whole tile in one step, with no rescale terms."""
-    m, e = K.tile_softmax(z, mask)
-    t = tl.sum(K.mul0(e, K.diff0(z, m[None, :])), axis=0)
-    return m, tl.sum(e, axis=0), t, e
+def _plogp_one(z_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64: tl.constexpr, CB: tl.constexpr,
+               CB2: tl.constexpr, FULL: tl.constexpr):
+    """ONE: both class tiles, one read and one exp per element; max, exp-sum and t = sum_c mul0(e_c, z_c - max)
+    in one step. Returns the tiles too (offsets, masks, z - max, exps)."""
+    offs1, mask1, offs2, mask2 = K.one_offsets(o, q, Q, C, q_stride, c_stride, o_stride, CB, CB2, FULL)
+    z1, z2 = K.load_one(z_ptr, offs1, mask1, offs2, mask2, F64, CB2)
+    m, e1, e2 = K.softmax_one(z1, mask1, z2, mask2, CB2, FULL)
+    y1 = z1 - m[None, :]
+    y2 = z2 - m[None, :]
+    t = K.sum2(K.mul0(e1, y1), K.mul0(e2, y2), CB2)
+    return offs1, mask1, offs2, mask2, y1, y2, e1, e2, m, K.sum2(e1, e2, CB2), t
 
 
 @triton.jit
 def _plogp_stats(z_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64: tl.constexpr, CB: tl.constexpr,
-                 ONE: tl.constexpr):
+                 CB2: tl.constexpr, ONE: tl.constexpr, FULL: tl.constexpr):
     """One read per element: max, exp-sum and sum_c mul0(e_c, z_c - max) per pixel, in one step (ONE) or online
     over chunks."""
     if ONE:
-        offs, mask = K.tile_offsets(o, q, 0, Q, C, q_stride, c_stride, o_stride, CB)
-        m, s, t, e = _plogp_tile(K.load_tile(z_ptr, offs, mask, F64), mask)
+        offs1, mask1, offs2, mask2, y1, y2, e1, e2, m, s, t = _plogp_one(z_ptr, o, q, Q, C, q_stride, c_stride,
+                                                                         o_stride, F64, CB, CB2, FULL)
     else:
         m = K.neg_inf(q, F64)
         s = tl.zeros_like(m)
@@ -53,38 +59,39 @@ def _plogp_stats(z_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64: tl.conste
 
 @triton.jit
 def _entropy_fwd(z_ptr, out_ptr, Q, NQ, C, q_stride, c_stride, o_stride, neg_inv_log_c, F64: tl.constexpr,
-                 CB: tl.constexpr, BP: tl.constexpr, ONE: tl.constexpr):
+                 CB: tl.constexpr, CB2: tl.constexpr, BP: tl.constexpr, ONE: tl.constexpr, FULL: tl.constexpr):
     o, q = K.tile_pixels(NQ, BP)
-    m, s, t = _plogp_stats(z_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64, CB, ONE)
+    m, s, t = _plogp_stats(z_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64, CB, CB2, ONE, FULL)
     K.store(out_ptr, o * Q + q, neg_inv_log_c * (t * K.inv_sum(m, s) - tl.log(s)), q < Q)
 
 
 @triton.jit
-def _entropy_grad(gz_ptr, offs, mask, z, e, m, s, t, g):
-    """dE/dz_j = g (p_j)(log p_j - H) of one tile from its exps (g = -dL/dE / log C per pixel)."""
-    inv = K.inv_sum(m, s)
-    ls = tl.log(s)
-    h = t * inv - ls
-    lp = K.diff0(z, m[None, :]) - ls[None, :]
-    K.store(gz_ptr, offs, g[None, :] * K.mul0(e * inv[None, :], lp - h[None, :]), mask)
+def _entropy_grad(gz_ptr, offs, mask, y, e, inv, th, g):
+    """dE/dz_j = g p_j (log p_j - sum_c p_c log p_c) = g p_j (y_j - th) of one tile from its exps e and
+    y = z - max (the log exp-sums cancel; g = -dL/dE / log C per pixel, inv = 1 / exp-sum, th = t * inv)."""
+    K.store(gz_ptr, offs, g[None, :] * K.mul0(e * inv[None, :], y - th[None, :]), mask)
 
 
 @triton.jit
 def _entropy_bwd(z_ptr, g_ptr, g_stride, gz_ptr, Q, NQ, C, q_stride, c_stride, o_stride, neg_inv_log_c,
-                 F64: tl.constexpr, CB: tl.constexpr, BP: tl.constexpr, ONE: tl.constexpr):
+                 F64: tl.constexpr, CB: tl.constexpr, CB2: tl.constexpr, BP: tl.constexpr, ONE: tl.constexpr,
+                 FULL: tl.constexpr):
     o, q = K.tile_pixels(NQ, BP)
     g = neg_inv_log_c * K.load_map(g_ptr, o, q, Q, g_stride, F64)
     if ONE:  # one load, one exp per element; the gradient from registers
-        offs, mask = K.tile_offsets(o, q, 0, Q, C, q_stride, c_stride, o_stride, CB)
-        z = K.load_tile(z_ptr, offs, mask, F64)
-        m, s, t, e = _plogp_tile(z, mask)
-        _entropy_grad(gz_ptr, offs, mask, z, e, m, s, t, g)
+        offs1, mask1, offs2, mask2, y1, y2, e1, e2, m, s, t = _plogp_one(z_ptr, o, q, Q, C, q_stride, c_stride,
+                                                                         o_stride, F64, CB, CB2, FULL)
+        inv = K.inv_sum(m, s)
+        _entropy_grad(gz_ptr, offs1, mask1, y1, e1, inv, t * inv, g)
+        if CB2 > 0:
+            _entropy_grad(gz_ptr, offs2, mask2, y2, e2, inv, t * inv, g)
     else:
-        m, s, t = _plogp_stats(z_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64, CB, ONE)
+        m, s, t = _plogp_stats(z_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64, CB, CB2, ONE, FULL)
+        inv = K.inv_sum(m, s)
         for c0 in range(0, C, CB):
             offs, mask = K.tile_offsets(o, q, c0, Q, C, q_stride, c_stride, o_stride, CB)
             z = K.load_tile(z_ptr, offs, mask, F64)
-            _entropy_grad(gz_ptr, offs, mask, z, K.chunk_exp(z, m, mask), m, s, t, g)
+            _entropy_grad(gz_ptr, offs, mask, K.diff0(z, m[None, :]), K.chunk_exp(z, m, mask), inv, t * inv, g)
 
 
 @torch.library.custom_op(f"{K.LIB}::entropy", mutates_args=())

@@ -32,35 +32,41 @@ def _kl_step(mx, sx, my, sy, t, x, y, mask):
 
 
 @triton.jit
-def _kl_tile(x, y, mask):
-    """C <= CB (ONE): _kl_step of a whole tile in one step (maxima of the tile, no shift and no rescale terms)."""
-    mx, ex = K.tile_softmax(x, mask)
-    my, ey = K.tile_softmax(y, mask)
-    t = tl.sum(K.mul0(ey, K.diff0(y - my[None, :], x - mx[None, :])), axis=0)
-    return mx, tl.sum(ex, axis=0), my, tl.sum(ey, axis=0), t, ex, ey
+def _kl_one(x_ptr, y_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64: tl.constexpr, CB: tl.constexpr,
+            CB2: tl.constexpr, FULL: tl.constexpr):
+    """ONE: both class tiles of both inputs, one read and one exp per element; maxima, exp-sums and
+    t = sum_c mul0(e^y'_c, y'_c - x'_c) in one step (no shift, no rescale). Returns the tiles too."""
+    offs1, mask1, offs2, mask2 = K.one_offsets(o, q, Q, C, q_stride, c_stride, o_stride, CB, CB2, FULL)
+    x1, x2 = K.load_one(x_ptr, offs1, mask1, offs2, mask2, F64, CB2)
+    y1, y2 = K.load_one(y_ptr, offs1, mask1, offs2, mask2, F64, CB2)
+    mx, ex1, ex2 = K.softmax_one(x1, mask1, x2, mask2, CB2, FULL)
+    my, ey1, ey2 = K.softmax_one(y1, mask1, y2, mask2, CB2, FULL)
+    t = K.sum2(K.mul0(ey1, (y1 - my[None, :]) - (x1 - mx[None, :])),
+               K.mul0(ey2, (y2 - my[None, :]) - (x2 - mx[None, :])), CB2)
+    return offs1, mask1, offs2, mask2, x1, x2, y1, y2, ex1, ex2, ey1, ey2, mx, K.sum2(ex1, ex2, CB2), my, \
+        K.sum2(ey1, ey2, CB2), t
 
 
 @triton.jit
 def _kl_finish(mx, sx, my, sy, t):
-    """1/sx, 1/sy, log sx, log sy and KL = sum q (y' - x') + log sx - log sy (NaN for a pixel with either all
-    -inf)."""
+    """1/sx, 1/sy, ty = sum q (y' - x') and KL = ty + log sx - log sy (one log, of sx / sy; NaN for a pixel with
+    either all -inf)."""
     ix = K.inv_sum(mx, sx)
     iy = K.inv_sum(my, sy)
-    lx = tl.log(sx)
-    ly = tl.log(sy)
-    kl = t * iy + lx - ly
-    return ix, iy, lx, ly, tl.where(mx == float("-inf"), float("nan"), kl)
+    ty = t * iy
+    kl = ty + tl.log(sx / sy)
+    return ix, iy, ty, tl.where(mx == float("-inf"), float("nan"), kl)
 
 
 @triton.jit
 def _kl_stats(x_ptr, y_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64: tl.constexpr, CB: tl.constexpr,
-              ONE: tl.constexpr):
-    """One tile (ONE): one read, one step (_kl_tile). Over chunks: the maxima first, then the sums w.r.t. the
+              CB2: tl.constexpr, ONE: tl.constexpr, FULL: tl.constexpr):
+    """ONE: one read, one step (_kl_one). Over chunks: the maxima first, then the sums w.r.t. the
     final maxima (a second read of each chunk): KL's y' - x' then rounds exactly as in a single tile, which the
     target gradient q (log q - log p - KL) needs at |z| ~ 1e4 (an online shift of t costs an ulp of KL there)."""
     if ONE:
-        offs, mask, x, y = K.load_pair(x_ptr, y_ptr, o, q, 0, Q, C, q_stride, c_stride, o_stride, F64, CB)
-        mx, sx, my, sy, t, ex, ey = _kl_tile(x, y, mask)
+        (offs1, mask1, offs2, mask2, x1, x2, y1, y2, ex1, ex2, ey1, ey2,
+         mx, sx, my, sy, t) = _kl_one(x_ptr, y_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64, CB, CB2, FULL)
     else:
         mx = K.neg_inf(q, F64)
         my = mx
@@ -79,42 +85,44 @@ def _kl_stats(x_ptr, y_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64: tl.co
 
 @triton.jit
 def _kl_div_fwd(x_ptr, y_ptr, out_ptr, Q, NQ, C, q_stride, c_stride, o_stride, F64: tl.constexpr,
-                CB: tl.constexpr, BP: tl.constexpr, ONE: tl.constexpr):
+                CB: tl.constexpr, CB2: tl.constexpr, BP: tl.constexpr, ONE: tl.constexpr, FULL: tl.constexpr):
     o, q = K.tile_pixels(NQ, BP)
-    mx, sx, my, sy, t = _kl_stats(x_ptr, y_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64, CB, ONE)
-    ix, iy, lx, ly, kl = _kl_finish(mx, sx, my, sy, t)
+    mx, sx, my, sy, t = _kl_stats(x_ptr, y_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64, CB, CB2, ONE, FULL)
+    ix, iy, ty, kl = _kl_finish(mx, sx, my, sy, t)
     K.store(out_ptr, o * Q + q, kl, q < Q)
 
 
 @triton.jit
-def _kl_grad(gx_ptr, gy_ptr, offs, mask, x, y, ex, ey, mx, my, ix, iy, lx, ly, kl, g, NEED_TARGET: tl.constexpr):
+def _kl_grad(gx_ptr, gy_ptr, offs, mask, x, y, ex, ey, mx, my, ix, iy, ty, g, NEED_TARGET: tl.constexpr):
     p = ex * ix[None, :]
     q = ey * iy[None, :]
     K.store(gx_ptr, offs, g[None, :] * (p - q), mask)
     if NEED_TARGET:
-        lp = K.diff0(x, mx[None, :]) - lx[None, :]
-        lq = K.diff0(y, my[None, :]) - ly[None, :]
-        K.store(gy_ptr, offs, g[None, :] * K.mul0(q, K.diff0(lq, lp) - kl[None, :]), mask)
+        # q (log q - log p - KL) = q ((y' - x') - ty): the log-sums cancel; q = 0 where y' = -inf
+        K.store(gy_ptr, offs, g[None, :] * K.mul0(q, ((y - my[None, :]) - (x - mx[None, :])) - ty[None, :]), mask)
 
 
 @triton.jit
 def _kl_div_bwd(x_ptr, y_ptr, g_ptr, g_stride, gx_ptr, gy_ptr, Q, NQ, C, q_stride, c_stride, o_stride,
-                NEED_TARGET: tl.constexpr, F64: tl.constexpr, CB: tl.constexpr, BP: tl.constexpr,
-                ONE: tl.constexpr):
+                NEED_TARGET: tl.constexpr, F64: tl.constexpr, CB: tl.constexpr, CB2: tl.constexpr,
+                BP: tl.constexpr, ONE: tl.constexpr, FULL: tl.constexpr):
     o, q = K.tile_pixels(NQ, BP)
     g = K.load_map(g_ptr, o, q, Q, g_stride, F64)
     if ONE:  # one load, one exp per element; gradients from registers
-        offs, mask, x, y = K.load_pair(x_ptr, y_ptr, o, q, 0, Q, C, q_stride, c_stride, o_stride, F64, CB)
-        mx, sx, my, sy, t, ex, ey = _kl_tile(x, y, mask)
-        ix, iy, lx, ly, kl = _kl_finish(mx, sx, my, sy, t)
-        _kl_grad(gx_ptr, gy_ptr, offs, mask, x, y, ex, ey, mx, my, ix, iy, lx, ly, kl, g, NEED_TARGET)
+        (offs1, mask1, offs2, mask2, x1, x2, y1, y2, ex1, ex2, ey1, ey2,
+         mx, sx, my, sy, t) = _kl_one(x_ptr, y_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64, CB, CB2, FULL)
+        ix, iy, ty, kl = _kl_finish(mx, sx, my, sy, t)
+        _kl_grad(gx_ptr, gy_ptr, offs1, mask1, x1, y1, ex1, ey1, mx, my, ix, iy, ty, g, NEED_TARGET)
+        if CB2 > 0:
+            _kl_grad(gx_ptr, gy_ptr, offs2, mask2, x2, y2, ex2, ey2, mx, my, ix, iy, ty, g, NEED_TARGET)
     else:
-        mx, sx, my, sy, t = _kl_stats(x_ptr, y_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64, CB, ONE)
-        ix, iy, lx, ly, kl = _kl_finish(mx, sx, my, sy, t)
+        mx, sx, my, sy, t = _kl_stats(x_ptr, y_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64, CB, CB2, ONE,
+                                      FULL)
+        ix, iy, ty, kl = _kl_finish(mx, sx, my, sy, t)
         for c0 in range(0, C, CB):
             offs, mask, x, y = K.load_pair(x_ptr, y_ptr, o, q, c0, Q, C, q_stride, c_stride, o_stride, F64, CB)
             _kl_grad(gx_ptr, gy_ptr, offs, mask, x, y, K.chunk_exp(x, mx, mask), K.chunk_exp(y, my, mask), mx, my,
-                     ix, iy, lx, ly, kl, g, NEED_TARGET)
+                     ix, iy, ty, g, NEED_TARGET)
 
 
 @torch.library.custom_op(f"{K.LIB}::kl_div", mutates_args=())

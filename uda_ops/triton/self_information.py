@@ -34,19 +34,23 @@ def _lse_stats(z_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64: tl.constexp
 @triton.jit
 def _si_tile(out_ptr, offs, mask, z, e, m, s, neg_inv_log_c):
     inv = K.inv_sum(m, s)
-    lp = K.diff0(z, m[None, :]) - tl.log(s)[None, :]
+    lp = (z - m[None, :]) - tl.log(s)[None, :]
     K.store(out_ptr, offs, neg_inv_log_c * K.mul0(e * inv[None, :], lp), mask)
 
 
 @triton.jit
 def _self_information_fwd(z_ptr, out_ptr, Q, NQ, C, q_stride, c_stride, o_stride, neg_inv_log_c,
-                          F64: tl.constexpr, CB: tl.constexpr, BP: tl.constexpr, ONE: tl.constexpr):
+                          F64: tl.constexpr, CB: tl.constexpr, CB2: tl.constexpr, BP: tl.constexpr,
+                          ONE: tl.constexpr, FULL: tl.constexpr):
     o, q = K.tile_pixels(NQ, BP)
     if ONE:  # one load, one exp per element, written from registers
-        offs, mask = K.tile_offsets(o, q, 0, Q, C, q_stride, c_stride, o_stride, CB)
-        z = K.load_tile(z_ptr, offs, mask, F64)
-        m, e = K.tile_softmax(z, mask)
-        _si_tile(out_ptr, offs, mask, z, e, m, tl.sum(e, axis=0), neg_inv_log_c)
+        offs1, mask1, offs2, mask2 = K.one_offsets(o, q, Q, C, q_stride, c_stride, o_stride, CB, CB2, FULL)
+        z1, z2 = K.load_one(z_ptr, offs1, mask1, offs2, mask2, F64, CB2)
+        m, e1, e2 = K.softmax_one(z1, mask1, z2, mask2, CB2, FULL)
+        s = K.sum2(e1, e2, CB2)
+        _si_tile(out_ptr, offs1, mask1, z1, e1, m, s, neg_inv_log_c)
+        if CB2 > 0:
+            _si_tile(out_ptr, offs2, mask2, z2, e2, m, s, neg_inv_log_c)
     else:
         m, s = _lse_stats(z_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64, CB)
         for c0 in range(0, C, CB):
@@ -67,11 +71,9 @@ def _si_bwd_step(m, s, t1, t2, z, g, mask):
 
 
 @triton.jit
-def _si_bwd_one(z, g, mask):
-    """C <= CB (ONE): _si_bwd_step of a whole tile in one step, with no rescale terms."""
-    m, e = K.tile_softmax(z, mask)
-    t1 = tl.sum(K.mul0(e, g * (1.0 + K.diff0(z, m[None, :]))), axis=0)
-    return m, tl.sum(e, axis=0), t1, tl.sum(e * g, axis=0), e
+def _si_bwd_sums(z, g, e, m):
+    """One class tile (ONE): t1 = sum_c mul0(e_c, G_c (1 + z_c - m)) and t2 = sum_c e_c G_c over its classes."""
+    return tl.sum(K.mul0(e, g * (1.0 + (z - m[None, :]))), axis=0), tl.sum(e * g, axis=0)
 
 
 @triton.jit
@@ -79,23 +81,32 @@ def _si_bwd_tile(gz_ptr, offs, mask, z, g, e, m, s, t1, t2, neg_inv_log_c):
     inv = K.inv_sum(m, s)
     ls = tl.log(s)
     pu = (t1 - ls * t2) * inv  # sum_c p_c u_c
-    lp = K.diff0(z, m[None, :]) - ls[None, :]
+    lp = (z - m[None, :]) - ls[None, :]
     pc = e * inv[None, :]
     K.store(gz_ptr, offs, neg_inv_log_c * (K.mul0(pc, g * (1.0 + lp)) - pc * pu[None, :]), mask)
 
 
 @triton.jit
 def _self_information_bwd(z_ptr, g_ptr, g_o, g_q, g_c, gz_ptr, Q, NQ, C, q_stride, c_stride, o_stride,
-                          neg_inv_log_c, F64: tl.constexpr, CB: tl.constexpr, BP: tl.constexpr, ONE: tl.constexpr):
+                          neg_inv_log_c, F64: tl.constexpr, CB: tl.constexpr, CB2: tl.constexpr, BP: tl.constexpr,
+                          ONE: tl.constexpr, FULL: tl.constexpr):
     """The upstream gradient G is read through its own (group, pixel, class) strides (0 for an expanded one)."""
     o, q = K.tile_pixels(NQ, BP)
-    if ONE:
-        offs, mask = K.tile_offsets(o, q, 0, Q, C, q_stride, c_stride, o_stride, CB)
-        goffs, _ = K.tile_offsets(o, q, 0, Q, C, g_q, g_c, g_o, CB)
-        z = K.load_tile(z_ptr, offs, mask, F64)
-        g = K.load_tile(g_ptr, goffs, mask, F64)
-        m, s, t1, t2, e = _si_bwd_one(z, g, mask)
-        _si_bwd_tile(gz_ptr, offs, mask, z, g, e, m, s, t1, t2, neg_inv_log_c)
+    if ONE:  # one load of z and G, one exp per element; the gradient from registers
+        offs1, mask1, offs2, mask2 = K.one_offsets(o, q, Q, C, q_stride, c_stride, o_stride, CB, CB2, FULL)
+        goffs1, _, goffs2, _ = K.one_offsets(o, q, Q, C, g_q, g_c, g_o, CB, CB2, FULL)
+        z1, z2 = K.load_one(z_ptr, offs1, mask1, offs2, mask2, F64, CB2)
+        g1, g2 = K.load_one(g_ptr, goffs1, mask1, goffs2, mask2, F64, CB2)
+        m, e1, e2 = K.softmax_one(z1, mask1, z2, mask2, CB2, FULL)
+        s = K.sum2(e1, e2, CB2)
+        t1, t2 = _si_bwd_sums(z1, g1, e1, m)
+        if CB2 > 0:
+            u1, u2 = _si_bwd_sums(z2, g2, e2, m)
+            t1 += u1
+            t2 += u2
+        _si_bwd_tile(gz_ptr, offs1, mask1, z1, g1, e1, m, s, t1, t2, neg_inv_log_c)
+        if CB2 > 0:
+            _si_bwd_tile(gz_ptr, offs2, mask2, z2, g2, e2, m, s, t1, t2, neg_inv_log_c)
     else:
         m = K.neg_inf(q, F64)
         s = tl.zeros_like(m)

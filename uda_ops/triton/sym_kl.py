@@ -28,22 +28,39 @@ def _pair_step(ma, sa, ta, mb, sb, tb, a, b, mask):
 
 
 @triton.jit
-def _pair_tile(a, b, mask):
-    """C <= CB (ONE): _pair_step's maxima, exp-sums and t of a whole tile in one step, with no rescale terms."""
-    ma, ea = K.tile_softmax(a, mask)
-    mb, eb = K.tile_softmax(b, mask)
-    d = K.diff0(a, b)
-    ta = tl.sum(K.mul0(ea, d), axis=0)
-    tb = tl.sum(K.mul0(eb, d), axis=0)
-    return ma, tl.sum(ea, axis=0), ta, mb, tl.sum(eb, axis=0), tb, ea, eb
+def _pair_sums(a, b, ea, eb):
+    """One class tile of both predictions (ONE): exp-sums and t = sum_c mul0(e_c, a_c - b_c) of each, over the
+    tile's classes (mul0: a class -inf in one prediction has e = 0 there)."""
+    d = a - b
+    return tl.sum(ea, axis=0), tl.sum(K.mul0(ea, d), axis=0), tl.sum(eb, axis=0), tl.sum(K.mul0(eb, d), axis=0)
+
+
+@triton.jit
+def _pair_one(a_ptr, b_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64: tl.constexpr, CB: tl.constexpr,
+              CB2: tl.constexpr, FULL: tl.constexpr):
+    """ONE: both class tiles of both predictions, one read and one exp per element; the statistics in one
+    step. Returns the tiles (offsets, masks, logits, exps: <input><tile>) and ma, sa, ta, mb, sb, tb."""
+    offs1, mask1, offs2, mask2 = K.one_offsets(o, q, Q, C, q_stride, c_stride, o_stride, CB, CB2, FULL)
+    a1, a2 = K.load_one(a_ptr, offs1, mask1, offs2, mask2, F64, CB2)
+    b1, b2 = K.load_one(b_ptr, offs1, mask1, offs2, mask2, F64, CB2)
+    ma, ea1, ea2 = K.softmax_one(a1, mask1, a2, mask2, CB2, FULL)
+    mb, eb1, eb2 = K.softmax_one(b1, mask1, b2, mask2, CB2, FULL)
+    sa, ta, sb, tb = _pair_sums(a1, b1, ea1, eb1)
+    if CB2 > 0:
+        sa2, ta2, sb2, tb2 = _pair_sums(a2, b2, ea2, eb2)
+        sa += sa2
+        ta += ta2
+        sb += sb2
+        tb += tb2
+    return offs1, mask1, offs2, mask2, a1, a2, b1, b2, ea1, ea2, eb1, eb2, ma, sa, ta, mb, sb, tb
 
 
 @triton.jit
 def _pair_stats(a_ptr, b_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64: tl.constexpr, CB: tl.constexpr,
-                ONE: tl.constexpr):
+                CB2: tl.constexpr, ONE: tl.constexpr, FULL: tl.constexpr):
     if ONE:
-        offs, mask, a, b = K.load_pair(a_ptr, b_ptr, o, q, 0, Q, C, q_stride, c_stride, o_stride, F64, CB)
-        ma, sa, ta, mb, sb, tb, ea, eb = _pair_tile(a, b, mask)
+        (offs1, mask1, offs2, mask2, a1, a2, b1, b2, ea1, ea2, eb1, eb2,
+         ma, sa, ta, mb, sb, tb) = _pair_one(a_ptr, b_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64, CB, CB2, FULL)
     else:
         ma = K.neg_inf(q, F64)
         mb = ma
@@ -59,9 +76,10 @@ def _pair_stats(a_ptr, b_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64: tl.
 
 @triton.jit
 def _sym_kl_fwd(a_ptr, b_ptr, out_ptr, Q, NQ, C, q_stride, c_stride, o_stride, F64: tl.constexpr,
-                CB: tl.constexpr, BP: tl.constexpr, ONE: tl.constexpr):
+                CB: tl.constexpr, CB2: tl.constexpr, BP: tl.constexpr, ONE: tl.constexpr, FULL: tl.constexpr):
     o, q = K.tile_pixels(NQ, BP)
-    ma, sa, ta, mb, sb, tb = _pair_stats(a_ptr, b_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64, CB, ONE)
+    ma, sa, ta, mb, sb, tb = _pair_stats(a_ptr, b_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64, CB, CB2, ONE,
+                                         FULL)
     K.store(out_ptr, o * Q + q, 0.5 * (ta * K.inv_sum(ma, sa) - tb * K.inv_sum(mb, sb)), q < Q)
 
 
@@ -74,7 +92,7 @@ def _sym_kl_grad(ga_ptr, gb_ptr, offs, mask, a, b, ea, eb, ia, ib, ta, tb, hg, D
         da = hg[None, :] * (pa - pb)
         db = -da
     else:
-        d = K.diff0(a, b)
+        d = a - b  # NaN where both are -inf: pa = pb = 0 there, and mul0 gives 0
         da = hg[None, :] * (K.mul0(pa, d - ta[None, :]) + pa - pb)
         db = hg[None, :] * (K.mul0(pb, tb[None, :] - d) + pb - pa)
     K.store(ga_ptr, offs, da, mask)
@@ -83,17 +101,21 @@ def _sym_kl_grad(ga_ptr, gb_ptr, offs, mask, a, b, ea, eb, ia, ib, ta, tb, hg, D
 
 @triton.jit
 def _sym_kl_bwd(a_ptr, b_ptr, g_ptr, g_stride, ga_ptr, gb_ptr, Q, NQ, C, q_stride, c_stride, o_stride,
-                DETACH: tl.constexpr, F64: tl.constexpr, CB: tl.constexpr, BP: tl.constexpr, ONE: tl.constexpr):
+                DETACH: tl.constexpr, F64: tl.constexpr, CB: tl.constexpr, CB2: tl.constexpr, BP: tl.constexpr,
+                ONE: tl.constexpr, FULL: tl.constexpr):
     o, q = K.tile_pixels(NQ, BP)
     hg = 0.5 * K.load_map(g_ptr, o, q, Q, g_stride, F64)
     if ONE:  # one load, one exp per element; gradients from registers
-        offs, mask, a, b = K.load_pair(a_ptr, b_ptr, o, q, 0, Q, C, q_stride, c_stride, o_stride, F64, CB)
-        ma, sa, ta, mb, sb, tb, ea, eb = _pair_tile(a, b, mask)
+        (offs1, mask1, offs2, mask2, a1, a2, b1, b2, ea1, ea2, eb1, eb2,
+         ma, sa, ta, mb, sb, tb) = _pair_one(a_ptr, b_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64, CB, CB2, FULL)
         ia = K.inv_sum(ma, sa)
         ib = K.inv_sum(mb, sb)
-        _sym_kl_grad(ga_ptr, gb_ptr, offs, mask, a, b, ea, eb, ia, ib, ta * ia, tb * ib, hg, DETACH)
+        _sym_kl_grad(ga_ptr, gb_ptr, offs1, mask1, a1, b1, ea1, eb1, ia, ib, ta * ia, tb * ib, hg, DETACH)
+        if CB2 > 0:
+            _sym_kl_grad(ga_ptr, gb_ptr, offs2, mask2, a2, b2, ea2, eb2, ia, ib, ta * ia, tb * ib, hg, DETACH)
     else:
-        ma, sa, ta, mb, sb, tb = _pair_stats(a_ptr, b_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64, CB, ONE)
+        ma, sa, ta, mb, sb, tb = _pair_stats(a_ptr, b_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64, CB, CB2,
+                                             ONE, FULL)
         ia = K.inv_sum(ma, sa)
         ib = K.inv_sum(mb, sb)
         for c0 in range(0, C, CB):
