@@ -110,7 +110,8 @@ def test_tile_table():
 def test_nchw_loss_kernels_load_128_bits(tmp_path):
     """Compiled ahead of time for sm_90 (no GPU): every NCHW (planes) loss kernel loads its class tiles with
     128-bit vectors in fp32 and bf16 (ld.global.v4.b32; the only narrower loads are per-pixel map values such
-    as the upstream gradient), with no spills."""
+    as the upstream gradient), with no spills, and exponentiates with ex2.approx.ftz (K.exp, which the
+    interpreter tests cannot reach)."""
     import re
     import subprocess
     import sys
@@ -126,6 +127,7 @@ def test_nchw_loss_kernels_load_128_bits(tmp_path):
         per_vec = 8 if " bf16 " in ln else 4  # elements per 128-bit load
         assert vec > 0 and "b16" not in loads and sum(loads.values()) <= vec * per_vec, ln
         assert "spill_stores=0" in ln, ln
+        assert int(re.search(r"ex2\.ftz=(\d+)", ln).group(1)) > 0, ln  # K.exp's fast path, not tl.exp
 
 
 @pytest.mark.parametrize("op", OPS, ids=OP_IDS)

@@ -128,7 +128,8 @@ def ptx_summary(ptx: str, arch: int) -> str:
         m = re.search(r"(\d+) bytes spill stores", r.stderr)
         spills = m.group(1) if m else "?"
     fmt = lambda c: ",".join(f"{k}x{v}" for k, v in sorted(c.items())) or "-"  # noqa: E731
-    return f"regs={regs} spill_stores={spills} ld.global[{fmt(loads)}] st.global[{fmt(stores)}]"
+    ftz = len(re.findall(r"\bex2\.approx\.ftz\.f32\b", ptx))  # K.exp's one-MUFU exponential
+    return f"regs={regs} spill_stores={spills} ld.global[{fmt(loads)}] st.global[{fmt(stores)}] ex2.ftz={ftz}"
 
 
 def main(argv=None) -> int:
