@@ -90,19 +90,25 @@ def test_tile_table():
     assert K.tile_config(K.Layout(2, 19, 512 * 1024, False), torch.float64, inputs=2).BP == 32
     small = K.tile_config(K.Layout(2, 19, 15, False), torch.float32)
     assert small.BP == 16 and small.grid == (2,)
-    for C in range(2, K.MAX_CB["planes"] + 1):  # tile 1 all real classes, tile 2 the rest, both powers of two
-        for inputs in (1, 2):
-            T = K.tile_config(K.Layout(2, C, 4096, False), torch.float32, inputs=inputs)
-            assert T.ONE and T.FULL and T.meta["num_warps"] == 1
-            assert T.CB <= C <= T.CB + T.CB2 and (T.CB2 == 0) == (T.CB == C), (C, T)
-            assert T.CB & (T.CB - 1) == 0 and T.CB2 & (T.CB2 - 1) == 0 and T.CB2 <= T.CB
-            assert (T.CB + T.CB2) * T.BP * inputs <= K.ONE_ELEMENTS < 2 * (T.CB + T.CB2) * T.BP * inputs
+    for rows, layout in ((False, K.Layout(2, 0, 4096, False)), (True, K.Layout(8192, 0, 1, True))):
+        for C in range(2, K.MAX_SPLIT["rows" if rows else "planes"] + 1):  # tile 1 all real classes, tile 2 the rest
+            for inputs in (1, 2):
+                T = K.tile_config(K.Layout(layout.outer, C, layout.inner, rows), torch.float32, inputs=inputs)
+                warps = K.NUM_WARPS if rows else 1
+                assert T.ONE and T.FULL == (2 if rows else 1) and T.meta["num_warps"] == warps
+                assert T.CB <= C <= T.CB + T.CB2 and (T.CB2 == 0) == (T.CB == C), (C, T)
+                assert T.CB & (T.CB - 1) == 0 and T.CB2 & (T.CB2 - 1) == 0 and T.CB2 <= T.CB
+                budget = K.ONE_ELEMENTS * warps
+                assert (T.CB + T.CB2) * T.BP * inputs <= budget < 2 * (T.CB + T.CB2) * T.BP * inputs
+    rows19 = K.tile_config(K.Layout(2 * 512 * 1024, 19, 1, True), torch.float32, inputs=2)
+    assert rows19.meta == {"CB": 16, "CB2": 4, "BP": 256, "ONE": True, "FULL": 2, "num_warps": 4}
     big = K.tile_config(K.Layout(2, 150, 4096, False), torch.float16, inputs=2)
     assert big.CB == K.MAX_CB["planes"] and not big.meta["ONE"] and big.CB * big.BP == K.TILE_ELEMENTS["planes"] // 2
     assert big.meta["num_warps"] == K.NUM_WARPS and big.CB2 == 0 and not big.FULL
     rows = K.tile_config(K.Layout(64, 1000, 1, False), torch.bfloat16)
     assert (rows.CB, rows.q_stride, rows.c_stride, rows.o_stride, rows.G) == (1024, 1000, 1, 0, 1)
     assert rows.meta["ONE"] and rows.BP == K.TILE_ELEMENTS["rows"] // 1024 and rows.CB2 == 0 and not rows.FULL
+    assert K.tile_config(K.Layout(64, 33, 1, False), torch.float32).FULL == 0  # past MAX_SPLIT: one masked tile
     f64 = K.tile_config(K.Layout(2, 150, 512 * 1024, False), torch.float64)
     assert f64.CB * f64.BP == K.TILE_ELEMENTS["planes"] // 2
 

@@ -11,12 +11,15 @@ every offset is int64.
 
 When C fits (ONE, a constexpr) each element is loaded once, exp'd once and the gradients are written from
 registers; the statistics are taken in one step (the max, then plain sums, no running max or rescale terms).
-Planes split the classes into two power-of-two tiles, CB = the largest power of two <= C and CB2 =
-next_pow2(C - CB) (C = 19: 16 + 4, not one tile of 32 with 13 padded classes), on one warp, so that a pixel's
-classes sit in a few lanes of one warp (warp shuffles, no shared memory) and tile 1 has no padded class
-(FULL: no class mask). Rows keep one tile of next_pow2(C) classes (CB2 = 0). Larger C is walked in chunks
-of CB classes with an online max/sum (`softmax_step`, `rescale`; forward: one read; backward: a second read
-of each chunk to write the gradients).
+Up to C = 64 (planes) or 32 (rows) the classes are split into two power-of-two tiles, CB = the largest power
+of two <= C and CB2 = next_pow2(C - CB) (C = 19: 16 + 4, not one tile of 32 with 13 padded classes), so tile 1
+has no padded class and no class mask (FULL). Planes (FULL = 1) run one warp per program, so that the classes
+of a pixel sit in a few lanes of one warp (warp shuffles, no shared memory); rows (FULL = 2) mark the tile
+offsets non-contiguous (tl.max_contiguous 1), so that Triton lays the tile out pixel-major: each thread owns
+all the classes of its pixels (scalar loads; the bytes of a row are shared through L1) and reduces them in
+registers. Larger rows keep one masked tile of next_pow2(C) classes along the lanes (CB2 = 0, FULL = 0).
+Larger planes are walked in chunks of CB classes with an online max/sum (`softmax_step`, `rescale`; forward:
+one read; backward: a second read of each chunk to write the gradients).
 
 Padded classes and tail pixels are loaded as 0, never as -inf (SPEC section 6): padded classes are
 neutralised with tl.where, tail pixels compute finite values that are never stored. A pixel whose logits are
@@ -138,7 +141,7 @@ def check_pair(op: str, a: Tensor, b: Tensor) -> None:
 class Tile:
     """Launch geometry of a loss kernel: Q pixels per group, G groups (samples for planes, 1 for rows), the
     element strides of a pixel, a class and a group, BP pixels per program; ONE (C fits): tile 1 of CB classes
-    (FULL: all of them real) and tile 2 of CB2 (0: none); else chunks of CB classes."""
+    (FULL: all of them real; 1 planes, 2 rows) and tile 2 of CB2 (0: none); else chunks of CB classes."""
     Q: int
     G: int
     C: int
@@ -149,7 +152,7 @@ class Tile:
     BP: int
     CB2: int = 0
     ONE: bool = True
-    FULL: bool = False
+    FULL: int = 0
 
     @property
     def NQ(self) -> int:
@@ -172,12 +175,13 @@ class Tile:
 # Elements of one input tile per program, per layout (in flight per program: small enough that the chip's
 # whole set of resident programs fits in L2, and that a C <= CB tile and its exps stay in registers without
 # spills: rows tiles are scalar loads with padded classes, so half), and the most classes one tile holds
-# before C is walked in chunks. Planes with C in one step run one warp per program with ONE_ELEMENTS tile
-# elements over all inputs (80 a thread: fp32 sym_kl at C = 19 is 16 + 4 classes x 4 pixels x 2 inputs, in
-# 128 registers without spills).
+# before C is walked in chunks. The split tiles (FULL) hold ONE_ELEMENTS per warp over all inputs (80 a
+# thread: fp32 sym_kl at C = 19 on planes is 16 + 4 classes x 4 pixels x 2 inputs, in 128 registers without
+# spills), up to MAX_SPLIT classes.
 TILE_ELEMENTS = {"planes": 4096, "rows": 2048}
 ONE_ELEMENTS = 2560
 MAX_CB = {"planes": 64, "rows": 1024}
+MAX_SPLIT = {"planes": 64, "rows": 32}
 
 
 def _pow2_floor(n: int) -> int:
@@ -195,23 +199,25 @@ def tile_config(L: Layout, dtype: torch.dtype, inputs: int = 1) -> Tile:
     else:
         Q, G, qs, cs, os_ = L.inner, L.outer, 1, L.inner, L.classes * L.inner
     q_max = triton.next_power_of_2(Q)
-    if not rows and L.classes <= MAX_CB["planes"]:
+    if L.classes <= min(MAX_SPLIT["rows" if rows else "planes"], MAX_CB["rows" if rows else "planes"]):
         cb = _pow2_floor(L.classes)
         cb2 = triton.next_power_of_2(L.classes - cb) if L.classes > cb else 0
-        bp = min(_pow2_floor(ONE_ELEMENTS // inputs // f64 // (cb + cb2)), q_max)
-        return Tile(Q, G, L.classes, qs, cs, os_, cb, bp, CB2=cb2, ONE=True, FULL=True)
+        full = 2 if rows else 1
+        per_warp = ONE_ELEMENTS // inputs // f64 // (cb + cb2)  # pixels
+        bp = min(_pow2_floor(per_warp * tile_warps(full)), q_max)
+        return Tile(Q, G, L.classes, qs, cs, os_, cb, bp, CB2=cb2, ONE=True, FULL=full)
     cb = min(triton.next_power_of_2(L.classes), MAX_CB["rows" if rows else "planes"])
     per_input = TILE_ELEMENTS["rows" if rows else "planes"] // inputs // f64
     bp = max(1, min(per_input // cb, q_max))
-    return Tile(Q, G, L.classes, qs, cs, os_, cb, bp, ONE=L.classes <= cb, FULL=False)
+    return Tile(Q, G, L.classes, qs, cs, os_, cb, bp, ONE=L.classes <= cb, FULL=0)
 
 
 NUM_WARPS = 4
 
 
-def tile_warps(full: bool) -> int:
-    """Warps per program: one for the split planes tiles (FULL), so a pixel's classes stay in one warp."""
-    return 1 if full else NUM_WARPS
+def tile_warps(full: int) -> int:
+    """Warps per program: one for the split planes tiles (FULL = 1), so a pixel's classes stay in one warp."""
+    return 1 if full == 1 else NUM_WARPS
 
 
 def device_guard(device: torch.device):
@@ -283,7 +289,8 @@ def tile_offsets(o, q, c0, Q, C, q_stride, c_stride, o_stride, CB: tl.constexpr)
 def one_offsets(o, q, Q, C, q_stride, c_stride, o_stride, CB: tl.constexpr, CB2: tl.constexpr,
                 FULL: tl.constexpr):
     """ONE: offsets and masks of tile 1 (classes 0..CB-1; FULL: all real, its mask is the pixel mask) and of
-    tile 2 (classes CB..CB+CB2-1; with CB2 = 0 there is none and tile 1's are returned twice)."""
+    tile 2 (classes CB..CB+CB2-1; with CB2 = 0 there is none and tile 1's are returned twice). FULL = 2 (rows):
+    offsets marked non-contiguous, for the pixel-major layout (see the module docstring)."""
     if FULL:
         offs1 = o * o_stride + class_off(q[None, :] * q_stride, tl.arange(0, CB)[:, None], c_stride)
         mask1 = (q < Q)[None, :]
@@ -294,6 +301,9 @@ def one_offsets(o, q, Q, C, q_stride, c_stride, o_stride, CB: tl.constexpr, CB2:
     else:
         offs2 = offs1
         mask2 = mask1
+    if FULL == 2:
+        offs1 = tl.max_contiguous(offs1, [1, 1])
+        offs2 = tl.max_contiguous(offs2, [1, 1])
     return offs1, mask1, offs2, mask2
 
 
