@@ -87,7 +87,7 @@ def test_tile_table():
     assert planes.meta == {"CB": 16, "CB2": 4, "BP": 128, "ONE": True, "FULL": True, "num_warps": 1}
     assert planes.grid == (2 * (512 * 1024 // planes.BP),)
     assert K.tile_config(K.Layout(2, 19, 512 * 1024, False), torch.bfloat16, inputs=2).BP == 64
-    assert K.tile_config(K.Layout(2, 19, 512 * 1024, False), torch.float64, inputs=2).BP == 32
+    assert K.tile_config(K.Layout(2, 19, 512 * 1024, False), torch.float64, inputs=2).BP == 16
     small = K.tile_config(K.Layout(2, 19, 15, False), torch.float32)
     assert small.BP == 16 and small.grid == (2,)
     for rows, layout in ((False, K.Layout(2, 0, 4096, False)), (True, K.Layout(8192, 0, 1, True))):

@@ -177,7 +177,7 @@ class Tile:
 # spills: rows tiles are scalar loads with padded classes, so half), and the most classes one tile holds
 # before C is walked in chunks. The split tiles (FULL) hold ONE_ELEMENTS per warp over all inputs (80 a
 # thread: fp32 sym_kl at C = 19 on planes is 16 + 4 classes x 4 pixels x 2 inputs, in 128 registers without
-# spills), up to MAX_SPLIT classes.
+# spills; float64 a quarter of that), up to MAX_SPLIT classes.
 TILE_ELEMENTS = {"planes": 4096, "rows": 2048}
 ONE_ELEMENTS = 2560
 MAX_CB = {"planes": 64, "rows": 1024}
@@ -203,7 +203,7 @@ def tile_config(L: Layout, dtype: torch.dtype, inputs: int = 1) -> Tile:
         cb = _pow2_floor(L.classes)
         cb2 = triton.next_power_of_2(L.classes - cb) if L.classes > cb else 0
         full = 2 if rows else 1
-        per_warp = ONE_ELEMENTS // inputs // f64 // (cb + cb2)  # pixels
+        per_warp = ONE_ELEMENTS // inputs // f64 ** 2 // (cb + cb2)  # pixels (float64: a quarter, no spills)
         bp = min(_pow2_floor(per_warp * tile_warps(full)), q_max)
         return Tile(Q, G, L.classes, qs, cs, os_, cb, bp, CB2=cb2, ONE=True, FULL=full)
     cb = min(triton.next_power_of_2(L.classes), MAX_CB["rows" if rows else "planes"])
