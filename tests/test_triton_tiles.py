@@ -41,6 +41,24 @@ def test_class_buckets_and_tails(triton_backend, op, shape, dim, layout):
 
 
 @pytest.mark.parametrize("op", OPS, ids=OP_IDS)
+@pytest.mark.parametrize("shape,layout,kind", [
+    ((2, 7, 3, 5), "contiguous", "neg_inf"),     # planes 4 + 4: tile 2 has a padded class
+    ((2, 33, 2, 3), "contiguous", "random"),     # planes 32 + 1
+    ((2, 3, 4, 4), "channels_last", "neg_inf"),  # rows 2 + 1, pixel-major
+    ((5, 32), "contiguous", "random"),           # rows, C a power of two: one tile, no tile 2
+    ((6, 33), "contiguous", "neg_inf"),          # rows past MAX_SPLIT: one masked tile of 64 along the lanes
+])
+def test_split_tiles(triton_backend, op, shape, layout, kind):
+    """The two class tiles (CB = largest power of two <= C, CB2 = next_pow2(C - CB)) at the C where they differ
+    most: a padded class in tile 2, a one-class tile 2, no tile 2, and past the split limit."""
+    xs = op.make(shape, torch.float32, layout=layout, kind=kind)
+    L = K.class_layout(xs[-1], 1)
+    T = K.tile_config(L, torch.float32)
+    assert T.FULL == (0 if L.inner == 1 and L.classes > K.MAX_SPLIT["rows"] else 2 if L.inner == 1 else 1)
+    check_op(op, xs, dim=1)
+
+
+@pytest.mark.parametrize("op", OPS, ids=OP_IDS)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float16], ids=str)
 def test_chunked_dtypes(triton_backend, op, dtype, monkeypatch):
     """Chunks of 4 classes over C = 19 (5 chunks) in fp64 and fp16, planes and rows."""
