@@ -363,14 +363,18 @@ def planes_kernels(rows: List[dict], backend: str, op: str, direction_: str, dty
 
 def main_kernel(rows: List[dict], classes: int) -> Optional[dict]:
     """The instantiation that runs at C = classes: the smallest integer template argument (class bucket) that
-    holds C (CUDA: the last template argument; Triton: the variant, ``@planes19``), else the first."""
+    holds C (CUDA: the last template argument; Triton: the variant, ``@planes19``), else the first (CUDA's
+    bucket 0, the shared-memory slab for any C). Among equals a ``true`` flag wins: CUDA self_information
+    backward's kFull, the dense upstream gradient that the Triton kernel reads too."""
     def bucket(r):
         ints = [int(a) for a in re.findall(r"(?<![\d.])(\d+)(?![\d.])", r.get("template", "") + " " + r["kernel"])]
         return ints[-1] if ints else None
+    def flag(r):
+        return "true" not in r.get("template", "")
     fits = [r for r in rows if bucket(r) is not None and bucket(r) >= classes]
     if fits:
-        return min(fits, key=bucket)
-    return rows[0] if rows else None
+        return min(fits, key=lambda r: (bucket(r), flag(r)))
+    return min(rows, key=flag) if rows else None  # min keeps the first of equals
 
 
 def compare(old: dict, new: dict, dtypes=("fp32", "bf16")) -> str:
@@ -596,6 +600,22 @@ def markdown(rows: List[dict], dtypes: Iterable[str] = ("fp32", "bf16")) -> str:
     return "\n".join(out)
 
 
+def write_md(path: str, report: dict, baseline: Optional[dict] = None) -> str:
+    """The report's markdown (with the comparison against `baseline` first, if given); returns the kernel table.
+    ``python -c "...write_md(...)"`` rewrites the .md of a saved JSON."""
+    info, rows = report["info"], report["rows"]
+    table = markdown(rows)
+    head = ""
+    if baseline:
+        head = (f"## Against {baseline['info']['label']}: the main NCHW kernel per loss, direction and dtype at "
+                f"C = {info['classes']}\n\n{compare(baseline, report)}\n\n## Every kernel\n\n")
+    with open(path, "w") as f:
+        f.write(f"# Kernel report {info['label']}\n\n{info['nvcc']}, triton {info['triton']}, {info['arch']}, "
+                f"instr/elem at C = {info['classes']} (see benchmarks/kernel_report.py for the model), {info['date']}."
+                f"\nfp32 and bf16 rows; the JSON also has fp16 and fp64 (CUDA).\n\n{head}{table}\n")
+    return table
+
+
 def git_label(prefix: str, rev: str = "HEAD") -> str:
     try:
         h = subprocess.run(["git", "rev-parse", "--short", rev], cwd=ROOT, capture_output=True, text=True,
@@ -670,16 +690,7 @@ def main(argv=None) -> int:
     base = os.path.join(args.out, f"kernel-report-{label}")
     with open(base + ".json", "w") as f:
         json.dump({"info": info, "rows": rows}, f, indent=1, default=str)
-    table = markdown(rows)
-    head = ""
-    if args.baseline:
-        old = json.load(open(args.baseline))
-        head = (f"## Against {old['info']['label']}: the main NCHW kernel per loss, direction and dtype at "
-                f"C = {args.classes}\n\n{compare(old, {'info': info, 'rows': rows})}\n\n## Every kernel\n\n")
-    with open(base + ".md", "w") as f:
-        f.write(f"# Kernel report {label}\n\n{info['nvcc']}, triton {info['triton']}, {args.arch}, "
-                f"instr/elem at C = {args.classes} (see benchmarks/kernel_report.py for the model), {info['date']}."
-                f"\nfp32 and bf16 rows; the JSON also has fp16 and fp64 (CUDA).\n\n{head}{table}\n")
+    table = write_md(base + ".md", {"info": info, "rows": rows}, json.load(open(args.baseline)) if args.baseline else None)
     if args.print:
         print(table)
     print(f"wrote {os.path.relpath(base, ROOT)}.json and .md ({len(rows)} rows)")

@@ -136,3 +136,6 @@ def test_main_kernel_is_the_smallest_bucket_holding_c():
     rows = [{"kernel": "k", "template": f"float, {cb}"} for cb in (0, 8, 32, 16, 64)]
     assert KR.main_kernel(rows, 19)["template"] == "float, 32"
     assert KR.main_kernel(rows, 100)["template"] == "float, 0"  # no bucket holds C: the first (shared memory)
+    si = [{"kernel": "k", "template": t} for t in ("float, false, 0", "float, false, 8", "float, true, 0")]
+    assert KR.main_kernel(si, 19)["template"] == "float, true, 0"  # the dense-gradient (kFull) instantiation
+    assert KR.main_kernel(si, 8)["template"] == "float, false, 8"
