@@ -164,7 +164,7 @@ cudaError_t launch_clan_adversarial_forward(const acc_of<T>* d, const T* z1, con
                                             double lambda_local, double epsilon, cudaStream_t stream) {
   const PixelGeom geo{outer, C, inner};
   if (geo.pixels() == 0) return cudaSuccess;
-  if (inner > 1) {
+  {  // the tile kernels, both layouts (tile_geom); the per-pixel kernel below where the slab does not fit
     bool launched = false;
     const cudaError_t e = launch_planes(ClanForward<T>{d, z1, z2, out, acc_of<T>(target), acc_of<T>(lambda_local), acc_of<T>(epsilon)}, outer, C, inner, &launched, stream,
                                         [](auto cb) { return clan_adversarial_forward_planes_kernel<T, decltype(cb)::value>; });
@@ -183,7 +183,7 @@ cudaError_t launch_clan_adversarial_backward(const acc_of<T>* grad, int64_t grad
                                              double epsilon, cudaStream_t stream) {
   const PixelGeom geo{outer, C, inner};
   if (geo.pixels() == 0) return cudaSuccess;
-  if (inner > 1) {
+  {  // the tile kernels, both layouts (tile_geom); the per-pixel kernel below where the slab does not fit
     bool launched = false;
     const cudaError_t e = launch_planes(ClanBackward<T>{grad, grad_stride, d, z1, z2, gd, g1, g2, acc_of<T>(target), acc_of<T>(lambda_local), acc_of<T>(epsilon)}, outer, C, inner, &launched, stream,
                                         [](auto cb) { return clan_adversarial_backward_planes_kernel<T, decltype(cb)::value>; });

@@ -5,9 +5,10 @@
 //    view lives at o * C * inner + c * inner + i. Pixel p = o * inner + i, so its classes start at
 //    PixelGeom::base(p) and are `inner` apart. The "rows" layout (channels_last, (N, C)) is inner == 1.
 //  * Planes layout (inner > 1): the tile kernels below ("Planes (NCHW) tiles"), a thread per 16 bytes
-//    of contiguous pixels with 128-bit loads and stores. Rows layout (inner == 1), and planes whose
-//    class slab does not fit in shared memory: one thread per pixel, class loop inside (the warp's
-//    lines are reused from L1 across the class loop), the ops' *_rows_kernel.
+//    of contiguous pixels with 128-bit loads and stores. Rows layout (inner == 1: channels_last, (N, C)):
+//    the same tile kernels, a thread per kLanes pixels C apart, loaded lane by lane (each element read
+//    once; a warp's lines are shared through L1 across its classes). Where the class slab does not fit
+//    in shared memory: one thread per pixel, class loop inside, the ops' *_rows_kernel.
 //  * Arithmetic in acc_t = float (double for double input); loads/stores convert explicitly (the
 //    torch build defines __CUDA_NO_HALF_CONVERSIONS__, so no implicit __half <-> float).
 //  * SPEC section 6: -inf logits are legal (p = 0, p log p = 0), an all -inf pixel or any NaN gives
@@ -220,17 +221,23 @@ UDA_UNROLL
 }
 
 // Where a thread's tile lies: x = offset of (o, c = 0, i0) in the (outer, C, inner) tensor, map =
-// offset of pixel (o, i0) in the per-pixel map, n valid lanes, full = a whole aligned 128-bit tile.
+// offset of pixel (o, i0) in the per-pixel map, n valid lanes, ps = elements between lanes (1: planes,
+// C: rows), full = a whole aligned 128-bit tile.
 struct TilePos {
-  int64_t x, map;
+  int64_t x, map, ps;
   int n;
   bool full;
 };
 
+// A tile kernel's geometry: `outer` groups of `inner` pixels. Planes: group o = sample, its pixels
+// contiguous, classes `inner` apart. Rows (the rows layout seen as one group of all P pixels, see
+// tile_geom): pixels C apart, classes contiguous, never vectorised.
 struct PlanesGeom {
   int64_t outer, C, inner;
   bool vec;  // all pointers 16-byte aligned and inner % kLanes == 0: every whole tile is one 128-bit pack
+  bool rows = false;
 
+  UDA_HD int64_t cs() const { return rows ? 1 : inner; }  // class stride
   template <typename T>
   UDA_HD int64_t tiles() const {
     return (inner + kLanes<T> - 1) / kLanes<T>;
@@ -240,13 +247,22 @@ struct PlanesGeom {
     const int64_t i0 = t * kLanes<T>;
     const int64_t left = inner - i0;
     TilePos p;
-    p.x = o * C * inner + i0;
+    p.x = rows ? i0 * C : o * C * inner + i0;
     p.map = o * inner + i0;
+    p.ps = rows ? C : 1;
     p.n = left < kLanes<T> ? int(left) : kLanes<T>;
-    p.full = vec && p.n == kLanes<T>;
+    p.full = vec && !rows && p.n == kLanes<T>;
     return p;
   }
 };
+
+// The tile geometry of a canonical (outer, C, inner) view: planes for inner > 1 (vectorised when `aligned`
+// and inner is a multiple of the lanes), else rows: one group of `outer` pixels.
+template <typename T>
+UDA_HD PlanesGeom tile_geom(int64_t outer, int64_t C, int64_t inner, bool aligned) {
+  if (inner == 1) return PlanesGeom{1, C, outer, false, true};
+  return PlanesGeom{outer, C, inner, aligned && inner % kLanes<T> == 0, false};
+}
 
 inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
 
@@ -272,7 +288,7 @@ UDA_HD Pack load_pack(const T* __restrict__ p, const TilePos& tp) {
   if (tp.full) return *as_pack(p);
   T t[kLanes<T>];
 UDA_UNROLL
-  for (int k = 0; k < kLanes<T>; ++k) t[k] = k < tp.n ? p[k] : Num<T>::store(acc_of<T>(0));
+  for (int k = 0; k < kLanes<T>; ++k) t[k] = k < tp.n ? p[k * tp.ps] : Num<T>::store(acc_of<T>(0));
   Pack u;
   memcpy(&u, static_cast<const void*>(t), sizeof(Pack));
   return u;
@@ -286,7 +302,7 @@ UDA_HD void store_pack(T* __restrict__ p, const acc_of<T> (&x)[kLanes<T>], const
   }
 UDA_UNROLL
   for (int k = 0; k < kLanes<T>; ++k)
-    if (k < tp.n) p[k] = Num<T>::store(x[k]);
+    if (k < tp.n) p[k * tp.ps] = Num<T>::store(x[k]);
 }
 
 // Per-pixel map values (acc_t) of a tile: kLanes values, 16 or 32 bytes, stored with 128-bit stores.
@@ -378,13 +394,13 @@ UDA_UNROLL
 template <typename S, typename T>
 UDA_HD int load_slabs(const PlanesGeom& g, const TilePos& tp, S* s, const T* a) {
   const int C = static_cast<int>(g.C);
-  s[0].load(a + tp.x, g.inner, C, tp);
+  s[0].load(a + tp.x, g.cs(), C, tp);
   return C;
 }
 template <typename S, typename T>
 UDA_HD int load_slabs(const PlanesGeom& g, const TilePos& tp, S* s, const T* a, const T* b) {
   const int C = load_slabs(g, tp, s, a);
-  s[1].load(b + tp.x, g.inner, C, tp);
+  s[1].load(b + tp.x, g.cs(), C, tp);
   return C;
 }
 
@@ -615,7 +631,7 @@ cudaError_t launch_planes(const Op& op, int64_t outer, int64_t C, int64_t inner,
                           cudaStream_t stream, KernelOf kernel_of) {
   using T = typename Op::T;
   *launched = false;
-  const PlanesGeom g{outer, C, inner, op.aligned() && inner % kLanes<T> == 0};
+  const PlanesGeom g = tile_geom<T>(outer, C, inner, op.aligned());
   int dev = 0, optin = 0;
   cudaError_t e = cudaGetDevice(&dev);
   if (e == cudaSuccess) e = cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);

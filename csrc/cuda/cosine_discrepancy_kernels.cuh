@@ -95,8 +95,8 @@ UDA_UNROLL
         o1[k] = -gm[k] * (both - cos[k] * e1 * e1 * i11[k]);
         o2[k] = -gm[k] * (both - cos[k] * e2 * e2 * i22[k]);
       }
-      store_pack(g1 + tp.x + c * g.inner, o1, tp);
-      store_pack(g2 + tp.x + c * g.inner, o2, tp);
+      store_pack(g1 + tp.x + c * g.cs(), o1, tp);
+      store_pack(g2 + tp.x + c * g.cs(), o2, tp);
     });
   }
 };
@@ -187,7 +187,7 @@ cudaError_t launch_cosine_discrepancy_forward(const T* z1, const T* z2, acc_of<T
                                               int64_t inner, cudaStream_t stream) {
   const PixelGeom geo{outer, C, inner};
   if (geo.pixels() == 0) return cudaSuccess;
-  if (inner > 1) {
+  {  // the tile kernels, both layouts (tile_geom); the per-pixel kernel below where the slab does not fit
     bool launched = false;
     const cudaError_t e = launch_planes(CosineForward<T>{z1, z2, out}, outer, C, inner, &launched, stream,
                                         [](auto cb) { return cosine_discrepancy_forward_planes_kernel<T, decltype(cb)::value>; });
@@ -204,7 +204,7 @@ cudaError_t launch_cosine_discrepancy_backward(const acc_of<T>* grad, int64_t gr
                                                cudaStream_t stream) {
   const PixelGeom geo{outer, C, inner};
   if (geo.pixels() == 0) return cudaSuccess;
-  if (inner > 1) {
+  {  // the tile kernels, both layouts (tile_geom); the per-pixel kernel below where the slab does not fit
     bool launched = false;
     const cudaError_t e = launch_planes(CosineBackward<T>{grad, grad_stride, z1, z2, g1, g2}, outer, C, inner, &launched, stream,
                                         [](auto cb) { return cosine_discrepancy_backward_planes_kernel<T, decltype(cb)::value>; });

@@ -101,7 +101,7 @@ UDA_UNROLL
       acc_t out[V];
 UDA_UNROLL
       for (int k = 0; k < V; ++k) out[k] = w[k] * mul0(e[0][k] * inv[k], d[0][k] - r[k]);
-      store_pack(gz + tp.x + c * g.inner, out, tp);
+      store_pack(gz + tp.x + c * g.cs(), out, tp);
     });
   }
 };
@@ -144,7 +144,7 @@ cudaError_t launch_entropy_forward(const T* z, acc_of<T>* out, int64_t outer, in
   const PixelGeom geo{outer, C, inner};
   if (geo.pixels() == 0) return cudaSuccess;
   bool launched = false;
-  if (inner > 1) {
+  {  // the tile kernels, both layouts (tile_geom); the per-pixel kernel below where the slab does not fit
     const cudaError_t e = launch_planes(EntropyForward<T>{z, out}, outer, C, inner, &launched, stream,
                                           [](auto cb) { return entropy_forward_planes_kernel<T, decltype(cb)::value>; });
     if (e != cudaSuccess || launched) return e;
@@ -159,7 +159,7 @@ cudaError_t launch_entropy_backward(const acc_of<T>* grad, int64_t grad_stride, 
   const PixelGeom geo{outer, C, inner};
   if (geo.pixels() == 0) return cudaSuccess;
   bool launched = false;
-  if (inner > 1) {
+  {  // the tile kernels, both layouts (tile_geom); the per-pixel kernel below where the slab does not fit
     const cudaError_t e =
         launch_planes(EntropyBackward<T>{grad, grad_stride, z, gz}, outer, C, inner, &launched, stream,
                       [](auto cb) { return entropy_backward_planes_kernel<T, decltype(cb)::value>; });

@@ -110,8 +110,8 @@ UDA_UNROLL
         ox[k] = w[k] * (e[0][k] * ix[k] - q);
         oy[k] = w[k] * mul0(q, diff0(d[1][k] - ly[k], d[0][k] - lx[k]) - kl[k]);
       }
-      store_pack(gx + tp.x + c * g.inner, ox, tp);
-      if (gy != nullptr) store_pack(gy + tp.x + c * g.inner, oy, tp);
+      store_pack(gx + tp.x + c * g.cs(), ox, tp);
+      if (gy != nullptr) store_pack(gy + tp.x + c * g.cs(), oy, tp);
     });
   }
 };
@@ -155,7 +155,7 @@ cudaError_t launch_kl_div_forward(const T* x, const T* y, acc_of<T>* out, int64_
                                   int64_t inner, cudaStream_t stream) {
   const PixelGeom geo{outer, C, inner};
   if (geo.pixels() == 0) return cudaSuccess;
-  if (inner > 1) {
+  {  // the tile kernels, both layouts (tile_geom); the per-pixel kernel below where the slab does not fit
     bool launched = false;
     const cudaError_t e = launch_planes(KlDivForward<T>{x, y, out}, outer, C, inner, &launched, stream,
                                         [](auto cb) { return kl_div_forward_planes_kernel<T, decltype(cb)::value>; });
@@ -171,7 +171,7 @@ cudaError_t launch_kl_div_backward(const acc_of<T>* grad, int64_t grad_stride, c
                                    T* gy, int64_t outer, int64_t C, int64_t inner, cudaStream_t stream) {
   const PixelGeom geo{outer, C, inner};
   if (geo.pixels() == 0) return cudaSuccess;
-  if (inner > 1) {
+  {  // the tile kernels, both layouts (tile_geom); the per-pixel kernel below where the slab does not fit
     bool launched = false;
     const cudaError_t e = launch_planes(KlDivBackward<T>{grad, grad_stride, x, y, gx, gy}, outer, C, inner, &launched, stream,
                                         [](auto cb) { return kl_div_backward_planes_kernel<T, decltype(cb)::value>; });

@@ -62,7 +62,7 @@ UDA_UNROLL
       acc_t o[V];
 UDA_UNROLL
       for (int k = 0; k < V; ++k) o[k] = w * mul0(e[0][k] * inv[k], d[0][k] - ls[k]);
-      store_pack(out + tp.x + c * g.inner, o, tp);
+      store_pack(out + tp.x + c * g.cs(), o, tp);
     });
   }
 };
@@ -84,7 +84,7 @@ struct SelfInformationBackward {
   UDA_HD void operator()(const PlanesGeom& g, const TilePos& tp, S* s) const {
     const int C = load_slabs(g, tp, s, z);
     const acc_t w = -inv_log_classes<acc_t>(C);
-    if constexpr (kFull) s[1].load(grad + tp.x, g.inner, C, tp);
+    if constexpr (kFull) s[1].load(grad + tp.x, g.cs(), C, tp);
     TileSoftmax<T, 1> st;
     st.compute(C, s);
     acc_t inv[V], ls[V], su[V];
@@ -116,7 +116,7 @@ UDA_UNROLL
       acc_t o[V];
 UDA_UNROLL
       for (int k = 0; k < V; ++k) o[k] = w * (pu[k] - p[k] * su[k]);
-      store_pack(gz + tp.x + c * g.inner, o, tp);
+      store_pack(gz + tp.x + c * g.cs(), o, tp);
     });
   }
 };
@@ -160,7 +160,7 @@ cudaError_t launch_self_information_forward(const T* z, T* out, int64_t outer, i
                                             cudaStream_t stream) {
   const PixelGeom geo{outer, C, inner};
   if (geo.pixels() == 0) return cudaSuccess;
-  if (inner > 1) {
+  {  // the tile kernels, both layouts (tile_geom); the per-pixel kernel below where the slab does not fit
     bool launched = false;
     const cudaError_t e = launch_planes(SelfInformationForward<T>{z, out}, outer, C, inner, &launched, stream,
                                         [](auto cb) { return self_information_forward_planes_kernel<T, decltype(cb)::value>; });
@@ -176,7 +176,7 @@ cudaError_t launch_self_information_backward(const G* grad, bool grad_scalar, co
                                              int64_t C, int64_t inner, cudaStream_t stream) {
   const PixelGeom geo{outer, C, inner};
   if (geo.pixels() == 0) return cudaSuccess;
-  if (inner > 1) {
+  {  // the tile kernels, both layouts (tile_geom); the per-pixel kernel below where the slab does not fit
     bool launched = false;
     const cudaError_t e =
         grad_scalar

@@ -128,8 +128,8 @@ UDA_UNROLL
           ob[k] = hg[k] * (mul0(q, -d - B[k]) + q - p);
         }
       }
-      store_pack(ga + tp.x + c * g.inner, oa, tp);
-      store_pack(gb + tp.x + c * g.inner, ob, tp);
+      store_pack(ga + tp.x + c * g.cs(), oa, tp);
+      store_pack(gb + tp.x + c * g.cs(), ob, tp);
     });
   }
 };
@@ -176,7 +176,7 @@ cudaError_t launch_sym_kl_forward(const T* a, const T* b, acc_of<T>* out, int64_
                                   int64_t inner, cudaStream_t stream) {
   const PixelGeom geo{outer, C, inner};
   if (geo.pixels() == 0) return cudaSuccess;
-  if (inner > 1) {
+  {  // the tile kernels, both layouts (tile_geom); the per-pixel kernel below where the slab does not fit
     bool launched = false;
     const cudaError_t e = launch_planes(SymKlForward<T>{a, b, out}, outer, C, inner, &launched, stream,
                                         [](auto cb) { return sym_kl_forward_planes_kernel<T, decltype(cb)::value>; });
@@ -192,7 +192,7 @@ cudaError_t launch_sym_kl_backward(const acc_of<T>* grad, int64_t grad_stride, c
                                    cudaStream_t stream) {
   const PixelGeom geo{outer, C, inner};
   if (geo.pixels() == 0) return cudaSuccess;
-  if (inner > 1) {
+  {  // the tile kernels, both layouts (tile_geom); the per-pixel kernel below where the slab does not fit
     bool launched = false;
     const cudaError_t e = launch_planes(SymKlBackward<T>{grad, grad_stride, a, b, ga, gb, detach}, outer, C, inner, &launched, stream,
                                         [](auto cb) { return sym_kl_backward_planes_kernel<T, decltype(cb)::value>; });

@@ -413,7 +413,8 @@ static constexpr double kSentinel = 640.0;  // exact in every dtype
 template <int CB, typename Op>
 static void run_planes_host(const Op& op, int64_t outer, int64_t C, int64_t inner) {
   using T = typename Op::T;
-  const PlanesGeom g{outer, C, inner, op.aligned() && inner % kLanes<T> == 0};
+  const PlanesGeom g = tile_geom<T>(outer, C, inner, op.aligned());  // inner == 1: the rows layout
+  expect(g.rows == (inner == 1) && g.cs() == (inner == 1 ? 1 : inner), "tile_geom", double(g.cs()), double(inner));
   PlanesPlan pl = plan_planes<Op>(g, 227 * 1024);
   expect(pl.ok, "planes plan ok", 0, 1);
   const int64_t threads = pl.threads, tiles = g.tiles<T>();
@@ -423,7 +424,7 @@ static void run_planes_host(const Op& op, int64_t outer, int64_t C, int64_t inne
       for (int64_t tid = 0; tid < threads; ++tid) {
         const int64_t t = bx * threads + tid;
         if (t >= tiles) continue;
-        for (int64_t o = by; o < outer; o += pl.grid_y) planes_thread<CB>(op, g, o, t, smem.data(), tid, threads);
+        for (int64_t o = by; o < g.outer; o += pl.grid_y) planes_thread<CB>(op, g, o, t, smem.data(), tid, threads);
       }
 }
 
@@ -438,8 +439,10 @@ static void each_bucket(int64_t C, F&& f) {
 struct PlanesShape {
   int64_t outer, C, inner;
 };
+// inner == 1: the rows layout (channels_last, (N, C)) through the same tile kernels, pixels C apart
 static const PlanesShape kPlanesShapes[] = {{2, 5, 7},  {3, 19, 16}, {1, 3, 9},  {2, 16, 33}, {2, 40, 12},
-                                            {1, 8, 8},  {2, 2, 5},   {3, 7, 24}, {1, 13, 3},  {2, 150, 4}};
+                                            {1, 8, 8},  {2, 2, 5},   {3, 7, 24}, {1, 13, 3},  {2, 150, 4},
+                                            {37, 19, 1}, {9, 5, 1},  {1, 2, 1},  {6, 150, 1}, {16, 8, 1}};
 
 template <typename T>
 static void planes_tolerances(double* rtol, double* atol) {
