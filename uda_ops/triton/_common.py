@@ -348,13 +348,6 @@ def sum2(x1, x2, CB2: tl.constexpr):
 
 
 @triton.jit
-def store_one(ptr, offs1, v1, mask1, offs2, v2, mask2, CB2: tl.constexpr):
-    store(ptr, offs1, v1, mask1)
-    if CB2 > 0:
-        store(ptr, offs2, v2, mask2)
-
-
-@triton.jit
 def load_tile(ptr, offs, mask, F64: tl.constexpr):
     """A tile in the accumulation dtype; out-of-range elements read 0 (finite) and are masked by the caller."""
     return to_acc(tl.load(ptr + offs, mask=mask, other=0.0), F64)
