@@ -189,9 +189,9 @@ def _pow2_floor(n: int) -> int:
 
 
 def tile_config(L: Layout, dtype: torch.dtype, inputs: int = 1) -> Tile:
-    """The tile table, keyed by the layout, the class count, the dtype (float64 tiles take two registers an
-    element: half the elements) and the number of class tiles the op reads at once (`inputs`, which divides
-    the element budget)."""
+    """The tile table, keyed by the layout, the class count, the dtype (float64 takes two registers an element:
+    half the elements, a quarter in the split tiles) and the number of class tiles the op reads at once
+    (`inputs`, which divides the element budget)."""
     rows = L.inner == 1
     f64 = 2 if dtype == torch.float64 else 1
     if rows:
