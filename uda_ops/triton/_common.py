@@ -151,8 +151,11 @@ class Tile:
     CB: int
     BP: int
     CB2: int = 0
-    ONE: bool = True
     FULL: int = 0
+
+    @property
+    def ONE(self) -> bool:
+        return self.C <= self.CB + self.CB2
 
     @property
     def NQ(self) -> int:
@@ -193,23 +196,23 @@ def tile_config(L: Layout, dtype: torch.dtype, inputs: int = 1) -> Tile:
     half the elements, a quarter in the split tiles) and the number of class tiles the op reads at once
     (`inputs`, which divides the element budget)."""
     rows = L.inner == 1
+    kind = "rows" if rows else "planes"
     f64 = 2 if dtype == torch.float64 else 1
     if rows:
         Q, G, qs, cs, os_ = L.outer, 1, L.classes, 1, 0
     else:
         Q, G, qs, cs, os_ = L.inner, L.outer, 1, L.inner, L.classes * L.inner
     q_max = triton.next_power_of_2(Q)
-    if L.classes <= min(MAX_SPLIT["rows" if rows else "planes"], MAX_CB["rows" if rows else "planes"]):
+    if L.classes <= min(MAX_SPLIT[kind], MAX_CB[kind]):
         cb = _pow2_floor(L.classes)
         cb2 = triton.next_power_of_2(L.classes - cb) if L.classes > cb else 0
         full = 2 if rows else 1
         per_warp = ONE_ELEMENTS // inputs // f64 ** 2 // (cb + cb2)  # pixels (float64: a quarter, no spills)
         bp = min(_pow2_floor(per_warp * tile_warps(full)), q_max)
-        return Tile(Q, G, L.classes, qs, cs, os_, cb, bp, CB2=cb2, ONE=True, FULL=full)
-    cb = min(triton.next_power_of_2(L.classes), MAX_CB["rows" if rows else "planes"])
-    per_input = TILE_ELEMENTS["rows" if rows else "planes"] // inputs // f64
-    bp = max(1, min(per_input // cb, q_max))
-    return Tile(Q, G, L.classes, qs, cs, os_, cb, bp, ONE=L.classes <= cb, FULL=0)
+        return Tile(Q, G, L.classes, qs, cs, os_, cb, bp, CB2=cb2, FULL=full)
+    cb = min(triton.next_power_of_2(L.classes), MAX_CB[kind])
+    bp = max(1, min(TILE_ELEMENTS[kind] // inputs // f64 // cb, q_max))
+    return Tile(Q, G, L.classes, qs, cs, os_, cb, bp)
 
 
 NUM_WARPS = 4
@@ -291,11 +294,9 @@ def one_offsets(o, q, Q, C, q_stride, c_stride, o_stride, CB: tl.constexpr, CB2:
     """ONE: offsets and masks of tile 1 (classes 0..CB-1; FULL: all real, its mask is the pixel mask) and of
     tile 2 (classes CB..CB+CB2-1; with CB2 = 0 there is none and tile 1's are returned twice). FULL = 2 (rows):
     offsets marked non-contiguous, for the pixel-major layout (see the module docstring)."""
+    offs1, mask1 = tile_offsets(o, q, 0, Q, C, q_stride, c_stride, o_stride, CB)
     if FULL:
-        offs1 = o * o_stride + class_off(q[None, :] * q_stride, tl.arange(0, CB)[:, None], c_stride)
         mask1 = (q < Q)[None, :]
-    else:
-        offs1, mask1 = tile_offsets(o, q, 0, Q, C, q_stride, c_stride, o_stride, CB)
     if CB2 > 0:
         offs2, mask2 = tile_offsets(o, q, CB, Q, C, q_stride, c_stride, o_stride, CB2)
     else:
