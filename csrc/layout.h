@@ -11,6 +11,7 @@
 
 #include <ATen/ATen.h>
 
+#include <limits>
 #include <vector>
 
 namespace uda_ops {
@@ -99,6 +100,30 @@ inline PixelGrad pixel_grad(const at::Tensor& grad, at::ScalarType dtype, int64_
     g.storage = grad.to(dtype).contiguous();
   }
   return g;
+}
+
+// The fused reduction of a forward op (schema argument `int reduction`): 0 = the per-pixel map, 1 = "mean",
+// 2 = "sum". A reduced forward returns a 0-d tensor in the accumulation dtype: per-block partial sums in a
+// fixed order (tiles on the CPU, blocks/programs on the GPU), then their sum in float64, times 1 / pixels for
+// "mean" (NaN for zero pixels, like torch.mean of an empty tensor). Deterministic for a given shape.
+enum Reduction : int64_t { kReduceNone = 0, kReduceMean = 1, kReduceSum = 2 };
+
+inline Reduction check_reduction(const char* op, int64_t reduction) {
+  TORCH_CHECK(reduction >= kReduceNone && reduction <= kReduceSum, op,
+              ": reduction must be 0 (none), 1 (mean) or 2 (sum), got ", reduction);
+  return static_cast<Reduction>(reduction);
+}
+
+// The factor applied to the sum of the per-pixel values.
+inline double reduction_scale(Reduction r, int64_t pixels) {
+  if (r != kReduceMean) return 1.0;
+  return pixels > 0 ? 1.0 / static_cast<double>(pixels) : std::numeric_limits<double>::quiet_NaN();
+}
+
+// The output of a forward op: the (N, *) map, or the 0-d reduced value (both in the accumulation dtype).
+inline at::Tensor empty_forward_output(const at::Tensor& x, int64_t dim, Reduction r) {
+  const auto opts = x.options().dtype(acc_dtype(x));
+  return r == kReduceNone ? at::empty(map_shape(x, dim), opts) : at::empty({}, opts);
 }
 
 inline void check_classes(const char* op, const ClassLayout& L) {

@@ -1,26 +1,27 @@
 // Op schemas of uda_ops (one TORCH_LIBRARY for every backend) and the pybind11 module uda_ops._C.
 //
 // Forward ops return the per-pixel map (N, *) in the accumulation dtype (float32; float64 for float64
-// input); the Python layer reduces it and casts to the input dtype. Backward ops take the gradient of
-// that map (an expanded stride-0 tensor for "mean"/"sum" is read in place) and recompute everything
-// else from the inputs: nothing of shape (N, C, *) is saved between forward and backward.
+// input), or with `reduction` 1 ("mean") / 2 ("sum") the reduced 0-d value, fused into the same pass
+// (layout.h, Reduction); the Python layer casts to the input dtype. Backward ops take the gradient of
+// the map (the autograd glue expands a reduced op's 0-d gradient, stride 0, read in place) and recompute
+// everything else from the inputs: nothing of shape (N, C, *) is saved between forward and backward.
 #include <torch/extension.h>
 #include <torch/library.h>
 
 TORCH_LIBRARY(uda_ops, m) {
   m.set_python_module("uda_ops._ops");
-  m.def("sym_kl(Tensor a, Tensor b, int dim, bool detach_targets) -> Tensor");
+  m.def("sym_kl(Tensor a, Tensor b, int dim, bool detach_targets, int reduction=0) -> Tensor");
   m.def("sym_kl_backward(Tensor grad, Tensor a, Tensor b, int dim, bool detach_targets) -> (Tensor, Tensor)");
-  m.def("kl_div(Tensor input, Tensor target, int dim) -> Tensor");
+  m.def("kl_div(Tensor input, Tensor target, int dim, int reduction=0) -> Tensor");
   m.def("kl_div_backward(Tensor grad, Tensor input, Tensor target, int dim, bool need_target) -> (Tensor, Tensor)");
-  m.def("entropy(Tensor z, int dim) -> Tensor");
+  m.def("entropy(Tensor z, int dim, int reduction=0) -> Tensor");
   m.def("entropy_backward(Tensor grad, Tensor z, int dim) -> Tensor");
   m.def("self_information(Tensor z, int dim) -> Tensor");
   m.def("self_information_backward(Tensor grad, Tensor z, int dim) -> Tensor");
   m.def("cosine_discrepancy(Tensor z1, Tensor z2, int dim) -> Tensor");
   m.def("cosine_discrepancy_backward(Tensor grad, Tensor z1, Tensor z2, int dim) -> (Tensor, Tensor)");
   m.def("clan_adversarial(Tensor d, Tensor z1, Tensor z2, float target, float lambda_local, float epsilon, "
-        "int dim) -> Tensor");
+        "int dim, int reduction=0) -> Tensor");
   m.def("clan_adversarial_backward(Tensor grad, Tensor d, Tensor z1, Tensor z2, float target, "
         "float lambda_local, float epsilon, int dim, bool need_logit_grads) -> (Tensor, Tensor, Tensor)");
   m.def("adversarial_dropout_mask(Tensor jacobian, Tensor? base_mask, int max_flips, bool rescale) -> Tensor");

@@ -63,6 +63,11 @@ def _samples():
                 (ops.clan_adversarial.default, (d, a, b, t, lam, eps, 1)),
                 (ops.clan_adversarial_backward.default, (g, d, a, b, t, lam, eps, 1, True)),
                 (ops.clan_adversarial_backward.default, (g, d, a, b, t, lam, eps, 1, False)),
+                # the fused "mean" (1) / "sum" (2): a 0-d output, its gradient expanded over the map
+                (ops.sym_kl.default, (a, b, 1, False, 1)),
+                (ops.kl_div.default, (a, b, 1, 2)),
+                (ops.entropy.default, (a, 1, 1)),
+                (ops.clan_adversarial.default, (d, a, b, t, lam, eps, 1, 2)),
             ]
         j = torch.randn(3, 20)
         out += [

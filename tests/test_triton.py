@@ -245,6 +245,8 @@ def _opcheck_samples(device="cpu", dtype=torch.float32):
         (ops.clan_adversarial_backward.default, (g, d, a, b, t, lam, eps, 1, False)),
         (ops.adversarial_dropout_mask.default, (j, (torch.rand(3, 20) < 0.5).to(j), 4, True)),
         (ops.channel_adversarial_dropout_mask.default, (gs, a, None, 2, True)),
+        (ops.entropy.default, (a, 1, 1)),  # the fused "mean" / "sum"
+        (ops.sym_kl.default, (a, b, 1, False, 2)),
     ]
 
 
@@ -256,7 +258,7 @@ def _opcheck(overload, args):
     torch.library.opcheck(overload, args)
 
 
-_SAMPLES = list(range(14))
+_SAMPLES = list(range(16))
 
 
 @cpu_only
@@ -270,7 +272,7 @@ def test_every_triton_op_has_an_opcheck_sample():
     registered = {n for n in dir(torch.ops.uda_ops_triton) if not n.startswith("_")
                   and isinstance(getattr(torch.ops.uda_ops_triton, n), torch._ops.OpOverloadPacket)}
     assert registered == names
-    assert len(_SAMPLES) == len(names)
+    assert len(_SAMPLES) == len(_opcheck_samples())
 
 
 def _compile_step(z1, z2, d):

@@ -174,3 +174,64 @@ def test_mask_search_chunked_int64_index_matches_one_chunk(triton_backend, monke
         torch.testing.assert_close(chunked, fast, equal_nan=True)  # the rescale's sum: another order
         torch.testing.assert_close(chunked, reference.adversarial_dropout_mask(j, None, flips, None, True),
                                    equal_nan=True)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Fused "mean"/"sum" in the forward kernels (reduction = 1/2): per-program partials, summed in one program
+# ---------------------------------------------------------------------------------------------------
+_FUSED = {  # op -> (logit inputs, call(d, zs, dim, reduction)); clan_adversarial also takes d (one per pixel)
+    "sym_kl": (2, lambda d, zs, dim, r: torch.ops.uda_ops_triton.sym_kl(*zs, dim, False, r)),
+    "kl_div": (2, lambda d, zs, dim, r: torch.ops.uda_ops_triton.kl_div(*zs, dim, r)),
+    "entropy": (1, lambda d, zs, dim, r: torch.ops.uda_ops_triton.entropy(*zs, dim, r)),
+    "clan_adversarial": (2, lambda d, zs, dim, r: torch.ops.uda_ops_triton.clan_adversarial(
+        d, *zs, 1.0, 0.5, 0.4, dim, r)),
+}
+# NCHW C = 19 (one step, 3 programs), C = 150 (chunks of 64), channels_last rows, (N, C) rows, an empty batch
+_FUSED_CASES = [((3, 19, 2, 3), "contiguous"), ((1, 150, 2, 3), "contiguous"), ((2, 19, 3, 2), "channels_last"),
+                ((9, 5), "contiguous"), ((0, 19, 2, 3), "contiguous")]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["fp32", "fp64"])
+@pytest.mark.parametrize("op", list(_FUSED))
+def test_fused_reduction_matches_the_map(triton_backend, op, dtype, monkeypatch):
+    """reduction 2 ("sum") / 1 ("mean") is the map's float64 sum / mean, a 0-d tensor in the accumulation dtype,
+    bitwise the same on a second call; its gradients are those of map.sum() / map.mean(); 3 and -1 raise.
+    float64: the partials summed 2 at a time (a loop of several steps with a masked tail)."""
+    if dtype == torch.float64:
+        monkeypatch.setattr(K, "REDUCE_BLOCK", 2)
+    n, call = _FUSED[op]
+    tol = dict(rtol=1e-5, atol=1e-6) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-12)
+    for shape, layout in _FUSED_CASES:
+        zs = [logits(shape, dtype, layout=layout, seed=s).requires_grad_(True) for s in range(n)]
+        d = torch.randn([s for i, s in enumerate(shape) if i != 1], dtype=dtype).requires_grad_(True)
+        xs = zs + ([d] if op == "clan_adversarial" else [])
+        full = call(d, zs, 1, 0)
+        for r, name in ((2, "sum"), (1, "mean")):
+            red = call(d, zs, 1, r)
+            ref = getattr(full.detach().double(), name)()
+            msg = f"{op} {name} {tuple(shape)} {layout} {dtype}"
+            assert red.shape == () and red.dtype == full.dtype, msg
+            torch.testing.assert_close(red.detach().double(), ref, equal_nan=True, msg=msg, **tol)
+            again = call(d, zs, 1, r)
+            assert torch.equal(red, again) or (red.isnan() and again.isnan()), msg
+            g_red = torch.autograd.grad(red, xs, allow_unused=True)
+            g_map = torch.autograd.grad(getattr(full, name)(), xs, retain_graph=True, allow_unused=True)
+            for a, b in zip(g_red, g_map):
+                torch.testing.assert_close(a, b, equal_nan=True, msg=msg, **tol)
+    for bad in (3, -1):
+        with pytest.raises((ValueError, RuntimeError), match="reduction must be 0"):
+            call(d, zs, 1, bad)
+
+
+def test_fused_reduction_kernels_compile_for_sm90(tmp_path):
+    """The REDUCE variants of the forward loss kernels and the partials' finishing kernel through Triton's
+    real code generator and ptxas (no GPU), in bfloat16; no spills (the map path is compiled by test_triton)."""
+    import subprocess
+    import sys
+    env = {**os.environ, "TRITON_INTERPRET": "0", "TRITON_CACHE_DIR": str(tmp_path), "TRITON_DEFAULT_FP_FUSION": "1"}
+    r = subprocess.run([sys.executable, "-m", "uda_ops.triton.aot_check", "--dtypes", "bf16", "--reduce", "--only",
+                        "reduce", "--report"], capture_output=True, text=True, env=env, timeout=900,
+                       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    lines = r.stdout.splitlines()
+    assert r.returncode == 0 and len(lines) == 4 * 3 + 1, r.stdout[-3000:] + r.stderr[-3000:]
+    assert all(ln.startswith("ok") and "spill_stores=0" in ln for ln in lines), r.stdout

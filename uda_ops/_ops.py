@@ -255,6 +255,28 @@ def _map_like(x: Tensor, dim: int) -> Tensor:
     return x.new_empty(shape, dtype=_acc_dtype(x))
 
 
+# The fused reduction of a forward op (csrc/layout.h, Reduction): the op's `reduction` argument.
+REDUCTIONS = {"none": 0, "mean": 1, "sum": 2}
+
+
+def _forward_like(x: Tensor, dim: int, reduction: int) -> Tensor:
+    """Fake output of a forward op: the (N, *) map, or a 0-d tensor when reduced (accumulation dtype)."""
+    return _map_like(x, dim) if reduction == 0 else x.new_empty((), dtype=_acc_dtype(x))
+
+
+def reduced_grad(grad: Tensor, x: Tensor, dim: int, reduction: int) -> Tensor:
+    """The per-pixel gradient a backward op takes, from the gradient of a forward op's output: the map's
+    gradient as it is, or a reduced op's 0-d gradient expanded over the map (stride 0, never materialised;
+    divided by the pixel count for "mean")."""
+    if reduction == 0:
+        return grad
+    dim = dim % x.dim()
+    shape = x.shape[:dim] + x.shape[dim + 1:]
+    if reduction == REDUCTIONS["mean"]:
+        grad = grad / max(1, shape.numel())
+    return grad.expand(shape)
+
+
 def _like_layout(x: Tensor, dim: int, dtype: Optional[torch.dtype] = None) -> Tensor:
     """empty_in_layout: channels_last-like inputs keep their layout, anything else is contiguous."""
     dim = dim % x.dim()
@@ -278,24 +300,24 @@ def _register() -> None:
     fake = torch.library.register_fake
 
     @fake(lib + "sym_kl")
-    def _(a, b, dim, detach_targets):
-        return _map_like(a, dim)
+    def _(a, b, dim, detach_targets, reduction=0):
+        return _forward_like(a, dim, reduction)
 
     @fake(lib + "sym_kl_backward")
     def _(grad, a, b, dim, detach_targets):
         return _like_layout(a, dim), _like_layout(a, dim)
 
     @fake(lib + "kl_div")
-    def _(input, target, dim):
-        return _map_like(input, dim)
+    def _(input, target, dim, reduction=0):
+        return _forward_like(input, dim, reduction)
 
     @fake(lib + "kl_div_backward")
     def _(grad, input, target, dim, need_target):
         return _like_layout(input, dim), (_like_layout(input, dim) if need_target else input.new_empty(0))
 
     @fake(lib + "entropy")
-    def _(z, dim):
-        return _map_like(z, dim)
+    def _(z, dim, reduction=0):
+        return _forward_like(z, dim, reduction)
 
     @fake(lib + "entropy_backward")
     def _(grad, z, dim):
@@ -318,8 +340,8 @@ def _register() -> None:
         return _like_layout(z1, dim), _like_layout(z1, dim)
 
     @fake(lib + "clan_adversarial")
-    def _(d, z1, z2, target, lambda_local, epsilon, dim):
-        return _map_like(z1, dim)
+    def _(d, z1, z2, target, lambda_local, epsilon, dim, reduction=0):
+        return _forward_like(z1, dim, reduction)
 
     @fake(lib + "clan_adversarial_backward")
     def _(grad, d, z1, z2, target, lambda_local, epsilon, dim, need_logit_grads):
@@ -341,18 +363,21 @@ def _register() -> None:
 
     def sym_kl_bwd(ctx, grad):
         a, b = ctx.saved_tensors
-        ga, gb = ops.sym_kl_backward(grad, a, b, *ctx.args)
-        return ga, gb, None, None
+        dim, detach, reduction = ctx.args
+        ga, gb = ops.sym_kl_backward(reduced_grad(grad, a, dim, reduction), a, b, dim, detach)
+        return ga, gb, None, None, None
 
     def kl_div_bwd(ctx, grad):
         x, y = ctx.saved_tensors
+        dim, reduction = ctx.args
         need_target = ctx.needs_input_grad[1]
-        gx, gy = ops.kl_div_backward(grad, x, y, ctx.args[0], need_target)
-        return gx, (gy if need_target else None), None
+        gx, gy = ops.kl_div_backward(reduced_grad(grad, x, dim, reduction), x, y, dim, need_target)
+        return gx, (gy if need_target else None), None, None
 
     def entropy_bwd(ctx, grad):
         (z,) = ctx.saved_tensors
-        return ops.entropy_backward(grad, z, *ctx.args), None
+        dim, reduction = ctx.args
+        return ops.entropy_backward(reduced_grad(grad, z, dim, reduction), z, dim), None, None
 
     def self_information_bwd(ctx, grad):
         (z,) = ctx.saved_tensors
@@ -365,9 +390,11 @@ def _register() -> None:
 
     def clan_bwd(ctx, grad):
         d, z1, z2 = ctx.saved_tensors
+        *args, reduction = ctx.args
         need = ctx.needs_input_grad[1] or ctx.needs_input_grad[2]
-        gd, g1, g2 = ops.clan_adversarial_backward(grad, d, z1, z2, *ctx.args, need)
-        return gd, (g1 if need else None), (g2 if need else None), None, None, None, None
+        grad = reduced_grad(grad, z1, args[-1], reduction)
+        gd, g1, g2 = ops.clan_adversarial_backward(grad, d, z1, z2, *args, need)
+        return gd, (g1 if need else None), (g2 if need else None), None, None, None, None, None
 
     reg = torch.library.register_autograd
     reg(lib + "sym_kl", sym_kl_bwd, setup_context=save_inputs(2))

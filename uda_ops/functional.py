@@ -1,6 +1,7 @@
 """The public functional API of uda_ops (SPEC section 7): validate once, then run the fused op or the
-eager reference (``uda_ops._ops.kernels`` picks the compiled, Triton or reference implementation). Kernels return per-pixel maps in float32 (float64
-for float64 input); reductions happen here, in that precision, and the result has the input dtype.
+eager reference (``uda_ops._ops.kernels`` picks the compiled, Triton or reference implementation). Kernels return
+per-pixel maps in float32 (float64 for float64 input), or with "mean"/"sum" the reduced value, fused into the same
+kernel (per-block partial sums in a fixed order: deterministic); the result has the input dtype.
 """
 from __future__ import annotations
 
@@ -26,13 +27,7 @@ __all__ = [
 ]
 
 
-def _reduce(map_: Tensor, reduction: str, dtype: torch.dtype) -> Tensor:
-    # "mean" as sum / P: the backward of sum is an expanded (stride-0) gradient, never materialised.
-    if reduction == "sum":
-        map_ = map_.sum()
-    elif reduction == "mean":
-        map_ = map_.sum() / map_.numel()
-    return map_.to(dtype)
+_R = _ops.REDUCTIONS
 
 
 def sym_kl(a: Tensor, b: Tensor, dim: int = 1, reduction: str = "mean",
@@ -51,7 +46,7 @@ def sym_kl(a: Tensor, b: Tensor, dim: int = 1, reduction: str = "mean",
     ops = _ops.kernels("sym_kl", a)
     if ops is None:
         return reference.sym_kl(a, b, dim, reduction, bool(detach_targets))
-    return _reduce(ops.sym_kl(a, b, dim, bool(detach_targets)), reduction, a.dtype)
+    return ops.sym_kl(a, b, dim, bool(detach_targets), _R[reduction]).to(a.dtype)
 
 
 def kl_div(input: Tensor, target: Tensor, dim: int = 1, reduction: str = "mean",
@@ -67,7 +62,7 @@ def kl_div(input: Tensor, target: Tensor, dim: int = 1, reduction: str = "mean",
     ops = _ops.kernels("kl_div", input)
     if ops is None:
         return reference.kl_div(input, target, dim, reduction)
-    return _reduce(ops.kl_div(input, target, dim), reduction, input.dtype)
+    return ops.kl_div(input, target, dim, _R[reduction]).to(input.dtype)
 
 
 def self_information(z: Tensor, dim: int = 1) -> Tensor:
@@ -91,7 +86,7 @@ def entropy(z: Tensor, dim: int = 1, reduction: str = "mean") -> Tensor:
     ops = _ops.kernels("entropy", z)
     if ops is None:
         return reference.entropy(z, dim, reduction)
-    return _reduce(ops.entropy(z, dim), reduction, z.dtype)
+    return ops.entropy(z, dim, _R[reduction]).to(z.dtype)
 
 
 def entropy_ranking_loss(z: Tensor, ratio: float = 0.3, dim: int = 1) -> Tensor:
@@ -159,8 +154,8 @@ def clan_adversarial_loss(d: Tensor, z1: Tensor, z2: Tensor, target: float, lamb
     ops = _ops.kernels("clan_adversarial", z1)
     if ops is None:
         return reference.clan_adversarial_loss(d, z1, z2, target, lambda_local, epsilon, dim, reduction)
-    loss = ops.clan_adversarial(d.reshape(map_shape), z1, z2, target, lambda_local, epsilon, dim)
-    return _reduce(loss, reduction, d.dtype)
+    loss = ops.clan_adversarial(d.reshape(map_shape), z1, z2, target, lambda_local, epsilon, dim, _R[reduction])
+    return loss.to(d.dtype)
 
 
 def weight_discrepancy_loss(params1: Union[nn.Module, Iterable[Tensor]],

@@ -61,7 +61,9 @@ UDA_MULTIVERSION void clan_backward_tile(acc_t* __restrict Z1, acc_t* __restrict
 
 // d: discriminator logits with the map's shape (N, *).
 at::Tensor clan_adversarial_cpu(const at::Tensor& d, const at::Tensor& z1, const at::Tensor& z2,
-                                double target, double lambda_local, double epsilon, int64_t dim) {
+                                double target, double lambda_local, double epsilon, int64_t dim,
+                                int64_t reduction) {
+  const Reduction r = check_reduction("clan_adversarial", reduction);
   check_pair("clan_adversarial", z1, z2);
   const ClassLayout L = class_layout(z1, dim);
   check_classes("clan_adversarial", L);
@@ -69,21 +71,25 @@ at::Tensor clan_adversarial_cpu(const at::Tensor& d, const at::Tensor& z1, const
               L.pixels(), ")");
   const at::Tensor ac = to_layout(z1, dim, L), bc = to_layout(z2, dim, L);
   const at::Tensor dc = d.to(acc_dtype(z1)).contiguous();
-  at::Tensor out = at::empty(map_shape(z1, dim), z1.options().dtype(acc_dtype(z1)));
+  at::Tensor out = empty_forward_output(z1, dim, r);
   const TileGrid g(L);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, z1.scalar_type(), "clan_adversarial_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const scalar_t* pa = ac.const_data_ptr<scalar_t>();
     const scalar_t* pb = bc.const_data_ptr<scalar_t>();
     const acc_t* pd = dc.const_data_ptr<acc_t>();
-    acc_t* po = out.mutable_data_ptr<acc_t>();
+    ForwardOut<acc_t> fo(out, g, r);
     for_each_tile<acc_t>(g, 4, [&](const Tile& t, acc_t* buf) {
       acc_t *A = buf, *B = A + g.C * g.T, *P = B + g.C * g.T, *Q = P + g.C * g.T;
+      acc_t lanes[kMaxLanes];
+      acc_t* o = fo.dst(t, lanes);
       load_tile(pa, g, t, A);
       load_tile(pb, g, t, B);
       clan_forward_tile(A, B, P, Q, g.C, g.T, t.n, pd + t.p0, acc_t(target), acc_t(lambda_local),
-                        acc_t(epsilon), po + t.p0);
+                        acc_t(epsilon), o);
+      fo.done(t, o);
     });
+    fo.finish(out, r, L.pixels());
   });
   return out;
 }

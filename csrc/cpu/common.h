@@ -111,7 +111,7 @@ constexpr int64_t kMaxLanes = 64;
 constexpr int64_t kTileElems = 8192;  // per [C][T] buffer: 32 KiB in fp32
 
 struct Tile {
-  int64_t p0, n, base;
+  int64_t p0, n, base, k;  // k: the tile's index (0 .. count)
 };
 
 struct TileGrid {
@@ -137,10 +137,10 @@ struct TileGrid {
   Tile tile(int64_t k) const {
     if (per_outer == 0) {
       const int64_t p0 = k * T;
-      return {p0, std::min(T, total - p0), p0 * C};
+      return {p0, std::min(T, total - p0), p0 * C, k};
     }
     const int64_t o = k / per_outer, i0 = (k % per_outer) * T;
-    return {o * inner + i0, std::min(T, inner - i0), o * C * inner + i0};
+    return {o * inner + i0, std::min(T, inner - i0), o * C * inner + i0, k};
   }
 
   // Tiles per parallel task: enough work (~32K elements) to amortise scheduling.
@@ -224,6 +224,41 @@ void for_each_tile(const TileGrid& g, int64_t buffers, const Body& body) {
     for (int64_t k = begin; k < end; ++k) body(g.tile(k), scratch.data());
   });
 }
+
+// Where a forward op's per-pixel values go (layout.h, Reduction): the (N, *) map, or one partial sum per
+// tile (the tiles depend on the shape only, so the result does not depend on the thread count), added up
+// in tile order in float64 by finish(). A tile function writes its n values to dst(t, lanes) (`lanes`:
+// kMaxLanes values on the caller's stack), then calls done(t, those values).
+template <typename acc_t>
+class ForwardOut {
+ public:
+  ForwardOut(const at::Tensor& out, const TileGrid& g, Reduction r)
+      : reduce_(r != kReduceNone),
+        map_(reduce_ ? nullptr : out.mutable_data_ptr<acc_t>()),  // (nullptr for an empty map too)
+        partials_(reduce_ ? static_cast<size_t>(g.count) : 0) {}
+
+  acc_t* dst(const Tile& t, acc_t* lanes) const { return reduce_ ? lanes : map_ + t.p0; }
+
+  void done(const Tile& t, const acc_t* v) {
+    if (!reduce_) return;
+    acc_t s = 0;
+    for (int64_t i = 0; i < t.n; ++i) s += v[i];
+    partials_[static_cast<size_t>(t.k)] = s;
+  }
+
+  // Writes the reduced value to the 0-d `out` (nothing to do for the map).
+  void finish(const at::Tensor& out, Reduction r, int64_t pixels) const {
+    if (!reduce_) return;
+    double s = 0;
+    for (const acc_t p : partials_) s += static_cast<double>(p);
+    *out.mutable_data_ptr<acc_t>() = static_cast<acc_t>(s * reduction_scale(r, pixels));
+  }
+
+ private:
+  bool reduce_;
+  acc_t* map_;
+  std::vector<acc_t> partials_;
+};
 
 // ------------------------------------------------------------------------------------------------
 // Softmax over the class rows of a tile: P = softmax(X), lse = logsumexp(X) per lane; X[c * xs + i],

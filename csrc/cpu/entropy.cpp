@@ -13,21 +13,26 @@ UDA_MULTIVERSION void entropy_forward_tile(const acc_t* __restrict X, int64_t xs
   for (int64_t i = 0; i < n; ++i) out[i] = h[i] * inv_log_c;
 }
 
-at::Tensor entropy_cpu(const at::Tensor& z, int64_t dim) {
+at::Tensor entropy_cpu(const at::Tensor& z, int64_t dim, int64_t reduction) {
+  const Reduction r = check_reduction("entropy", reduction);
   const ClassLayout L = class_layout(z, dim);
   check_classes("entropy", L);
   const at::Tensor zc = to_layout(z, dim, L);
-  at::Tensor out = at::empty(map_shape(z, dim), z.options().dtype(acc_dtype(z)));
+  at::Tensor out = empty_forward_output(z, dim, r);
   const TileGrid g(L);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, z.scalar_type(), "entropy_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const scalar_t* pz = zc.const_data_ptr<scalar_t>();
-    acc_t* po = out.mutable_data_ptr<acc_t>();
+    ForwardOut<acc_t> fo(out, g, r);
     for_each_tile<acc_t>(g, 1, [&](const Tile& t, acc_t* buf) {
       int64_t xs;
+      acc_t lanes[kMaxLanes];
       const acc_t* X = tile_in(pz, g, t, buf, xs);
-      entropy_forward_tile(X, xs, g.C, t.n, po + t.p0);
+      acc_t* o = fo.dst(t, lanes);
+      entropy_forward_tile(X, xs, g.C, t.n, o);
+      fo.done(t, o);
     });
+    fo.finish(out, r, L.pixels());
   });
   return out;
 }

@@ -8,28 +8,34 @@
 namespace uda_ops {
 namespace cpu {
 
-// tile(A, B, xs, P, Q, C, T, n, out) writes the map of the tile's n pixels; returns the (N, *) map (acc_t).
+// tile(A, B, xs, P, Q, C, T, n, out) writes the map of the tile's n pixels; returns the (N, *) map (acc_t), or
+// its fused reduction (layout.h).
 template <typename TileFn>
 at::Tensor pair_map_forward(const char* op, const at::Tensor& a, const at::Tensor& b, int64_t dim,
-                            const TileFn& tile) {
+                            const TileFn& tile, int64_t reduction = kReduceNone) {
+  const Reduction r = check_reduction(op, reduction);
   check_pair(op, a, b);
   const ClassLayout L = class_layout(a, dim);
   check_classes(op, L);
   const at::Tensor ac = to_layout(a, dim, L), bc = to_layout(b, dim, L);
-  at::Tensor out = at::empty(map_shape(a, dim), a.options().dtype(acc_dtype(a)));
+  at::Tensor out = empty_forward_output(a, dim, r);
   const TileGrid g(L);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.scalar_type(), "uda_ops_pair_forward", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const scalar_t* pa = ac.const_data_ptr<scalar_t>();
     const scalar_t* pb = bc.const_data_ptr<scalar_t>();
-    acc_t* po = out.mutable_data_ptr<acc_t>();
+    ForwardOut<acc_t> fo(out, g, r);
     for_each_tile<acc_t>(g, 4, [&](const Tile& t, acc_t* buf) {
       acc_t *A = buf, *B = A + g.C * g.T, *P = B + g.C * g.T, *Q = P + g.C * g.T;
+      acc_t lanes[kMaxLanes];
       int64_t xs;
       const acc_t* a_ = tile_in(pa, g, t, A, xs);
       const acc_t* b_ = tile_in(pb, g, t, B, xs);
-      tile(a_, b_, xs, P, Q, g.C, g.T, t.n, po + t.p0);
+      acc_t* o = fo.dst(t, lanes);
+      tile(a_, b_, xs, P, Q, g.C, g.T, t.n, o);
+      fo.done(t, o);
     });
+    fo.finish(out, r, L.pixels());
   });
   return out;
 }

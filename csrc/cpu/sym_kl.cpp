@@ -61,11 +61,15 @@ UDA_MULTIVERSION void sym_kl_backward_tile(const acc_t* A, const acc_t* B, int64
     }
 }
 
-at::Tensor sym_kl_cpu(const at::Tensor& a, const at::Tensor& b, int64_t dim, bool detach_targets) {
-  return pair_map_forward("sym_kl", a, b, dim, [](auto* A, auto* B, int64_t xs, auto* P, auto* Q, int64_t C,
-                                                  int64_t T, int64_t n, auto* out) {
-    sym_kl_forward_tile(A, B, xs, P, Q, C, T, n, out);
-  });
+// detach_targets changes only the backward.
+at::Tensor sym_kl_cpu(const at::Tensor& a, const at::Tensor& b, int64_t dim, bool /*detach_targets*/,
+                      int64_t reduction) {
+  return pair_map_forward(
+      "sym_kl", a, b, dim,
+      [](auto* A, auto* B, int64_t xs, auto* P, auto* Q, int64_t C, int64_t T, int64_t n, auto* out) {
+        sym_kl_forward_tile(A, B, xs, P, Q, C, T, n, out);
+      },
+      reduction);
 }
 
 std::tuple<at::Tensor, at::Tensor> sym_kl_backward_cpu(const at::Tensor& grad, const at::Tensor& a,

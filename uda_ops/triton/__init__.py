@@ -1,8 +1,10 @@
 """Triton kernels of uda_ops, registered as torch custom ops under ``torch.ops.uda_ops_triton`` with the same
 schemas and semantics as ``torch.ops.uda_ops`` (see csrc/uda_ops.cpp): forward ops return the per-pixel map
-(N, *) in float32 (float64 for float64 input), backward ops take the map gradient and recompute from the
-inputs. Imported lazily by ``uda_ops._ops`` (only when the triton backend is used); on CPU tensors the
-kernels run only under TRITON_INTERPRET=1 (set before triton is first imported).
+(N, *) in float32 (float64 for float64 input), or, for sym_kl, kl_div, entropy and clan_adversarial with a
+trailing reduction = 1 ("mean") / 2 ("sum"), its sum fused into the forward kernel as a 0-d tensor; backward
+ops take the map gradient and recompute from the inputs. Imported lazily by ``uda_ops._ops`` (only when the
+triton backend is used); on CPU tensors the kernels run only under TRITON_INTERPRET=1 (set before triton is
+first imported).
 """
 import triton as _triton
 

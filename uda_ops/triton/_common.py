@@ -26,6 +26,11 @@ neutralised with tl.where, tail pixels compute finite values that are never stor
 all -inf ends with max -inf and NaN exps; a NaN logit makes the exp-sum NaN: both pixels yield NaN (SPEC
 section 6). Accumulation is float32 (float64 for float64 input); loads and stores use the tensor dtype.
 Every reduction is a fixed-order loop or tl.sum: no atomics, deterministic.
+
+Fused "mean"/"sum" (a forward op's `reduction`, REDUCTIONS): the forward kernel is launched with REDUCE and
+its map pointer pointing at a buffer of one partial sum per program (`emit`: tl.sum of the program's valid
+pixels, stored at its linear program id; the map is not written); `reduce_output` then sums the partials in
+one program, in order and in float64 (`_reduce_partials`), and scales by 1/pixels for the mean.
 """
 from __future__ import annotations
 
@@ -39,6 +44,8 @@ import torch
 import triton
 import triton.language as tl
 from torch import Tensor
+
+from .. import _ops
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
@@ -135,6 +142,39 @@ def check_pair(op: str, a: Tensor, b: Tensor) -> None:
     if a.shape != b.shape or a.dtype != b.dtype or a.device != b.device:
         raise RuntimeError(f"{op}: inputs must have the same shape, dtype and device, got "
                            f"{tuple(a.shape)}/{a.dtype}/{a.device} and {tuple(b.shape)}/{b.dtype}/{b.device}")
+
+
+# The fused reduction of a forward op (the `reduction` argument): {"none": 0, "mean": 1, "sum": 2}.
+REDUCTIONS = _ops.REDUCTIONS
+REDUCE_BLOCK = 1024  # lanes of the one program that sums the per-program partials
+
+
+def check_reduction(op: str, reduction: int) -> None:
+    if isinstance(reduction, bool) or reduction not in REDUCTIONS.values():
+        raise ValueError(f"{op}: reduction must be 0 (none), 1 (mean) or 2 (sum), got {reduction}")
+
+
+def forward_output(x: Tensor, dim: int, reduction: int, grid=None) -> Tensor:
+    """What a forward kernel writes through its map pointer: the (N, *) map in the accumulation dtype, or
+    (reduction 1/2, REDUCE) one partial sum per program of `grid` (none when there are no pixels)."""
+    if reduction == 0:
+        return torch.empty(map_shape(x, dim), dtype=acc_dtype(x), device=x.device)
+    return torch.empty(math.prod(grid) if grid is not None else 0, dtype=acc_dtype(x), device=x.device)
+
+
+def reduce_output(out: Tensor, reduction: int, pixels: int) -> Tensor:
+    """The op's result from what its forward kernel wrote (`forward_output`): the map as it is (reduction 0),
+    else a 0-d tensor in the accumulation dtype, sum(partials) ("sum") or sum(partials) / pixels ("mean"),
+    summed in float64 in a fixed order (one program: deterministic). No pixels: 0 ("sum"), NaN ("mean")."""
+    if reduction == 0:
+        return out
+    if out.numel() == 0:
+        return torch.full((), 0.0 if reduction == REDUCTIONS["sum"] else float("nan"), dtype=out.dtype,
+                          device=out.device)
+    res = torch.empty((), dtype=out.dtype, device=out.device)
+    launch(_reduce_partials, (1,), out, res, out.numel(), pixels, MEAN=reduction == REDUCTIONS["mean"],
+           BLOCK=REDUCE_BLOCK)
+    return res
 
 
 @dataclass
@@ -411,6 +451,31 @@ def diff0(a, b):
 @triton.jit
 def store(ptr, offs, val, mask):
     tl.store(ptr + offs, val.to(ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def emit(out_ptr, offs, value, mask, REDUCE: tl.constexpr):
+    """A forward kernel's result for its pixels: the map values at offs (mask: the valid pixels) or, REDUCE,
+    their sum (masked lanes count 0) stored at out_ptr[linear program id] (the grid is 1-D)."""
+    if REDUCE:
+        part = tl.sum(tl.where(mask, value, 0.0), axis=0)
+        tl.store(out_ptr + tl.program_id(0), part.to(out_ptr.dtype.element_ty))
+    else:
+        store(out_ptr, offs, value, mask)
+
+
+@triton.jit
+def _reduce_partials(part_ptr, res_ptr, n, pixels, MEAN: tl.constexpr, BLOCK: tl.constexpr):
+    """One program: res = sum of the n partials (each lane accumulates a fixed stride of them in float64, then
+    one tl.sum), divided by `pixels` for MEAN, in res's dtype."""
+    acc = tl.zeros([BLOCK], dtype=tl.float64)
+    for i in range(0, n, BLOCK):
+        offs = i + tl.arange(0, BLOCK)
+        acc += tl.load(part_ptr + offs, mask=offs < n, other=0.0).to(tl.float64)
+    total = tl.sum(acc, axis=0)
+    if MEAN:
+        total = total / pixels
+    tl.store(res_ptr, total.to(res_ptr.dtype.element_ty))
 
 
 @triton.jit

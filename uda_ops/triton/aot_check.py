@@ -1,7 +1,9 @@
 """Compile every Triton kernel of uda_ops ahead of time for a CUDA target, without a GPU (Triton's own
 ptxas): catches what the CPU interpreter cannot see (type errors of the real code generator, bfloat16,
 register pressure). Usage: ``TRITON_INTERPRET=0 python -m uda_ops.triton.aot_check [--arch 90]
-[--dtypes fp32,fp16,bf16,fp64]``; prints one line per kernel and exits non-zero on any failure."""
+[--dtypes fp32,fp16,bf16,fp64] [--reduce] [--only NAME]``; prints one line per kernel and exits non-zero on any
+failure. The forward loss kernels compile as the map path (REDUCE = False); --reduce adds their fused "mean"/"sum"
+variants (REDUCE = True, named ``<kernel>[reduce]@<variant>``) and the partials' finishing kernel."""
 from __future__ import annotations
 
 import argparse
@@ -43,8 +45,10 @@ def _tile(variant: str, inputs: int, f64: bool):
     return sig, const
 
 
-def _specs(dt: str, variants=tuple(VARIANTS)):
-    """(name, kernel, signature, constexprs) for every kernel launch configuration in dtype `dt`."""
+def _specs(dt: str, variants=tuple(VARIANTS), reduce: bool = False):
+    """(name, kernel, signature, constexprs) for every kernel launch configuration in dtype `dt`; `reduce`: also
+    the forward loss kernels with the fused reduction (REDUCE) and the partials' finishing kernel."""
+    from . import _common as K
     from . import adversarial_dropout_mask as M
     from . import clan_adversarial, cosine_discrepancy, entropy, kl_div, self_information, sym_kl
 
@@ -86,8 +90,18 @@ def _specs(dt: str, variants=tuple(VARIANTS)):
                 unit = "g_c" if variant.startswith("rows") else "g_q"
                 sig[unit] = "constexpr"
                 extra = {**extra, unit: 1}
+            reduces = [False]
+            if "REDUCE" in fn.arg_names:  # a forward loss kernel: the map path, and with --reduce the fused one
+                sig["REDUCE"] = "constexpr"
+                reduces += [True] if reduce else []
             sig = {k: sig[k] for k in fn.arg_names}  # the kernel's argument order
-            out.append((f"{name}@{variant}", fn, sig, {**tconst, **extra, "F64": f64}))
+            for red in reduces:
+                const = {**tconst, **extra, "F64": f64, **({"REDUCE": red} if "REDUCE" in sig else {})}
+                out.append((f"{name}{'[reduce]' if red else ''}@{variant}", fn, sig, const))
+    if reduce:
+        out.append(("reduce_partials[mean]", K._reduce_partials,
+                    {"part_ptr": A, "res_ptr": A, "n": "i32", "pixels": "i64", "MEAN": "constexpr",
+                     "BLOCK": "constexpr"}, {"MEAN": True, "BLOCK": K.REDUCE_BLOCK}))
     out.append(("channel_impact", M._channel_impact,
                 {"g_ptr": T, "h_ptr": T, "out_ptr": A, "C": "i32", "HW": "i32", "c_stride": "i32", "p_stride": "i32",
                  "F64": "constexpr", "BLOCK_C": "constexpr", "BLOCK_P": "constexpr"},
@@ -138,6 +152,9 @@ def main(argv=None) -> int:
     ap.add_argument("--dtypes", default="fp32,fp16,bf16,fp64")
     ap.add_argument("--report", action="store_true", help="print registers, spills and PTX load/store widths")
     ap.add_argument("--variants", default=",".join(VARIANTS), help="loss kernel variants: " + ", ".join(VARIANTS))
+    ap.add_argument("--reduce", action="store_true",
+                    help="also the forward loss kernels' fused mean/sum variants and the partials' finishing kernel")
+    ap.add_argument("--only", default="", help="only the kernels whose name contains this string")
     args = ap.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
         print("aot_check: unset TRITON_INTERPRET (the interpreter compiles nothing)", file=sys.stderr)
@@ -149,7 +166,9 @@ def main(argv=None) -> int:
     target = GPUTarget("cuda", args.arch, 32)
     failed = 0
     for dt in args.dtypes.split(","):
-        for name, fn, sig, const, in _specs(dt, tuple(args.variants.split(","))):
+        for name, fn, sig, const, in _specs(dt, tuple(args.variants.split(",")), args.reduce):
+            if args.only not in name:
+                continue
             warps = num_warps(name, const)
             try:
                 k = triton.compile(ASTSource(fn=fn, signature=sig, constexprs=const, attrs=_attrs(fn, sig)),

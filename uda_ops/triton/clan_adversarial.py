@@ -29,13 +29,13 @@ def _bce_with_logits(d, t):
 @triton.jit
 def _clan_fwd(d_ptr, z1_ptr, z2_ptr, out_ptr, Q, NQ, C, q_stride, c_stride, o_stride, target, lam, eps,
               F64: tl.constexpr, CB: tl.constexpr, CB2: tl.constexpr, BP: tl.constexpr, ONE: tl.constexpr,
-              FULL: tl.constexpr):
+              FULL: tl.constexpr, REDUCE: tl.constexpr = False):
     o, q = K.tile_pixels(NQ, BP)
     d = K.load_map(d_ptr, o, q, Q, 1, F64)
     m1, m2, cos, inv12, inv11, inv22 = K.cosine_stats(z1_ptr, z2_ptr, o, q, Q, C, q_stride, c_stride, o_stride,
                                                       F64, CB, CB2, ONE, FULL)
     loss, dloss = _bce_with_logits(d, target)
-    K.store(out_ptr, o * Q + q, (eps + lam * (1.0 - cos)) * loss, q < Q)
+    K.emit(out_ptr, o * Q + q, (eps + lam * (1.0 - cos)) * loss, q < Q, REDUCE)
 
 
 @triton.jit
@@ -67,16 +67,17 @@ def _check(op: str, d: Tensor, z1: Tensor, z2: Tensor, dim: int):
 
 @torch.library.custom_op(f"{K.LIB}::clan_adversarial", mutates_args=())
 def clan_adversarial(d: Tensor, z1: Tensor, z2: Tensor, target: float, lambda_local: float, epsilon: float,
-                     dim: int) -> Tensor:
+                     dim: int, reduction: int = 0) -> Tensor:
+    K.check_reduction("clan_adversarial", reduction)
     L = _check("clan_adversarial", d, z1, z2, dim)
     ac, bc = K.to_layout(z1, dim, L), K.to_layout(z2, dim, L)
     dc = d.to(K.acc_dtype(z1)).contiguous()
-    out = torch.empty(K.map_shape(z1, dim), dtype=K.acc_dtype(z1), device=z1.device)
+    T = K.tile_config(L, z1.dtype, inputs=2) if L.pixels else None
+    out = K.forward_output(z1, dim, reduction, T and T.grid)
     if L.pixels:
-        T = K.tile_config(L, z1.dtype, inputs=2)
         K.launch(_clan_fwd, T.grid, dc, ac, bc, out, *T.args, float(target), float(lambda_local), float(epsilon),
-                 F64=z1.dtype == torch.float64, **T.meta)
-    return out
+                 F64=z1.dtype == torch.float64, REDUCE=reduction != 0, **T.meta)
+    return K.reduce_output(out, reduction, L.pixels)
 
 
 @torch.library.custom_op(f"{K.LIB}::clan_adversarial_backward", mutates_args=())
@@ -98,8 +99,9 @@ def clan_adversarial_backward(grad: Tensor, d: Tensor, z1: Tensor, z2: Tensor, t
 
 
 @clan_adversarial.register_fake
-def _(d, z1, z2, target, lambda_local, epsilon, dim):
-    return _ops._map_like(z1, dim)
+def _(d, z1, z2, target, lambda_local, epsilon, dim, reduction=0):
+    K.check_reduction("clan_adversarial", reduction)
+    return _ops._forward_like(z1, dim, reduction)
 
 
 @clan_adversarial_backward.register_fake
@@ -110,9 +112,11 @@ def _(grad, d, z1, z2, target, lambda_local, epsilon, dim, need_logit_grads):
 
 def _backward(ctx, grad):
     d, z1, z2 = ctx.saved_tensors
+    *args, reduction = ctx.args  # target, lambda_local, epsilon, dim
     need = ctx.needs_input_grad[1] or ctx.needs_input_grad[2]
-    gd, g1, g2 = clan_adversarial_backward(grad, d, z1, z2, *ctx.args, need)
-    return gd, (g1 if need else None), (g2 if need else None), None, None, None, None
+    grad = _ops.reduced_grad(grad, z1, args[-1], reduction)
+    gd, g1, g2 = clan_adversarial_backward(grad, d, z1, z2, *args, need)
+    return gd, (g1 if need else None), (g2 if need else None), None, None, None, None, None
 
 
 clan_adversarial.register_autograd(_backward, setup_context=_ops.save_inputs(3))

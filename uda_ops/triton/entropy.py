@@ -59,10 +59,11 @@ def _plogp_stats(z_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64: tl.conste
 
 @triton.jit
 def _entropy_fwd(z_ptr, out_ptr, Q, NQ, C, q_stride, c_stride, o_stride, neg_inv_log_c, F64: tl.constexpr,
-                 CB: tl.constexpr, CB2: tl.constexpr, BP: tl.constexpr, ONE: tl.constexpr, FULL: tl.constexpr):
+                 CB: tl.constexpr, CB2: tl.constexpr, BP: tl.constexpr, ONE: tl.constexpr, FULL: tl.constexpr,
+                 REDUCE: tl.constexpr = False):
     o, q = K.tile_pixels(NQ, BP)
     m, s, t = _plogp_stats(z_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64, CB, CB2, ONE, FULL)
-    K.store(out_ptr, o * Q + q, neg_inv_log_c * (t * K.inv_sum(m, s) - tl.log(s)), q < Q)
+    K.emit(out_ptr, o * Q + q, neg_inv_log_c * (t * K.inv_sum(m, s) - tl.log(s)), q < Q, REDUCE)
 
 
 @triton.jit
@@ -95,17 +96,18 @@ def _entropy_bwd(z_ptr, g_ptr, g_stride, gz_ptr, Q, NQ, C, q_stride, c_stride, o
 
 
 @torch.library.custom_op(f"{K.LIB}::entropy", mutates_args=())
-def entropy(z: Tensor, dim: int) -> Tensor:
+def entropy(z: Tensor, dim: int, reduction: int = 0) -> Tensor:
+    K.check_reduction("entropy", reduction)
     K.check_launch("entropy", z)
     L = K.class_layout(z, dim)
     K.check_classes("entropy", L)
     zc = K.to_layout(z, dim, L)
-    out = torch.empty(K.map_shape(z, dim), dtype=K.acc_dtype(z), device=z.device)
+    T = K.tile_config(L, z.dtype) if L.pixels else None
+    out = K.forward_output(z, dim, reduction, T and T.grid)
     if L.pixels:
-        T = K.tile_config(L, z.dtype)
         K.launch(_entropy_fwd, T.grid, zc, out, *T.args, -1.0 / math.log(L.classes), F64=z.dtype == torch.float64,
-                 **T.meta)
-    return out
+                 REDUCE=reduction != 0, **T.meta)
+    return K.reduce_output(out, reduction, L.pixels)
 
 
 @torch.library.custom_op(f"{K.LIB}::entropy_backward", mutates_args=())
@@ -124,8 +126,9 @@ def entropy_backward(grad: Tensor, z: Tensor, dim: int) -> Tensor:
 
 
 @entropy.register_fake
-def _(z, dim):
-    return _ops._map_like(z, dim)
+def _(z, dim, reduction=0):
+    K.check_reduction("entropy", reduction)
+    return _ops._forward_like(z, dim, reduction)
 
 
 @entropy_backward.register_fake
@@ -135,7 +138,8 @@ def _(grad, z, dim):
 
 def _backward(ctx, grad):
     (z,) = ctx.saved_tensors
-    return entropy_backward(grad, z, *ctx.args), None
+    dim, reduction = ctx.args
+    return entropy_backward(_ops.reduced_grad(grad, z, dim, reduction), z, dim), None, None
 
 
 entropy.register_autograd(_backward, setup_context=_ops.save_inputs(1))

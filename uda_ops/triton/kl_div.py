@@ -85,11 +85,12 @@ def _kl_stats(x_ptr, y_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64: tl.co
 
 @triton.jit
 def _kl_div_fwd(x_ptr, y_ptr, out_ptr, Q, NQ, C, q_stride, c_stride, o_stride, F64: tl.constexpr,
-                CB: tl.constexpr, CB2: tl.constexpr, BP: tl.constexpr, ONE: tl.constexpr, FULL: tl.constexpr):
+                CB: tl.constexpr, CB2: tl.constexpr, BP: tl.constexpr, ONE: tl.constexpr, FULL: tl.constexpr,
+                REDUCE: tl.constexpr = False):
     o, q = K.tile_pixels(NQ, BP)
     mx, sx, my, sy, t = _kl_stats(x_ptr, y_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64, CB, CB2, ONE, FULL)
     ix, iy, ty, kl = _kl_finish(mx, sx, my, sy, t)
-    K.store(out_ptr, o * Q + q, kl, q < Q)
+    K.emit(out_ptr, o * Q + q, kl, q < Q, REDUCE)
 
 
 @triton.jit
@@ -126,17 +127,19 @@ def _kl_div_bwd(x_ptr, y_ptr, g_ptr, g_stride, gx_ptr, gy_ptr, Q, NQ, C, q_strid
 
 
 @torch.library.custom_op(f"{K.LIB}::kl_div", mutates_args=())
-def kl_div(input: Tensor, target: Tensor, dim: int) -> Tensor:
+def kl_div(input: Tensor, target: Tensor, dim: int, reduction: int = 0) -> Tensor:
+    K.check_reduction("kl_div", reduction)
     K.check_pair("kl_div", input, target)
     K.check_launch("kl_div", input)
     L = K.class_layout(input, dim)
     K.check_classes("kl_div", L)
     xc, yc = K.to_layout(input, dim, L), K.to_layout(target, dim, L)
-    out = torch.empty(K.map_shape(input, dim), dtype=K.acc_dtype(input), device=input.device)
+    T = K.tile_config(L, input.dtype, inputs=2) if L.pixels else None
+    out = K.forward_output(input, dim, reduction, T and T.grid)
     if L.pixels:
-        T = K.tile_config(L, input.dtype, inputs=2)
-        K.launch(_kl_div_fwd, T.grid, xc, yc, out, *T.args, F64=input.dtype == torch.float64, **T.meta)
-    return out
+        K.launch(_kl_div_fwd, T.grid, xc, yc, out, *T.args, F64=input.dtype == torch.float64,
+                 REDUCE=reduction != 0, **T.meta)
+    return K.reduce_output(out, reduction, L.pixels)
 
 
 @torch.library.custom_op(f"{K.LIB}::kl_div_backward", mutates_args=())
@@ -158,8 +161,9 @@ def kl_div_backward(grad: Tensor, input: Tensor, target: Tensor, dim: int,
 
 
 @kl_div.register_fake
-def _(input, target, dim):
-    return _ops._map_like(input, dim)
+def _(input, target, dim, reduction=0):
+    K.check_reduction("kl_div", reduction)
+    return _ops._forward_like(input, dim, reduction)
 
 
 @kl_div_backward.register_fake
@@ -169,9 +173,10 @@ def _(grad, input, target, dim, need_target):
 
 def _backward(ctx, grad):
     x, y = ctx.saved_tensors
+    dim, reduction = ctx.args
     need_target = ctx.needs_input_grad[1]
-    gx, gy = kl_div_backward(grad, x, y, *ctx.args, need_target)
-    return gx, (gy if need_target else None), None
+    gx, gy = kl_div_backward(_ops.reduced_grad(grad, x, dim, reduction), x, y, dim, need_target)
+    return gx, (gy if need_target else None), None, None
 
 
 kl_div.register_autograd(_backward, setup_context=_ops.save_inputs(2))

@@ -76,11 +76,12 @@ def _pair_stats(a_ptr, b_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64: tl.
 
 @triton.jit
 def _sym_kl_fwd(a_ptr, b_ptr, out_ptr, Q, NQ, C, q_stride, c_stride, o_stride, F64: tl.constexpr,
-                CB: tl.constexpr, CB2: tl.constexpr, BP: tl.constexpr, ONE: tl.constexpr, FULL: tl.constexpr):
+                CB: tl.constexpr, CB2: tl.constexpr, BP: tl.constexpr, ONE: tl.constexpr, FULL: tl.constexpr,
+                REDUCE: tl.constexpr = False):
     o, q = K.tile_pixels(NQ, BP)
     ma, sa, ta, mb, sb, tb = _pair_stats(a_ptr, b_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64, CB, CB2, ONE,
                                          FULL)
-    K.store(out_ptr, o * Q + q, 0.5 * (ta * K.inv_sum(ma, sa) - tb * K.inv_sum(mb, sb)), q < Q)
+    K.emit(out_ptr, o * Q + q, 0.5 * (ta * K.inv_sum(ma, sa) - tb * K.inv_sum(mb, sb)), q < Q, REDUCE)
 
 
 @triton.jit
@@ -125,17 +126,19 @@ def _sym_kl_bwd(a_ptr, b_ptr, g_ptr, g_stride, ga_ptr, gb_ptr, Q, NQ, C, q_strid
 
 
 @torch.library.custom_op(f"{K.LIB}::sym_kl", mutates_args=())
-def sym_kl(a: Tensor, b: Tensor, dim: int, detach_targets: bool) -> Tensor:
+def sym_kl(a: Tensor, b: Tensor, dim: int, detach_targets: bool, reduction: int = 0) -> Tensor:
+    K.check_reduction("sym_kl", reduction)
     K.check_pair("sym_kl", a, b)
     K.check_launch("sym_kl", a)
     L = K.class_layout(a, dim)
     K.check_classes("sym_kl", L)
     ac, bc = K.to_layout(a, dim, L), K.to_layout(b, dim, L)
-    out = torch.empty(K.map_shape(a, dim), dtype=K.acc_dtype(a), device=a.device)
+    T = K.tile_config(L, a.dtype, inputs=2) if L.pixels else None
+    out = K.forward_output(a, dim, reduction, T and T.grid)
     if L.pixels:
-        T = K.tile_config(L, a.dtype, inputs=2)
-        K.launch(_sym_kl_fwd, T.grid, ac, bc, out, *T.args, F64=a.dtype == torch.float64, **T.meta)
-    return out
+        K.launch(_sym_kl_fwd, T.grid, ac, bc, out, *T.args, F64=a.dtype == torch.float64, REDUCE=reduction != 0,
+                 **T.meta)
+    return K.reduce_output(out, reduction, L.pixels)
 
 
 @torch.library.custom_op(f"{K.LIB}::sym_kl_backward", mutates_args=())
@@ -155,8 +158,9 @@ def sym_kl_backward(grad: Tensor, a: Tensor, b: Tensor, dim: int, detach_targets
 
 
 @sym_kl.register_fake
-def _(a, b, dim, detach_targets):
-    return _ops._map_like(a, dim)
+def _(a, b, dim, detach_targets, reduction=0):
+    K.check_reduction("sym_kl", reduction)
+    return _ops._forward_like(a, dim, reduction)
 
 
 @sym_kl_backward.register_fake
@@ -166,8 +170,9 @@ def _(grad, a, b, dim, detach_targets):
 
 def _backward(ctx, grad):
     a, b = ctx.saved_tensors
-    ga, gb = sym_kl_backward(grad, a, b, *ctx.args)
-    return ga, gb, None, None
+    dim, detach_targets, reduction = ctx.args
+    ga, gb = sym_kl_backward(_ops.reduced_grad(grad, a, dim, reduction), a, b, dim, detach_targets)
+    return ga, gb, None, None, None
 
 
 sym_kl.register_autograd(_backward, setup_context=_ops.save_inputs(2))
