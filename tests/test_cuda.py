@@ -225,6 +225,10 @@ def _opcheck_cases():
         "self_information": (ops.self_information.default, (a, 1)),
         "cosine_discrepancy": (ops.cosine_discrepancy.default, (a, b, 1)),
         "clan_adversarial": (ops.clan_adversarial.default, (d, a, b, 1.0, 40.0, 0.4, 1)),
+        "sym_kl/mean": (ops.sym_kl.default, (a, b, 1, False, 1)),  # the fused "mean" (1) / "sum" (2)
+        "kl_div/sum": (ops.kl_div.default, (a, b, 1, 2)),
+        "entropy/mean": (ops.entropy.default, (a, 1, 1)),
+        "clan_adversarial/sum": (ops.clan_adversarial.default, (d, a, b, 1.0, 40.0, 0.4, 1, 2)),
         "adversarial_dropout_mask": (ops.adversarial_dropout_mask.default,
                                      (torch.randn(4, 50, device=DEV), None, 5, True)),
         "channel_adversarial_dropout_mask": (ops.channel_adversarial_dropout_mask.default,
@@ -234,7 +238,8 @@ def _opcheck_cases():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", list(uda_ops._ops.OPS))
+@pytest.mark.parametrize("name", list(uda_ops._ops.OPS) + ["sym_kl/mean", "kl_div/sum", "entropy/mean",
+                                                             "clan_adversarial/sum"])
 def test_opcheck(name):
     op, args = _opcheck_cases()[name]
     torch.library.opcheck(op, args)
@@ -254,6 +259,36 @@ def test_compile_fullgraph(op):
     torch.testing.assert_close(comp, eager, rtol=1e-5, atol=1e-6)
     for a, b in zip(g_comp, g_eager):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("backend_name", ["native", "triton"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64], ids=str)
+@pytest.mark.parametrize("shape,layout", [((2, 19, 33, 65), "contiguous"), ((2, 19, 33, 65), "channels_last"),
+                                          ((3, 150, 7, 9), "contiguous"), ((64, 1000), "contiguous"),
+                                          ((5, 2000, 3), "contiguous"), ((70000, 3), "contiguous"),
+                                          ((0, 5, 4), "contiguous")], ids=str)
+@pytest.mark.parametrize("op_name", ["sym_kl", "kl_div", "entropy", "clan_adversarial"])
+def test_fused_reduction_matches_map(op_name, shape, layout, dtype, backend_name):
+    """The fused "mean"/"sum" (one partial per block/program, then a fixed-order float64 sum) against the float64
+    sum of the same backend's map, bitwise the same on a second call; sum 0 and mean NaN for no pixels."""
+    if backend_name == "triton" and (DEV.type != "cuda" or not uda_ops.backend_info()["triton"]["available"]):
+        pytest.skip("triton on CUDA only")
+    uda_ops.set_backend(backend_name)
+    op = next(o for o in OPS if o.name == op_name)
+    _, xs = make_inputs(op, shape, dtype, layout=layout)
+    acc = torch.float64 if dtype == torch.float64 else torch.float32
+    the_map = op.fn([x.to(acc) for x in xs], 1).double()
+    kw = dict(CLAN_ARGS) if op.with_d else {}
+    fn = getattr(uda_ops, "clan_adversarial_loss" if op.with_d else op_name)
+    for reduction, expected in (("sum", the_map.sum()), ("mean", the_map.mean())):
+        out = fn(*xs, **kw, reduction=reduction)
+        assert out.shape == () and out.dtype == dtype
+        assert torch.equal(out, fn(*xs, **kw, reduction=reduction)) or the_map.numel() == 0
+        rtol = 2.0 ** -8 if dtype == torch.bfloat16 else 1e-5 if dtype == torch.float32 else 1e-10
+        torch.testing.assert_close(out.double().cpu(), expected.cpu(), rtol=rtol, atol=1e-6 * the_map.numel() ** 0.5,
+                                   equal_nan=True)
+    if the_map.numel() == 0:
+        assert fn(*xs, **kw, reduction="sum").item() == 0 and torch.isnan(fn(*xs, **kw, reduction="mean"))
 
 
 # ------------------------------------------------------------------------------------------------------

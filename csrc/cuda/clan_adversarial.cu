@@ -7,7 +7,8 @@ namespace uda_ops {
 namespace cuda {
 
 at::Tensor clan_adversarial_cuda(const at::Tensor& d, const at::Tensor& z1, const at::Tensor& z2, double target,
-                                 double lambda_local, double epsilon, int64_t dim) {
+                                 double lambda_local, double epsilon, int64_t dim, int64_t reduction) {
+  const Reduction r = check_reduction("clan_adversarial", reduction);
   check_pair("clan_adversarial", z1, z2);
   check_cuda("clan_adversarial", z1);
   TORCH_CHECK(d.device() == z1.device(), "clan_adversarial: d must be on the device of the logits");
@@ -18,13 +19,15 @@ at::Tensor clan_adversarial_cuda(const at::Tensor& d, const at::Tensor& z1, cons
               " elements, expected one per pixel (", L.pixels(), ")");
   const at::Tensor ac = to_layout(z1, dim, L), bc = to_layout(z2, dim, L);
   const at::Tensor dc = d.to(acc_dtype(z1)).contiguous();
-  at::Tensor out = at::empty(map_shape(z1, dim), z1.options().dtype(acc_dtype(z1)));
+  at::Tensor out;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, z1.scalar_type(), "clan_adversarial_cuda", [&] {
     using T = device_t<scalar_t>;
-    C10_CUDA_CHECK(launch_clan_adversarial_forward<T>(dc.const_data_ptr<acc_of<T>>(), in_ptr<scalar_t>(ac),
-                                                      in_ptr<scalar_t>(bc), out.mutable_data_ptr<acc_of<T>>(),
-                                                      L.outer, L.classes, L.inner, target, lambda_local, epsilon,
-                                                      current_stream()));
+    const ForwardOut f = forward_out<T>(z1, dim, r, L);
+    C10_CUDA_CHECK(launch_clan_adversarial_forward<T>(
+        dc.const_data_ptr<acc_of<T>>(), in_ptr<scalar_t>(ac), in_ptr<scalar_t>(bc),
+        f.out.mutable_data_ptr<acc_of<T>>(), partials_ptr<acc_of<T>>(f), f.scale, L.outer, L.classes, L.inner,
+        target, lambda_local, epsilon, current_stream()));
+    out = f.out;
   });
   return out;
 }

@@ -64,18 +64,18 @@ struct ClanForward {
   const acc_t* d;
   const T* z1;
   const T* z2;
-  acc_t* out;
+  MapOut<acc_t> out;  // the per-pixel map, or the block partials of a reduced forward
   acc_t target, lam, eps;
-  bool aligned() const { return aligned16(d) && aligned16(z1) && aligned16(z2) && aligned16(out); }
+  bool aligned() const { return aligned16(d) && aligned16(z1) && aligned16(z2) && aligned16(out.map); }
 
   template <typename S>
-  UDA_HD void operator()(const PlanesGeom& g, const TilePos& tp, S* s) const {
+  UDA_HD acc_t operator()(const PlanesGeom& g, const TilePos& tp, S* s) const {
     CosineTile<T> ct;
     acc_t l[V], dl[V], v[V];
     clan_tile(g, tp, s, z1, z2, d, target, ct, l, dl);
 UDA_UNROLL
     for (int k = 0; k < V; ++k) v[k] = (eps + lam * (acc_t(1) - ct.cos[k])) * l[k];
-    store_map(out + tp.map, v, tp);
+    return out.emit(tp, v);
   }
 };
 
@@ -120,6 +120,12 @@ __global__ void UDA_TILE_BOUNDS clan_adversarial_forward_planes_kernel(const Cla
   planes_kernel_body<CB>(op, g);
 }
 
+// "mean"/"sum": the block partial sums of the map's values, no map.
+template <typename T, int CB>
+__global__ void UDA_TILE_BOUNDS clan_adversarial_forward_partials_planes_kernel(const ClanForward<T> op, const PlanesGeom g) {
+  planes_partials_body<CB>(op, g);
+}
+
 template <typename T, int CB>
 __global__ void UDA_TILE_BOUNDS clan_adversarial_backward_planes_kernel(const ClanBackward<T> op, const PlanesGeom g) {
   planes_kernel_body<CB>(op, g);
@@ -129,15 +135,17 @@ __global__ void UDA_TILE_BOUNDS clan_adversarial_backward_planes_kernel(const Cl
 template <typename T>
 __global__ void __launch_bounds__(kPixelThreads)
     clan_adversarial_forward_rows_kernel(const acc_of<T>* __restrict__ d, const T* __restrict__ z1,
-                                    const T* __restrict__ z2, acc_of<T>* __restrict__ out, PixelGeom geo,
+                                    const T* __restrict__ z2, MapOut<acc_of<T>> out, PixelGeom geo,
                                     ClanParams prm) {
   using acc_t = acc_of<T>;
   const acc_t t = static_cast<acc_t>(prm.target), lam = static_cast<acc_t>(prm.lambda_local),
               eps = static_cast<acc_t>(prm.epsilon);
+  acc_t sum = 0;
   UDA_GRID_STRIDE_LOOP(p, geo.pixels()) {
     const int64_t o = geo.base(p);
-    out[p] = clan_adversarial_pixel<acc_t>(d[p], z1 + o, z2 + o, geo.inner, geo.C, t, lam, eps);
+    sum += out.emit(p, clan_adversarial_pixel<acc_t>(d[p], z1 + o, z2 + o, geo.inner, geo.C, t, lam, eps));
   }
+  block_partial(out, sum);
 }
 
 template <typename T>
@@ -157,22 +165,26 @@ __global__ void __launch_bounds__(kPixelThreads)
   }
 }
 
-// d: discriminator logits, one acc_t per pixel (P,). out, gd: (P,) in acc_t.
+// d: discriminator logits, one acc_t per pixel (P,); gd: (P,) in acc_t.
+// partials == nullptr: out is the per-pixel map (P,). Else a reduced forward: out is the 0-d result (scale
+// times the sum of the map) and partials a scratch of reduce_blocks_bound<T>(outer, C, inner) values.
 template <typename T>
 cudaError_t launch_clan_adversarial_forward(const acc_of<T>* d, const T* z1, const T* z2, acc_of<T>* out,
-                                            int64_t outer, int64_t C, int64_t inner, double target,
-                                            double lambda_local, double epsilon, cudaStream_t stream) {
+                                            acc_of<T>* partials, double scale, int64_t outer, int64_t C,
+                                            int64_t inner, double target, double lambda_local, double epsilon,
+                                            cudaStream_t stream) {
+  using acc_t = acc_of<T>;
   const PixelGeom geo{outer, C, inner};
-  if (geo.pixels() == 0) return cudaSuccess;
-  {  // the tile kernels, both layouts (tile_geom); the per-pixel kernel below where the slab does not fit
-    bool launched = false;
-    const cudaError_t e = launch_planes(ClanForward<T>{d, z1, z2, out, acc_of<T>(target), acc_of<T>(lambda_local), acc_of<T>(epsilon)}, outer, C, inner, &launched, stream,
-                                        [](auto cb) { return clan_adversarial_forward_planes_kernel<T, decltype(cb)::value>; });
-    if (e != cudaSuccess || launched) return e;
-  }
-  clan_adversarial_forward_rows_kernel<T><<<pixel_blocks(geo.pixels()), kPixelThreads, 0, stream>>>(
-      d, z1, z2, out, geo, ClanParams{target, lambda_local, epsilon});
-  return cudaGetLastError();
+  const MapOut<acc_t> mo = map_out(out, partials);
+  // the tile kernels, both layouts (tile_geom); the per-pixel kernel where the slab does not fit
+  return launch_forward(
+      ClanForward<T>{d, z1, z2, mo, acc_t(target), acc_t(lambda_local), acc_t(epsilon)}, out, scale, outer, C,
+      inner, stream, [](auto cb) { return clan_adversarial_forward_planes_kernel<T, decltype(cb)::value>; },
+      [](auto cb) { return clan_adversarial_forward_partials_planes_kernel<T, decltype(cb)::value>; },
+      [&](unsigned int blocks, size_t smem) {
+        clan_adversarial_forward_rows_kernel<T><<<blocks, kPixelThreads, smem, stream>>>(
+            d, z1, z2, mo, geo, ClanParams{target, lambda_local, epsilon});
+      });
 }
 
 // g1 == g2 == nullptr: the logit gradients are not needed (not computed, not written).

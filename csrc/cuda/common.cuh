@@ -322,6 +322,35 @@ UDA_UNROLL
     if (k < tp.n) p[k] = x[k];
 }
 
+// The output of a forward functor or per-pixel kernel: the per-pixel map (reduction "none"), or, for a
+// reduced forward ("mean"/"sum", map == nullptr), one partial sum per block (then no map is written).
+// emit stores the values and returns 0, or returns their sum (valid lanes in lane order): each thread
+// adds up what emit returns in a fixed order, block_partial sums the block's threads (block_sum) into
+// partials[block], and launch_finish adds the partials up (reduce_finish_kernel).
+template <typename acc_t>
+struct MapOut {
+  acc_t* map;
+  acc_t* partials;
+
+  template <int V>
+  UDA_HD acc_t emit(const TilePos& tp, const acc_t (&v)[V]) const {
+    if (map != nullptr) {
+      store_map(map + tp.map, v, tp);
+      return acc_t(0);
+    }
+    acc_t s = acc_t(0);
+UDA_UNROLL
+    for (int k = 0; k < V; ++k)
+      if (k < tp.n) s += v[k];
+    return s;
+  }
+  UDA_HD acc_t emit(int64_t p, acc_t v) const {
+    if (map == nullptr) return v;
+    map[p] = v;
+    return acc_t(0);
+  }
+};
+
 // Reads a per-pixel map of the tile: stride 1 (a map like the output) or 0 (an expanded scalar).
 template <typename A, int V>
 UDA_HD void load_map(const A* __restrict__ p, int64_t stride, A (&x)[V], const TilePos& tp) {
@@ -480,26 +509,27 @@ UDA_UNROLL
 
 // Per-thread work of a planes kernel: the tile (o, t) of op. smem: the block's slab (SmemSlab only),
 // tid / threads: the thread's column and the block's width in it.
+// Returns what the op returns: a forward op the sum of the values it did not store (MapOut::emit).
 template <int CB, typename Op>
-UDA_HD void planes_thread(const Op& op, const PlanesGeom& g, int64_t o, int64_t t, Pack* smem, int64_t tid,
+UDA_HD auto planes_thread(const Op& op, const PlanesGeom& g, int64_t o, int64_t t, Pack* smem, int64_t tid,
                           int64_t threads) {
   using T = typename Op::T;
   const TilePos tp = g.tile<T>(o, t);
   if constexpr (CB > 0) {
     (void)smem, (void)tid, (void)threads;
     RegSlab<CB> s[Op::kSlabs];
-    op(g, tp, s);
+    return op(g, tp, s);
   } else {
     SmemSlab s[Op::kSlabs];
 UDA_UNROLL
     for (int j = 0; j < Op::kSlabs; ++j) s[j] = SmemSlab{smem + j * g.C * threads + tid, threads};
-    op(g, tp, s);
+    return op(g, tp, s);
   }
 }
 
 // Launch plan of a planes kernel: the register bucket (0: the shared-memory slab), threads per block,
 // dynamic shared memory, grid. ok = false: the slab does not fit (the caller uses the per-pixel kernel).
-constexpr int kTileThreads = 128;
+constexpr int kTileThreads = 128, kMinTileThreads = 32;
 // Register limit of the planes kernels: with __launch_bounds__ ptxas caps them at an occupancy step
 // (80, 96, 128 or 168 registers) and spills; 224 keeps every bucket spill-free (two 128-thread blocks
 // per SM at the top).
@@ -528,7 +558,7 @@ UDA_HD PlanesPlan plan_planes(const PlanesGeom& g, int64_t smem_optin) {
   }
   if (pl.cb == 0) {
     const int64_t per_thread = g.C * Op::kSlabs * int64_t(sizeof(Pack));
-    while (pl.threads > 32 && pl.threads * per_thread > kDefaultSmem) pl.threads /= 2;
+    while (pl.threads > kMinTileThreads && pl.threads * per_thread > kDefaultSmem) pl.threads /= 2;
     pl.smem = pl.threads * per_thread;
     if (pl.smem > (smem_optin > kDefaultSmem ? smem_optin : kDefaultSmem)) return pl;
   }
@@ -562,6 +592,21 @@ inline unsigned int pixel_blocks(int64_t pixels) {
   return static_cast<unsigned int>(b < 1 ? 1 : b);
 }
 
+// A bound on the blocks of a forward launch over (outer, C, inner) in T: the planes grid at its narrowest
+// blocks (kMinTileThreads), or the per-pixel kernel's. The size of a reduced forward's partials buffer.
+template <typename T>
+inline int64_t reduce_blocks_bound(int64_t outer, int64_t C, int64_t inner) {
+  const PlanesGeom g = tile_geom<T>(outer, C, inner, false);
+  const int64_t planes =
+      (g.tiles<T>() + kMinTileThreads - 1) / kMinTileThreads * (g.outer < kMaxGridY ? g.outer : kMaxGridY);
+  const int64_t rows = pixel_blocks(outer * inner);
+  return planes > rows ? planes : rows;
+}
+
+// Dynamic shared memory a reducing kernel needs at least (block_sum's scratch, in the slab's place).
+constexpr int64_t kReduceSmem = 33 * int64_t(sizeof(double));
+constexpr int kFinishThreads = 256;
+
 #if defined(__CUDACC__)
 #define UDA_GRID_STRIDE_LOOP(p, n)                                                                   \
   for (int64_t p = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; p < (n);              \
@@ -593,6 +638,33 @@ __device__ __forceinline__ acc_t block_sum(acc_t v, acc_t* smem) {
   __syncthreads();
   return smem[32];
 }
+// A reducing kernel's last step (every thread calls it, after its last use of the dynamic shared memory):
+// the block's sum of `sum` (fixed order) to partials[linear block id]. Nothing where out writes a map.
+template <typename acc_t>
+__device__ __forceinline__ void block_partial(const MapOut<acc_t>& out, acc_t sum) {
+  extern __shared__ Pack uda_slab[];
+  if (out.partials == nullptr) return;
+  sum = block_sum(sum, reinterpret_cast<acc_t*>(uda_slab));
+  if (threadIdx.x == 0) out.partials[static_cast<int64_t>(blockIdx.y) * gridDim.x + blockIdx.x] = sum;
+}
+
+// The reduced value: result = (sum of the n partials, in double, fixed order) * scale. One block.
+template <typename acc_t>
+__global__ void __launch_bounds__(kFinishThreads)
+    reduce_finish_kernel(const acc_t* __restrict__ partials, int64_t n, double scale, acc_t* __restrict__ result) {
+  __shared__ double smem[33];
+  double s = 0.0;
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) s += static_cast<double>(partials[i]);
+  s = block_sum(s, smem);
+  if (threadIdx.x == 0) *result = static_cast<acc_t>(s * scale);
+}
+
+template <typename acc_t>
+cudaError_t launch_finish(const acc_t* partials, int64_t n, double scale, acc_t* result, cudaStream_t stream) {
+  reduce_finish_kernel<acc_t><<<1, kFinishThreads, 0, stream>>>(partials, n, scale, result);
+  return cudaGetLastError();
+}
+
 // Body of an op's planes kernel (each op defines its own __global__ <op>_<direction>_planes_kernel<T, CB>
 // around it, so that kernels keep their op's name): blockIdx.x * blockDim.x + threadIdx.x = tile,
 // blockIdx.y = sample (strided past 65535 samples).
@@ -605,9 +677,24 @@ __device__ __forceinline__ void planes_kernel_body(const Op& op, const PlanesGeo
     planes_thread<CB>(op, g, o, t, uda_slab, threadIdx.x, blockDim.x);
 }
 
+// Body of a reduced forward's planes kernel (<op>_forward_partials_planes_kernel: a separate kernel, so
+// that the map kernel's code stays as it was): each thread adds up what its tiles return (MapOut::emit,
+// op.out.map == nullptr), then the block's sum goes to op.out.partials; no thread leaves before that.
+template <int CB, typename Op>
+__device__ __forceinline__ void planes_partials_body(const Op& op, const PlanesGeom& g) {
+  extern __shared__ Pack uda_slab[];
+  const int64_t t = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  typename Op::acc_t sum = 0;
+  if (t < g.tiles<typename Op::T>())
+    for (int64_t o = blockIdx.y; o < g.outer; o += gridDim.y)
+      sum += planes_thread<CB>(op, g, o, t, uda_slab, threadIdx.x, blockDim.x);
+  block_partial(op.out, sum);
+}
+
 template <typename Op, typename Kernel>
-cudaError_t launch_planes_kernel(Kernel kernel, const Op& op, const PlanesGeom& g, const PlanesPlan& pl,
+cudaError_t launch_planes_kernel(Kernel kernel, const Op& op, const PlanesGeom& g, PlanesPlan pl, bool reduce,
                                  cudaStream_t stream) {
+  if (reduce && pl.smem < kReduceSmem) pl.smem = kReduceSmem;  // block_sum's scratch
   if (pl.smem > kDefaultSmem) {
     const cudaError_t e =
         cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(pl.smem));
@@ -625,10 +712,11 @@ struct Bucket {
 
 // Launches op's planes kernel over (outer, C, inner): kernel_of(Bucket<CB>{}) is the op's kernel for
 // bucket CB (0: the shared-memory slab). *launched = false when the slab would not fit in shared memory
-// (then nothing ran and the caller uses its per-pixel kernel).
+// (then nothing ran and the caller uses its per-pixel kernel). reduce_blocks != nullptr: a reducing
+// forward (op.out.partials set), *reduce_blocks = the blocks launched (partial sums written).
 template <typename Op, typename KernelOf>
 cudaError_t launch_planes(const Op& op, int64_t outer, int64_t C, int64_t inner, bool* launched,
-                          cudaStream_t stream, KernelOf kernel_of) {
+                          cudaStream_t stream, KernelOf kernel_of, int64_t* reduce_blocks = nullptr) {
   using T = typename Op::T;
   *launched = false;
   const PlanesGeom g = tile_geom<T>(outer, C, inner, op.aligned());
@@ -639,13 +727,45 @@ cudaError_t launch_planes(const Op& op, int64_t outer, int64_t C, int64_t inner,
   const PlanesPlan pl = plan_planes<Op>(g, optin);
   if (!pl.ok) return cudaSuccess;
   *launched = true;
+  const bool reduce = reduce_blocks != nullptr;
+  if (reduce) *reduce_blocks = pl.grid_x * pl.grid_y;
   if constexpr (sizeof(T) < 8) {
-    if (pl.cb == 8) return launch_planes_kernel(kernel_of(Bucket<8>{}), op, g, pl, stream);
+    if (pl.cb == 8) return launch_planes_kernel(kernel_of(Bucket<8>{}), op, g, pl, reduce, stream);
     if constexpr (Op::kSlabs == 1) {
-      if (pl.cb == 16) return launch_planes_kernel(kernel_of(Bucket<16>{}), op, g, pl, stream);
+      if (pl.cb == 16) return launch_planes_kernel(kernel_of(Bucket<16>{}), op, g, pl, reduce, stream);
     }
   }
-  return launch_planes_kernel(kernel_of(Bucket<0>{}), op, g, pl, stream);
+  return launch_planes_kernel(kernel_of(Bucket<0>{}), op, g, pl, reduce, stream);
+}
+
+// The map, or (partials != nullptr) the partial sums of a reduced forward.
+template <typename acc_t>
+MapOut<acc_t> map_out(acc_t* out, acc_t* partials) {
+  return MapOut<acc_t>{partials != nullptr ? nullptr : out, partials};
+}
+
+// A forward launcher: op's planes kernel (launch_planes: map_kernel_of, or partials_kernel_of when op.out
+// reduces), else its per-pixel kernel, rows(blocks, smem) with blocks = pixel_blocks(P) (the launch
+// itself; errors read here); then, when reducing, launch_finish into result (also for zero pixels: the
+// sum 0, times scale).
+template <typename Op, typename MapKernelOf, typename PartialsKernelOf, typename Rows>
+cudaError_t launch_forward(const Op& op, typename Op::acc_t* result, double scale, int64_t outer, int64_t C,
+                           int64_t inner, cudaStream_t stream, MapKernelOf map_kernel_of,
+                           PartialsKernelOf partials_kernel_of, Rows rows) {
+  const bool reduce = op.out.partials != nullptr;
+  int64_t blocks = 0;
+  if (outer * inner > 0) {
+    bool launched = false;
+    cudaError_t e = reduce ? launch_planes(op, outer, C, inner, &launched, stream, partials_kernel_of, &blocks)
+                           : launch_planes(op, outer, C, inner, &launched, stream, map_kernel_of);
+    if (e == cudaSuccess && !launched) {
+      blocks = pixel_blocks(outer * inner);
+      rows(static_cast<unsigned int>(blocks), static_cast<size_t>(reduce ? kReduceSmem : 0));
+      e = cudaGetLastError();
+    }
+    if (e != cudaSuccess) return e;
+  }
+  return reduce ? launch_finish<typename Op::acc_t>(op.out.partials, blocks, scale, result, stream) : cudaSuccess;
 }
 #endif  // __CUDACC__
 

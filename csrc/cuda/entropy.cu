@@ -6,17 +6,21 @@
 namespace uda_ops {
 namespace cuda {
 
-at::Tensor entropy_cuda(const at::Tensor& z, int64_t dim) {
+at::Tensor entropy_cuda(const at::Tensor& z, int64_t dim, int64_t reduction) {
+  const Reduction r = check_reduction("entropy", reduction);
   check_cuda("entropy", z);
   const c10::cuda::CUDAGuard guard(z.device());
   const ClassLayout L = class_layout(z, dim);
   check_classes("entropy", L);
   const at::Tensor zc = to_layout(z, dim, L);
-  at::Tensor out = at::empty(map_shape(z, dim), z.options().dtype(acc_dtype(z)));
+  at::Tensor out;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, z.scalar_type(), "entropy_cuda", [&] {
     using T = device_t<scalar_t>;
-    C10_CUDA_CHECK(launch_entropy_forward<T>(in_ptr<scalar_t>(zc), out.mutable_data_ptr<acc_of<T>>(), L.outer,
-                                             L.classes, L.inner, current_stream()));
+    const ForwardOut f = forward_out<T>(z, dim, r, L);
+    C10_CUDA_CHECK(launch_entropy_forward<T>(in_ptr<scalar_t>(zc), f.out.mutable_data_ptr<acc_of<T>>(),
+                                             partials_ptr<acc_of<T>>(f), f.scale, L.outer, L.classes, L.inner,
+                                             current_stream()));
+    out = f.out;
   });
   return out;
 }

@@ -59,11 +59,11 @@ struct EntropyForward {
   using acc_t = acc_of<T>;
   static constexpr int kSlabs = 1, V = kLanes<T>;
   const T* z;
-  acc_t* out;  // per-pixel map
-  bool aligned() const { return aligned16(z) && aligned16(out); }
+  MapOut<acc_t> out;  // the per-pixel map, or the block partials of a reduced forward
+  bool aligned() const { return aligned16(z) && aligned16(out.map); }
 
   template <typename S>
-  UDA_HD void operator()(const PlanesGeom& g, const TilePos& tp, S* s) const {
+  UDA_HD acc_t operator()(const PlanesGeom& g, const TilePos& tp, S* s) const {
     const int C = load_slabs(g, tp, s, z);
     TileSoftmax<T, 1> st;
     acc_t ed[V], h[V];
@@ -71,7 +71,7 @@ struct EntropyForward {
     const acc_t w = inv_log_classes<acc_t>(C);
 UDA_UNROLL
     for (int k = 0; k < V; ++k) h[k] = (uda_log(st.sum[0][k]) - ed[k] / st.sum[0][k]) * w;
-    store_map(out + tp.map, h, tp);
+    return out.emit(tp, h);
   }
 };
 
@@ -113,6 +113,12 @@ __global__ void UDA_TILE_BOUNDS
   planes_kernel_body<CB>(op, g);
 }
 
+// "mean"/"sum": the block partial sums of the map's values, no map.
+template <typename T, int CB>
+__global__ void UDA_TILE_BOUNDS entropy_forward_partials_planes_kernel(const EntropyForward<T> op, const PlanesGeom g) {
+  planes_partials_body<CB>(op, g);
+}
+
 template <typename T, int CB>
 __global__ void UDA_TILE_BOUNDS
     entropy_backward_planes_kernel(const EntropyBackward<T> op, const PlanesGeom g) {
@@ -122,10 +128,12 @@ __global__ void UDA_TILE_BOUNDS
 // Per pixel (one thread, classes in a loop): the rows layout, and planes whose slab exceeds shared memory.
 template <typename T>
 __global__ void __launch_bounds__(kPixelThreads)
-    entropy_forward_rows_kernel(const T* __restrict__ z, acc_of<T>* __restrict__ out, PixelGeom geo) {
+    entropy_forward_rows_kernel(const T* __restrict__ z, MapOut<acc_of<T>> out, PixelGeom geo) {
+  acc_of<T> sum = 0;
   UDA_GRID_STRIDE_LOOP(p, geo.pixels()) {
-    out[p] = entropy_pixel<acc_of<T>>(z + geo.base(p), geo.inner, geo.C);
+    sum += out.emit(p, entropy_pixel<acc_of<T>>(z + geo.base(p), geo.inner, geo.C));
   }
+  block_partial(out, sum);
 }
 
 template <typename T>
@@ -138,19 +146,21 @@ __global__ void __launch_bounds__(kPixelThreads)
   }
 }
 
+// partials == nullptr: out is the per-pixel map (P,). Else a reduced forward: out is the 0-d result (scale
+// times the sum of the map) and partials a scratch of reduce_blocks_bound<T>(outer, C, inner) values.
 template <typename T>
-cudaError_t launch_entropy_forward(const T* z, acc_of<T>* out, int64_t outer, int64_t C, int64_t inner,
-                                   cudaStream_t stream) {
+cudaError_t launch_entropy_forward(const T* z, acc_of<T>* out, acc_of<T>* partials, double scale, int64_t outer,
+                                   int64_t C, int64_t inner, cudaStream_t stream) {
   const PixelGeom geo{outer, C, inner};
-  if (geo.pixels() == 0) return cudaSuccess;
-  bool launched = false;
-  {  // the tile kernels, both layouts (tile_geom); the per-pixel kernel below where the slab does not fit
-    const cudaError_t e = launch_planes(EntropyForward<T>{z, out}, outer, C, inner, &launched, stream,
-                                          [](auto cb) { return entropy_forward_planes_kernel<T, decltype(cb)::value>; });
-    if (e != cudaSuccess || launched) return e;
-  }
-  entropy_forward_rows_kernel<T><<<pixel_blocks(geo.pixels()), kPixelThreads, 0, stream>>>(z, out, geo);
-  return cudaGetLastError();
+  const MapOut<acc_of<T>> mo = map_out(out, partials);
+  // the tile kernels, both layouts (tile_geom); the per-pixel kernel where the slab does not fit
+  return launch_forward(
+      EntropyForward<T>{z, mo}, out, scale, outer, C, inner, stream,
+      [](auto cb) { return entropy_forward_planes_kernel<T, decltype(cb)::value>; },
+      [](auto cb) { return entropy_forward_partials_planes_kernel<T, decltype(cb)::value>; },
+      [&](unsigned int blocks, size_t smem) {
+        entropy_forward_rows_kernel<T><<<blocks, kPixelThreads, smem, stream>>>(z, mo, geo);
+      });
 }
 
 template <typename T>

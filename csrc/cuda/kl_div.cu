@@ -6,19 +6,22 @@
 namespace uda_ops {
 namespace cuda {
 
-at::Tensor kl_div_cuda(const at::Tensor& input, const at::Tensor& target, int64_t dim) {
+at::Tensor kl_div_cuda(const at::Tensor& input, const at::Tensor& target, int64_t dim, int64_t reduction) {
+  const Reduction r = check_reduction("kl_div", reduction);
   check_pair("kl_div", input, target);
   check_cuda("kl_div", input);
   const c10::cuda::CUDAGuard guard(input.device());
   const ClassLayout L = class_layout(input, dim);
   check_classes("kl_div", L);
   const at::Tensor xc = to_layout(input, dim, L), yc = to_layout(target, dim, L);
-  at::Tensor out = at::empty(map_shape(input, dim), input.options().dtype(acc_dtype(input)));
+  at::Tensor out;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "kl_div_cuda", [&] {
     using T = device_t<scalar_t>;
+    const ForwardOut f = forward_out<T>(input, dim, r, L);
     C10_CUDA_CHECK(launch_kl_div_forward<T>(in_ptr<scalar_t>(xc), in_ptr<scalar_t>(yc),
-                                            out.mutable_data_ptr<acc_of<T>>(), L.outer, L.classes, L.inner,
-                                            current_stream()));
+                                            f.out.mutable_data_ptr<acc_of<T>>(), partials_ptr<acc_of<T>>(f), f.scale,
+                                            L.outer, L.classes, L.inner, current_stream()));
+    out = f.out;
   });
   return out;
 }

@@ -61,16 +61,16 @@ struct KlDivForward {
   static constexpr int kSlabs = 2, V = kLanes<T>;
   const T* x;
   const T* y;
-  acc_t* out;
-  bool aligned() const { return aligned16(x) && aligned16(y) && aligned16(out); }
+  MapOut<acc_t> out;  // the per-pixel map, or the block partials of a reduced forward
+  bool aligned() const { return aligned16(x) && aligned16(y) && aligned16(out.map); }
 
   template <typename S>
-  UDA_HD void operator()(const PlanesGeom& g, const TilePos& tp, S* s) const {
+  UDA_HD acc_t operator()(const PlanesGeom& g, const TilePos& tp, S* s) const {
     const int C = load_slabs(g, tp, s, x, y);
     TileSoftmax<T, 2> st;
     acc_t kl[V];
     kl_div_tile_sums(C, s, st, kl);
-    store_map(out + tp.map, kl, tp);
+    return out.emit(tp, kl);
   }
 };
 
@@ -122,6 +122,12 @@ __global__ void UDA_TILE_BOUNDS kl_div_forward_planes_kernel(const KlDivForward<
   planes_kernel_body<CB>(op, g);
 }
 
+// "mean"/"sum": the block partial sums of the map's values, no map.
+template <typename T, int CB>
+__global__ void UDA_TILE_BOUNDS kl_div_forward_partials_planes_kernel(const KlDivForward<T> op, const PlanesGeom g) {
+  planes_partials_body<CB>(op, g);
+}
+
 template <typename T, int CB>
 __global__ void UDA_TILE_BOUNDS kl_div_backward_planes_kernel(const KlDivBackward<T> op, const PlanesGeom g) {
   planes_kernel_body<CB>(op, g);
@@ -131,12 +137,14 @@ __global__ void UDA_TILE_BOUNDS kl_div_backward_planes_kernel(const KlDivBackwar
 // Per pixel (one thread, classes in a loop): the rows layout, and planes whose slab exceeds shared memory.
 template <typename T>
 __global__ void __launch_bounds__(kPixelThreads)
-    kl_div_forward_rows_kernel(const T* __restrict__ x, const T* __restrict__ y, acc_of<T>* __restrict__ out,
-                          PixelGeom geo) {
+    kl_div_forward_rows_kernel(const T* __restrict__ x, const T* __restrict__ y, MapOut<acc_of<T>> out,
+                               PixelGeom geo) {
+  acc_of<T> sum = 0;
   UDA_GRID_STRIDE_LOOP(p, geo.pixels()) {
     const int64_t o = geo.base(p);
-    out[p] = kl_div_pixel<acc_of<T>>(x + o, y + o, geo.inner, geo.C);
+    sum += out.emit(p, kl_div_pixel<acc_of<T>>(x + o, y + o, geo.inner, geo.C));
   }
+  block_partial(out, sum);
 }
 
 template <typename T>
@@ -150,19 +158,21 @@ __global__ void __launch_bounds__(kPixelThreads)
   }
 }
 
+// partials == nullptr: out is the per-pixel map (P,). Else a reduced forward: out is the 0-d result (scale
+// times the sum of the map) and partials a scratch of reduce_blocks_bound<T>(outer, C, inner) values.
 template <typename T>
-cudaError_t launch_kl_div_forward(const T* x, const T* y, acc_of<T>* out, int64_t outer, int64_t C,
-                                  int64_t inner, cudaStream_t stream) {
+cudaError_t launch_kl_div_forward(const T* x, const T* y, acc_of<T>* out, acc_of<T>* partials, double scale,
+                                  int64_t outer, int64_t C, int64_t inner, cudaStream_t stream) {
   const PixelGeom geo{outer, C, inner};
-  if (geo.pixels() == 0) return cudaSuccess;
-  {  // the tile kernels, both layouts (tile_geom); the per-pixel kernel below where the slab does not fit
-    bool launched = false;
-    const cudaError_t e = launch_planes(KlDivForward<T>{x, y, out}, outer, C, inner, &launched, stream,
-                                        [](auto cb) { return kl_div_forward_planes_kernel<T, decltype(cb)::value>; });
-    if (e != cudaSuccess || launched) return e;
-  }
-  kl_div_forward_rows_kernel<T><<<pixel_blocks(geo.pixels()), kPixelThreads, 0, stream>>>(x, y, out, geo);
-  return cudaGetLastError();
+  const MapOut<acc_of<T>> mo = map_out(out, partials);
+  // the tile kernels, both layouts (tile_geom); the per-pixel kernel where the slab does not fit
+  return launch_forward(
+      KlDivForward<T>{x, y, mo}, out, scale, outer, C, inner, stream,
+      [](auto cb) { return kl_div_forward_planes_kernel<T, decltype(cb)::value>; },
+      [](auto cb) { return kl_div_forward_partials_planes_kernel<T, decltype(cb)::value>; },
+      [&](unsigned int blocks, size_t smem) {
+        kl_div_forward_rows_kernel<T><<<blocks, kPixelThreads, smem, stream>>>(x, y, mo, geo);
+      });
 }
 
 // gy == nullptr: the target gradient is not needed (not computed, not written).

@@ -14,6 +14,7 @@
 #include <cuda_runtime.h>
 
 #include "../layout.h"
+#include "common.cuh"
 
 namespace uda_ops {
 namespace cuda {
@@ -59,6 +60,29 @@ inline void check_grad(const char* op, const at::Tensor& grad, const at::Tensor&
   TORCH_CHECK(at::isFloatingType(grad.scalar_type()), op, ": gradient must be floating point, got ",
               grad.scalar_type());
   TORCH_CHECK(grad.sizes() == shape, op, ": gradient has shape ", grad.sizes(), ", expected ", shape);
+}
+
+// A forward's output (empty_forward_output: the map, or the 0-d reduced value) and, when reduced, the scratch
+// of per-block partial sums its kernels write (undefined for the map: partials_ptr gives nullptr).
+struct ForwardOut {
+  at::Tensor out, partials;
+  double scale = 1.0;  // reduction_scale
+};
+
+template <typename T>
+ForwardOut forward_out(const at::Tensor& x, int64_t dim, Reduction r, const ClassLayout& L) {
+  ForwardOut f;
+  f.out = empty_forward_output(x, dim, r);
+  if (r != kReduceNone) {
+    f.partials = at::empty({reduce_blocks_bound<T>(L.outer, L.classes, L.inner)}, f.out.options());
+    f.scale = reduction_scale(r, L.pixels());
+  }
+  return f;
+}
+
+template <typename acc_t>
+acc_t* partials_ptr(const ForwardOut& f) {
+  return f.partials.defined() ? f.partials.mutable_data_ptr<acc_t>() : nullptr;
 }
 
 }  // namespace cuda

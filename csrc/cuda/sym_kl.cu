@@ -6,20 +6,24 @@
 namespace uda_ops {
 namespace cuda {
 
-at::Tensor sym_kl_cuda(const at::Tensor& a, const at::Tensor& b, int64_t dim, bool detach_targets) {
+at::Tensor sym_kl_cuda(const at::Tensor& a, const at::Tensor& b, int64_t dim, bool detach_targets,
+                       int64_t reduction) {
   (void)detach_targets;  // the value does not depend on it
+  const Reduction r = check_reduction("sym_kl", reduction);
   check_pair("sym_kl", a, b);
   check_cuda("sym_kl", a);
   const c10::cuda::CUDAGuard guard(a.device());
   const ClassLayout L = class_layout(a, dim);
   check_classes("sym_kl", L);
   const at::Tensor ac = to_layout(a, dim, L), bc = to_layout(b, dim, L);
-  at::Tensor out = at::empty(map_shape(a, dim), a.options().dtype(acc_dtype(a)));
+  at::Tensor out;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.scalar_type(), "sym_kl_cuda", [&] {
     using T = device_t<scalar_t>;
+    const ForwardOut f = forward_out<T>(a, dim, r, L);
     C10_CUDA_CHECK(launch_sym_kl_forward<T>(in_ptr<scalar_t>(ac), in_ptr<scalar_t>(bc),
-                                            out.mutable_data_ptr<acc_of<T>>(), L.outer, L.classes, L.inner,
-                                            current_stream()));
+                                            f.out.mutable_data_ptr<acc_of<T>>(), partials_ptr<acc_of<T>>(f), f.scale,
+                                            L.outer, L.classes, L.inner, current_stream()));
+    out = f.out;
   });
   return out;
 }

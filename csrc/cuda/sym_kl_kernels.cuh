@@ -73,18 +73,18 @@ struct SymKlForward {
   static constexpr int kSlabs = 2, V = kLanes<T>;
   const T* a;
   const T* b;
-  acc_t* out;
-  bool aligned() const { return aligned16(a) && aligned16(b) && aligned16(out); }
+  MapOut<acc_t> out;  // the per-pixel map, or the block partials of a reduced forward
+  bool aligned() const { return aligned16(a) && aligned16(b) && aligned16(out.map); }
 
   template <typename S>
-  UDA_HD void operator()(const PlanesGeom& g, const TilePos& tp, S* s) const {
+  UDA_HD acc_t operator()(const PlanesGeom& g, const TilePos& tp, S* s) const {
     const int C = load_slabs(g, tp, s, a, b);
     TileSoftmax<T, 2> st;
     acc_t A[V], B[V], v[V];
     sym_kl_tile_sums(C, s, st, A, B);
 UDA_UNROLL
     for (int k = 0; k < V; ++k) v[k] = acc_t(0.5) * (A[k] / st.sum[0][k] - B[k] / st.sum[1][k]);
-    store_map(out + tp.map, v, tp);
+    return out.emit(tp, v);
   }
 };
 
@@ -140,6 +140,12 @@ __global__ void UDA_TILE_BOUNDS sym_kl_forward_planes_kernel(const SymKlForward<
   planes_kernel_body<CB>(op, g);
 }
 
+// "mean"/"sum": the block partial sums of the map's values, no map.
+template <typename T, int CB>
+__global__ void UDA_TILE_BOUNDS sym_kl_forward_partials_planes_kernel(const SymKlForward<T> op, const PlanesGeom g) {
+  planes_partials_body<CB>(op, g);
+}
+
 template <typename T, int CB>
 __global__ void UDA_TILE_BOUNDS sym_kl_backward_planes_kernel(const SymKlBackward<T> op, const PlanesGeom g) {
   planes_kernel_body<CB>(op, g);
@@ -149,12 +155,14 @@ __global__ void UDA_TILE_BOUNDS sym_kl_backward_planes_kernel(const SymKlBackwar
 // Per pixel (one thread, classes in a loop): the rows layout, and planes whose slab exceeds shared memory.
 template <typename T>
 __global__ void __launch_bounds__(kPixelThreads)
-    sym_kl_forward_rows_kernel(const T* __restrict__ a, const T* __restrict__ b, acc_of<T>* __restrict__ out,
-                          PixelGeom geo) {
+    sym_kl_forward_rows_kernel(const T* __restrict__ a, const T* __restrict__ b, MapOut<acc_of<T>> out,
+                               PixelGeom geo) {
+  acc_of<T> sum = 0;
   UDA_GRID_STRIDE_LOOP(p, geo.pixels()) {
     const int64_t o = geo.base(p);
-    out[p] = sym_kl_pixel<acc_of<T>>(a + o, b + o, geo.inner, geo.C);
+    sum += out.emit(p, sym_kl_pixel<acc_of<T>>(a + o, b + o, geo.inner, geo.C));
   }
+  block_partial(out, sum);
 }
 
 template <typename T>
@@ -171,19 +179,21 @@ __global__ void __launch_bounds__(kPixelThreads)
 
 // Launchers: raw pointers into the canonical (outer, C, inner) view; out/grad are per pixel (P,),
 // grad read as grad[p * grad_stride] (grad_stride 0: an expanded scalar). Return the launch status.
+// partials == nullptr: out is the per-pixel map (P,). Else a reduced forward: out is the 0-d result (scale
+// times the sum of the map) and partials a scratch of reduce_blocks_bound<T>(outer, C, inner) values.
 template <typename T>
-cudaError_t launch_sym_kl_forward(const T* a, const T* b, acc_of<T>* out, int64_t outer, int64_t C,
-                                  int64_t inner, cudaStream_t stream) {
+cudaError_t launch_sym_kl_forward(const T* a, const T* b, acc_of<T>* out, acc_of<T>* partials, double scale,
+                                  int64_t outer, int64_t C, int64_t inner, cudaStream_t stream) {
   const PixelGeom geo{outer, C, inner};
-  if (geo.pixels() == 0) return cudaSuccess;
-  {  // the tile kernels, both layouts (tile_geom); the per-pixel kernel below where the slab does not fit
-    bool launched = false;
-    const cudaError_t e = launch_planes(SymKlForward<T>{a, b, out}, outer, C, inner, &launched, stream,
-                                        [](auto cb) { return sym_kl_forward_planes_kernel<T, decltype(cb)::value>; });
-    if (e != cudaSuccess || launched) return e;
-  }
-  sym_kl_forward_rows_kernel<T><<<pixel_blocks(geo.pixels()), kPixelThreads, 0, stream>>>(a, b, out, geo);
-  return cudaGetLastError();
+  const MapOut<acc_of<T>> mo = map_out(out, partials);
+  // the tile kernels, both layouts (tile_geom); the per-pixel kernel where the slab does not fit
+  return launch_forward(
+      SymKlForward<T>{a, b, mo}, out, scale, outer, C, inner, stream,
+      [](auto cb) { return sym_kl_forward_planes_kernel<T, decltype(cb)::value>; },
+      [](auto cb) { return sym_kl_forward_partials_planes_kernel<T, decltype(cb)::value>; },
+      [&](unsigned int blocks, size_t smem) {
+        sym_kl_forward_rows_kernel<T><<<blocks, kPixelThreads, smem, stream>>>(a, b, mo, geo);
+      });
 }
 
 template <typename T>

@@ -14,15 +14,16 @@ namespace uda_ops {
 namespace cuda {
 
 #define UDA_INSTANTIATE(T)                                                                                        \
-  template cudaError_t launch_sym_kl_forward<T>(const T*, const T*, acc_of<T>*, int64_t, int64_t, int64_t,        \
-                                                cudaStream_t);                                                    \
+  template cudaError_t launch_sym_kl_forward<T>(const T*, const T*, acc_of<T>*, acc_of<T>*, double, int64_t,     \
+                                                int64_t, int64_t, cudaStream_t);                                  \
   template cudaError_t launch_sym_kl_backward<T>(const acc_of<T>*, int64_t, const T*, const T*, T*, T*, int64_t,  \
                                                  int64_t, int64_t, bool, cudaStream_t);                           \
-  template cudaError_t launch_kl_div_forward<T>(const T*, const T*, acc_of<T>*, int64_t, int64_t, int64_t,        \
-                                                cudaStream_t);                                                    \
+  template cudaError_t launch_kl_div_forward<T>(const T*, const T*, acc_of<T>*, acc_of<T>*, double, int64_t,     \
+                                                int64_t, int64_t, cudaStream_t);                                  \
   template cudaError_t launch_kl_div_backward<T>(const acc_of<T>*, int64_t, const T*, const T*, T*, T*, int64_t,  \
                                                  int64_t, int64_t, cudaStream_t);                                 \
-  template cudaError_t launch_entropy_forward<T>(const T*, acc_of<T>*, int64_t, int64_t, int64_t, cudaStream_t);  \
+  template cudaError_t launch_entropy_forward<T>(const T*, acc_of<T>*, acc_of<T>*, double, int64_t, int64_t,      \
+                                                 int64_t, cudaStream_t);                                          \
   template cudaError_t launch_entropy_backward<T>(const acc_of<T>*, int64_t, const T*, T*, int64_t, int64_t,      \
                                                   int64_t, cudaStream_t);                                         \
   template cudaError_t launch_self_information_forward<T>(const T*, T*, int64_t, int64_t, int64_t, cudaStream_t); \
@@ -33,8 +34,8 @@ namespace cuda {
   template cudaError_t launch_cosine_discrepancy_backward<T>(const acc_of<T>*, int64_t, const T*, const T*, T*,   \
                                                              T*, int64_t, int64_t, int64_t, cudaStream_t);        \
   template cudaError_t launch_clan_adversarial_forward<T>(const acc_of<T>*, const T*, const T*, acc_of<T>*,       \
-                                                          int64_t, int64_t, int64_t, double, double, double,      \
-                                                          cudaStream_t);                                          \
+                                                          acc_of<T>*, double, int64_t, int64_t, int64_t, double,  \
+                                                          double, double, cudaStream_t);                          \
   template cudaError_t launch_clan_adversarial_backward<T>(const acc_of<T>*, int64_t, const acc_of<T>*, const T*, \
                                                            const T*, acc_of<T>*, T*, T*, int64_t, int64_t,        \
                                                            int64_t, double, double, double, cudaStream_t);        \

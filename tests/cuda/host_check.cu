@@ -10,6 +10,7 @@
 #include <functional>
 #include <random>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "../../csrc/cuda/adversarial_dropout_mask_kernels.cuh"
@@ -409,23 +410,41 @@ struct Buf {
 static constexpr double kSentinel = 640.0;  // exact in every dtype
 
 // Runs op's planes kernel for bucket CB (0: the shared-memory slab) over every block and thread of the
-// grid the launcher would use.
+// grid the launcher would use. A forward op's threads return what they did not store (MapOut::emit): as
+// planes_partials_body, each thread adds up its tiles, each block its threads in order (block_partial's
+// partial sums, appended to *block_sums when given, in linear block order); returns their sum.
 template <int CB, typename Op>
-static void run_planes_host(const Op& op, int64_t outer, int64_t C, int64_t inner) {
+static double run_planes_host(const Op& op, int64_t outer, int64_t C, int64_t inner,
+                              std::vector<double>* block_sums = nullptr) {
   using T = typename Op::T;
+  using R = decltype(planes_thread<CB>(op, std::declval<PlanesGeom>(), 0, 0, nullptr, 0, 0));
+  using S = typename std::conditional<std::is_void<R>::value, double, R>::type;
   const PlanesGeom g = tile_geom<T>(outer, C, inner, op.aligned());  // inner == 1: the rows layout
   expect(g.rows == (inner == 1) && g.cs() == (inner == 1 ? 1 : inner), "tile_geom", double(g.cs()), double(inner));
   PlanesPlan pl = plan_planes<Op>(g, 227 * 1024);
   expect(pl.ok, "planes plan ok", 0, 1);
   const int64_t threads = pl.threads, tiles = g.tiles<T>();
   std::vector<Pack> smem(threads * C * Op::kSlabs);
+  double total = 0;
   for (int64_t by = 0; by < pl.grid_y; ++by)
-    for (int64_t bx = 0; bx < pl.grid_x; ++bx)
+    for (int64_t bx = 0; bx < pl.grid_x; ++bx) {
+      S block = S(0);
       for (int64_t tid = 0; tid < threads; ++tid) {
         const int64_t t = bx * threads + tid;
         if (t >= tiles) continue;
-        for (int64_t o = by; o < g.outer; o += pl.grid_y) planes_thread<CB>(op, g, o, t, smem.data(), tid, threads);
+        S sum = S(0);
+        for (int64_t o = by; o < g.outer; o += pl.grid_y) {
+          if constexpr (std::is_void<R>::value)
+            planes_thread<CB>(op, g, o, t, smem.data(), tid, threads);
+          else
+            sum += planes_thread<CB>(op, g, o, t, smem.data(), tid, threads);
+        }
+        block += sum;
       }
+      if (block_sums) block_sums->push_back(double(block));
+      total += double(block);
+    }
+  return total;
 }
 
 // Calls f(Bucket<CB>) for every bucket an op of kSlabs inputs can use for C classes.
@@ -487,7 +506,8 @@ static void check_planes_entropy(const char* tname) {
         constexpr int CB = decltype(cb)::value;
         Buf<acc_t> out(P, off, kSentinel);
         Buf<T> gz(n, off, kSentinel);
-        run_planes_host<CB>(EntropyForward<T>{z.p, out.p}, s.outer, s.C, s.inner);
+        expect(run_planes_host<CB>(EntropyForward<T>{z.p, MapOut<acc_t>{out.p, nullptr}}, s.outer, s.C, s.inner) == 0,
+               "entropy planes map: threads return 0", 0, 0);
         run_planes_host<CB>(EntropyBackward<T>{grad.p, 1, z.p, gz.p}, s.outer, s.C, s.inner);
         std::vector<double> gref(n);
         for (int64_t o = 0; o < s.outer; ++o)
@@ -578,14 +598,14 @@ static void check_planes(const char* tname) {
     const int64_t cs = s.inner, C = s.C;                                                                  \
     __VA_ARGS__;                                                                                          \
   }
-  check_planes_op<T, 2>("sym_kl", tname, true, 0, UDA_RUN(SymKlForward<T>{a, b, m}),
+  check_planes_op<T, 2>("sym_kl", tname, true, 0, UDA_RUN(SymKlForward<T>{a, b, MapOut<acc_t>{m, nullptr}}),
                         UDA_REF(*m = sym_kl_pixel<double>(a + base, b + base, cs, C)));
   for (bool det : {false, true})
     check_planes_op<T, 2>(det ? "sym_kl_backward detach" : "sym_kl_backward", tname, false, 2,
                           UDA_RUN(SymKlBackward<T>{aux, 1, a, b, f1, f2, det}),
                           UDA_REF(sym_kl_backward_pixel<double>(a + base, b + base, cs, C, aux, det, f1 + base,
                                                                 f2 + base)));
-  check_planes_op<T, 2>("kl_div", tname, true, 0, UDA_RUN(KlDivForward<T>{a, b, m}),
+  check_planes_op<T, 2>("kl_div", tname, true, 0, UDA_RUN(KlDivForward<T>{a, b, MapOut<acc_t>{m, nullptr}}),
                         UDA_REF(*m = kl_div_pixel<double>(a + base, b + base, cs, C)));
   check_planes_op<T, 2>("kl_div_backward", tname, false, 2, UDA_RUN(KlDivBackward<T>{aux, 1, a, b, f1, f2}),
                         UDA_REF(kl_div_backward_pixel<double>(a + base, b + base, cs, C, aux, f1 + base, f2 + base)));
@@ -600,7 +620,7 @@ static void check_planes(const char* tname) {
                                                   cosine_stats<double>(a + base, b + base, cs, C), aux, f1 + base,
                                                   f2 + base)));
   const acc_t t = acc_t(1), lam = acc_t(40), eps = acc_t(0.4);
-  check_planes_op<T, 2>("clan", tname, true, 0, UDA_RUN(ClanForward<T>{aux, a, b, m, t, lam, eps}),
+  check_planes_op<T, 2>("clan", tname, true, 0, UDA_RUN(ClanForward<T>{aux, a, b, MapOut<acc_t>{m, nullptr}, t, lam, eps}),
                         UDA_REF(*m = clan_adversarial_pixel<double>(aux, a + base, b + base, cs, C, 1.0, 40.0, 0.4)));
   // the map output of the backward is d/dd (acc_t), checked through a T-typed full output would lose
   // precision: run it twice, with and without the logit gradients
@@ -625,6 +645,115 @@ static void check_planes(const char* tname) {
                                 self_information_backward_pixel<double>(a + base, cs, C, &gs, 0, f1 + base)));
 #undef UDA_RUN
 #undef UDA_REF
+}
+
+// Reduced forwards ("mean"/"sum": map == nullptr): the planes kernels' threads over the simulated grid and
+// the per-pixel kernels' grid-stride loops return the values they did not store; their block sums, then
+// the finish in double, give the sum of the map (the double reference's, within the map tolerance per
+// pixel), times 1 / P for "mean". The block count stays within reduce_blocks_bound (the partials buffer).
+template <typename T>
+static void check_reduced(const char* tname) {
+  using acc_t = acc_of<T>;
+  using A = const T*;
+  using M = const acc_t*;
+  double rtol, atol;
+  planes_tolerances<T>(&rtol, &atol);
+  std::mt19937 rng(14);
+  char what[200];
+  // planes (one with a tail tile, one on the shared-memory slab, one misaligned), rows (inner == 1)
+  const PlanesShape shapes[] = {{2, 5, 7}, {3, 19, 16}, {1, 13, 3}, {2, 150, 4}, {2, 16, 33},
+                                {37, 19, 1}, {9, 5, 1}, {6, 150, 1}, {1, 2, 1}};
+  const acc_t t = acc_t(1), lam = acc_t(40), eps = acc_t(0.4);
+  // op(out): the forward functor; pix(base, p): the per-pixel kernel's value in acc_t; ref: in double
+  const auto check = [&](const char* name, const PlanesShape& s, int off, auto make_op, auto pix, auto ref) {
+    const int64_t P = s.outer * s.inner;
+    double want = 0, mag = 0;
+    for (int64_t o = 0; o < s.outer; ++o)
+      for (int64_t i = 0; i < s.inner; ++i) {
+        const double v = ref(o * s.C * s.inner + i, o * s.inner + i);
+        want += v, mag += std::fabs(v);
+      }
+    const double tol = rtol * mag + atol * double(P);
+    const int64_t bound = reduce_blocks_bound<T>(s.outer, s.C, s.inner);
+    const auto finish = [](const std::vector<double>& partials, double scale) {  // reduce_finish_kernel
+      double sum = 0;
+      for (double v : partials) sum += v;
+      return sum * scale;
+    };
+    each_bucket<decltype(make_op(MapOut<acc_t>{nullptr, nullptr}))::kSlabs>(s.C, [&](auto cb) {
+      constexpr int CB = decltype(cb)::value;
+      std::snprintf(what, sizeof what, "%s %s reduced planes CB=%d shape=(%d,%d,%d) off=%d", tname, name, CB,
+                    int(s.outer), int(s.C), int(s.inner), off);
+      std::vector<double> partials;
+      acc_t dummy = acc_t(0);  // the kernels' partials pointer: non-null, never written by a thread
+      const double total =
+          run_planes_host<CB>(make_op(MapOut<acc_t>{nullptr, &dummy}), s.outer, s.C, s.inner, &partials);
+      close(what, finish(partials, 1.0), want, 0, tol);
+      close(what, finish(partials, 1.0 / double(P)), want / double(P), 0, tol / double(P));
+      close(what, total, finish(partials, 1.0), 0, 0);
+      expect(int64_t(partials.size()) <= bound && dummy == acc_t(0), what, double(partials.size()), double(bound));
+    });
+    // the per-pixel kernel: blocks of kPixelThreads threads, a grid-stride loop, partial sums per block
+    const MapOut<acc_t> mo{nullptr, nullptr};
+    const int64_t blocks = pixel_blocks(P), stride = blocks * kPixelThreads;
+    std::vector<double> partials;
+    for (int64_t b = 0; b < blocks; ++b) {
+      acc_t block = acc_t(0);
+      for (int64_t tid = 0; tid < kPixelThreads; ++tid) {
+        acc_t sum = acc_t(0);
+        for (int64_t p = b * kPixelThreads + tid; p < P; p += stride) {
+          const int64_t o = p / s.inner, base = o * s.C * s.inner + (p - o * s.inner);
+          sum += mo.emit(p, pix(base, p));
+        }
+        block += sum;
+      }
+      partials.push_back(double(block));
+    }
+    std::snprintf(what, sizeof what, "%s %s reduced per-pixel shape=(%d,%d,%d) off=%d", tname, name, int(s.outer),
+                  int(s.C), int(s.inner), off);
+    close(what, finish(partials, 1.0), want, 0, tol);
+    expect(blocks <= bound, what, double(blocks), double(bound));
+  };
+  for (const PlanesShape& s : shapes)
+    for (int off = 0; off < 2; ++off) {
+      const size_t n = s.outer * s.C * s.inner, P = s.outer * s.inner;
+      Buf<T> a(n, off, 0), b(n, off, 0);
+      std::vector<double> ad, bd;
+      planes_inputs(rng, s, a, ad);
+      planes_inputs(rng, s, b, bd);
+      Buf<acc_t> aux(P, off, 0);
+      for (size_t p = 0; p < P; ++p) aux.p[p] = acc_t(0.3 * double(p % 13) - 1.7);
+      const int64_t cs = s.inner, C = s.C;
+      A ap = a.p, bp = b.p;
+      M dp = aux.p;
+      check("sym_kl", s, off, [&](MapOut<acc_t> mo) { return SymKlForward<T>{ap, bp, mo}; },
+            [&](int64_t base, int64_t) { return sym_kl_pixel<acc_t>(ap + base, bp + base, cs, C); },
+            [&](int64_t base, int64_t) { return sym_kl_pixel<double>(ad.data() + base, bd.data() + base, cs, C); });
+      check("kl_div", s, off, [&](MapOut<acc_t> mo) { return KlDivForward<T>{ap, bp, mo}; },
+            [&](int64_t base, int64_t) { return kl_div_pixel<acc_t>(ap + base, bp + base, cs, C); },
+            [&](int64_t base, int64_t) { return kl_div_pixel<double>(ad.data() + base, bd.data() + base, cs, C); });
+      check("entropy", s, off, [&](MapOut<acc_t> mo) { return EntropyForward<T>{ap, mo}; },
+            [&](int64_t base, int64_t) { return entropy_pixel<acc_t>(ap + base, cs, C); },
+            [&](int64_t base, int64_t) { return entropy_pixel<double>(ad.data() + base, cs, C); });
+      check("clan", s, off, [&](MapOut<acc_t> mo) { return ClanForward<T>{dp, ap, bp, mo, t, lam, eps}; },
+            [&](int64_t base, int64_t p) {
+              return clan_adversarial_pixel<acc_t>(dp[p], ap + base, bp + base, cs, C, t, lam, eps);
+            },
+            [&](int64_t base, int64_t p) {
+              return clan_adversarial_pixel<double>(double(dp[p]), ad.data() + base, bd.data() + base, cs, C, 1.0,
+                                                    40.0, 0.4);
+            });
+    }
+  // MapOut::emit: a map is stored (and 0 returned), no map: the valid lanes summed, nothing stored
+  acc_t m[2 * kLanes<T>], v[kLanes<T>];
+  for (int k = 0; k < 2 * kLanes<T>; ++k) m[k] = acc_t(kSentinel);
+  for (int k = 0; k < kLanes<T>; ++k) v[k] = acc_t(k + 1);
+  const TilePos tp{0, 0, 1, kLanes<T> - 1, false};
+  expect(MapOut<acc_t>{nullptr, m}.emit(tp, v) == acc_t((kLanes<T> - 1) * kLanes<T> / 2), "emit sums valid lanes",
+         0, 0);
+  expect(m[0] == acc_t(kSentinel), "emit without a map writes nothing", double(m[0]), kSentinel);
+  expect(MapOut<acc_t>{m, nullptr}.emit(tp, v) == acc_t(0) && m[0] == acc_t(1) && m[kLanes<T> - 1] == acc_t(kSentinel),
+         "emit stores the valid lanes", double(m[0]), 1);
 }
 
 // The rows layout (channels_last, (N, C)): the per-pixel kernels' work (classes 1 apart, pixel p at
@@ -710,6 +839,10 @@ int main() {
   check_rows<double>("double");
   check_rows<__half>("half");
   check_rows<__nv_bfloat16>("bf16");
+  check_reduced<float>("float");
+  check_reduced<double>("double");
+  check_reduced<__half>("half");
+  check_reduced<__nv_bfloat16>("bf16");
   std::printf("%d checks, %d failures\n", checks, failures);
   return failures == 0 ? 0 : 1;
 }
