@@ -453,6 +453,27 @@ def store(ptr, offs, val, mask):
     tl.store(ptr + offs, val.to(ptr.dtype.element_ty), mask=mask)
 
 
+def f64_args(*values: float) -> list:
+    """Python floats as kernel arguments. Triton passes a Python float as an fp32 scalar, which would cost a
+    float64 kernel 8 digits (seen on an H200: lambda 40 and 1/log C rounded to fp32, relative errors of 4e-8 in
+    float64 outputs); each value goes as two fp32 numbers, (v rounded, the rest), that `scalar` adds up in float64
+    kernels to ~48 bits (fp32 kernels use the first)."""
+    out = []
+    for v in values:
+        hi = float(torch.tensor(float(v), dtype=torch.float32))
+        out += [hi, float(v) - hi]
+    return out
+
+
+@triton.jit
+def scalar(hi, lo, F64: tl.constexpr):
+    """A kernel's float argument passed as f64_args (hi, lo): float64 in F64 kernels, else hi."""
+    if F64:
+        return tl.cast(hi, tl.float64) + tl.cast(lo, tl.float64)
+    else:
+        return hi
+
+
 @triton.jit
 def emit(out_ptr, offs, value, mask, REDUCE: tl.constexpr):
     """A forward kernel's result for its pixels: the map values at offs (mask: the valid pixels) or, REDUCE,

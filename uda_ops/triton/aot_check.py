@@ -56,8 +56,8 @@ def _specs(dt: str, variants=tuple(VARIANTS), reduce: bool = False):
     T, A = f"*{dt}", "*fp64" if f64 else "*fp32"
     ce = {k: "constexpr" for k in ("F64", "CB", "CB2", "BP", "ONE", "FULL")}
     g = {"g_ptr": A, "g_stride": "i32"}
-    clan = {"target": "fp32", "lam": "fp32", "eps": "fp32"}
-    nlc = {"neg_inv_log_c": "fp32"}
+    clan = {k: "fp32" for k in ("t_hi", "t_lo", "lam_hi", "lam_lo", "eps_hi", "eps_lo")}  # K.f64_args
+    nlc = {"nlc_hi": "fp32", "nlc_lo": "fp32"}
     # (name, kernel, pointer args, scalar args after the tile args, extra constexprs, tiles read at once)
     losses = [
         ("sym_kl_fwd", sym_kl._sym_kl_fwd, {"a_ptr": T, "b_ptr": T, "out_ptr": A}, {}, {}, 2),

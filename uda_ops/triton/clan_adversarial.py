@@ -27,10 +27,11 @@ def _bce_with_logits(d, t):
 
 
 @triton.jit
-def _clan_fwd(d_ptr, z1_ptr, z2_ptr, out_ptr, Q, NQ, C, q_stride, c_stride, o_stride, target, lam, eps,
-              F64: tl.constexpr, CB: tl.constexpr, CB2: tl.constexpr, BP: tl.constexpr, ONE: tl.constexpr,
-              FULL: tl.constexpr, REDUCE: tl.constexpr = False):
+def _clan_fwd(d_ptr, z1_ptr, z2_ptr, out_ptr, Q, NQ, C, q_stride, c_stride, o_stride, t_hi, t_lo, lam_hi, lam_lo,
+              eps_hi, eps_lo, F64: tl.constexpr, CB: tl.constexpr, CB2: tl.constexpr, BP: tl.constexpr,
+              ONE: tl.constexpr, FULL: tl.constexpr, REDUCE: tl.constexpr = False):
     o, q = K.tile_pixels(NQ, BP)
+    target, lam, eps = K.scalar(t_hi, t_lo, F64), K.scalar(lam_hi, lam_lo, F64), K.scalar(eps_hi, eps_lo, F64)
     d = K.load_map(d_ptr, o, q, Q, 1, F64)
     m1, m2, cos, inv12, inv11, inv22 = K.cosine_stats(z1_ptr, z2_ptr, o, q, Q, C, q_stride, c_stride, o_stride,
                                                       F64, CB, CB2, ONE, FULL)
@@ -40,9 +41,10 @@ def _clan_fwd(d_ptr, z1_ptr, z2_ptr, out_ptr, Q, NQ, C, q_stride, c_stride, o_st
 
 @triton.jit
 def _clan_bwd(d_ptr, z1_ptr, z2_ptr, g_ptr, g_stride, gd_ptr, g1_ptr, g2_ptr, Q, NQ, C, q_stride, c_stride,
-              o_stride, target, lam, eps, NEED_LOGITS: tl.constexpr, F64: tl.constexpr, CB: tl.constexpr,
-              CB2: tl.constexpr, BP: tl.constexpr, ONE: tl.constexpr, FULL: tl.constexpr):
+              o_stride, t_hi, t_lo, lam_hi, lam_lo, eps_hi, eps_lo, NEED_LOGITS: tl.constexpr, F64: tl.constexpr,
+              CB: tl.constexpr, CB2: tl.constexpr, BP: tl.constexpr, ONE: tl.constexpr, FULL: tl.constexpr):
     o, q = K.tile_pixels(NQ, BP)
+    target, lam, eps = K.scalar(t_hi, t_lo, F64), K.scalar(lam_hi, lam_lo, F64), K.scalar(eps_hi, eps_lo, F64)
     d = K.load_map(d_ptr, o, q, Q, 1, F64)
     g = K.load_map(g_ptr, o, q, Q, g_stride, F64)
     loss, dloss = _bce_with_logits(d, target)
@@ -75,7 +77,7 @@ def clan_adversarial(d: Tensor, z1: Tensor, z2: Tensor, target: float, lambda_lo
     T = K.tile_config(L, z1.dtype, inputs=2) if L.pixels else None
     out = K.forward_output(z1, dim, reduction, T and T.grid)
     if L.pixels:
-        K.launch(_clan_fwd, T.grid, dc, ac, bc, out, *T.args, float(target), float(lambda_local), float(epsilon),
+        K.launch(_clan_fwd, T.grid, dc, ac, bc, out, *T.args, *K.f64_args(target, lambda_local, epsilon),
                  F64=z1.dtype == torch.float64, REDUCE=reduction != 0, **T.meta)
     return K.reduce_output(out, reduction, L.pixels)
 
@@ -93,7 +95,7 @@ def clan_adversarial_backward(grad: Tensor, d: Tensor, z1: Tensor, z2: Tensor, t
     if L.pixels:
         T = K.tile_config(L, z1.dtype, inputs=2)
         K.launch(_clan_bwd, T.grid, dc, ac, bc, g, gs, gd, g1 if need_logit_grads else gd,
-                 g2 if need_logit_grads else gd, *T.args, float(target), float(lambda_local), float(epsilon),
+                 g2 if need_logit_grads else gd, *T.args, *K.f64_args(target, lambda_local, epsilon),
                  NEED_LOGITS=bool(need_logit_grads), F64=z1.dtype == torch.float64, **T.meta)
     return (gd if gd.dtype == d.dtype else gd.to(d.dtype)), g1, g2
 

@@ -58,10 +58,11 @@ def _plogp_stats(z_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64: tl.conste
 
 
 @triton.jit
-def _entropy_fwd(z_ptr, out_ptr, Q, NQ, C, q_stride, c_stride, o_stride, neg_inv_log_c, F64: tl.constexpr,
+def _entropy_fwd(z_ptr, out_ptr, Q, NQ, C, q_stride, c_stride, o_stride, nlc_hi, nlc_lo, F64: tl.constexpr,
                  CB: tl.constexpr, CB2: tl.constexpr, BP: tl.constexpr, ONE: tl.constexpr, FULL: tl.constexpr,
                  REDUCE: tl.constexpr = False):
     o, q = K.tile_pixels(NQ, BP)
+    neg_inv_log_c = K.scalar(nlc_hi, nlc_lo, F64)
     m, s, t = _plogp_stats(z_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64, CB, CB2, ONE, FULL)
     K.emit(out_ptr, o * Q + q, neg_inv_log_c * (t * K.inv_sum(m, s) - tl.log(s)), q < Q, REDUCE)
 
@@ -74,11 +75,11 @@ def _entropy_grad(gz_ptr, offs, mask, y, e, inv, th, g):
 
 
 @triton.jit
-def _entropy_bwd(z_ptr, g_ptr, g_stride, gz_ptr, Q, NQ, C, q_stride, c_stride, o_stride, neg_inv_log_c,
+def _entropy_bwd(z_ptr, g_ptr, g_stride, gz_ptr, Q, NQ, C, q_stride, c_stride, o_stride, nlc_hi, nlc_lo,
                  F64: tl.constexpr, CB: tl.constexpr, CB2: tl.constexpr, BP: tl.constexpr, ONE: tl.constexpr,
                  FULL: tl.constexpr):
     o, q = K.tile_pixels(NQ, BP)
-    g = neg_inv_log_c * K.load_map(g_ptr, o, q, Q, g_stride, F64)
+    g = K.scalar(nlc_hi, nlc_lo, F64) * K.load_map(g_ptr, o, q, Q, g_stride, F64)
     if ONE:  # one load, one exp per element; the gradient from registers
         offs1, mask1, offs2, mask2, y1, y2, e1, e2, m, s, t = _plogp_one(z_ptr, o, q, Q, C, q_stride, c_stride,
                                                                          o_stride, F64, CB, CB2, FULL)
@@ -105,8 +106,8 @@ def entropy(z: Tensor, dim: int, reduction: int = 0) -> Tensor:
     T = K.tile_config(L, z.dtype) if L.pixels else None
     out = K.forward_output(z, dim, reduction, T and T.grid)
     if L.pixels:
-        K.launch(_entropy_fwd, T.grid, zc, out, *T.args, -1.0 / math.log(L.classes), F64=z.dtype == torch.float64,
-                 REDUCE=reduction != 0, **T.meta)
+        K.launch(_entropy_fwd, T.grid, zc, out, *T.args, *K.f64_args(-1.0 / math.log(L.classes)),
+                 F64=z.dtype == torch.float64, REDUCE=reduction != 0, **T.meta)
     return K.reduce_output(out, reduction, L.pixels)
 
 
@@ -120,7 +121,7 @@ def entropy_backward(grad: Tensor, z: Tensor, dim: int) -> Tensor:
     gz = K.empty_in_layout(z, dim, L, z.dtype)
     if L.pixels:
         T = K.tile_config(L, z.dtype)
-        K.launch(_entropy_bwd, T.grid, zc, g, gs, gz, *T.args, -1.0 / math.log(L.classes),
+        K.launch(_entropy_bwd, T.grid, zc, g, gs, gz, *T.args, *K.f64_args(-1.0 / math.log(L.classes)),
                  F64=z.dtype == torch.float64, **T.meta)
     return gz
 

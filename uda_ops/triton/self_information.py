@@ -39,10 +39,11 @@ def _si_tile(out_ptr, offs, mask, z, e, m, s, neg_inv_log_c):
 
 
 @triton.jit
-def _self_information_fwd(z_ptr, out_ptr, Q, NQ, C, q_stride, c_stride, o_stride, neg_inv_log_c,
+def _self_information_fwd(z_ptr, out_ptr, Q, NQ, C, q_stride, c_stride, o_stride, nlc_hi, nlc_lo,
                           F64: tl.constexpr, CB: tl.constexpr, CB2: tl.constexpr, BP: tl.constexpr,
                           ONE: tl.constexpr, FULL: tl.constexpr):
     o, q = K.tile_pixels(NQ, BP)
+    neg_inv_log_c = K.scalar(nlc_hi, nlc_lo, F64)
     if ONE:  # one load, one exp per element, written from registers
         offs1, mask1, offs2, mask2 = K.one_offsets(o, q, Q, C, q_stride, c_stride, o_stride, CB, CB2, FULL)
         z1, z2 = K.load_one(z_ptr, offs1, mask1, offs2, mask2, F64, CB2)
@@ -88,10 +89,11 @@ def _si_bwd_tile(gz_ptr, offs, mask, z, g, e, m, s, t1, t2, neg_inv_log_c):
 
 @triton.jit
 def _self_information_bwd(z_ptr, g_ptr, g_o, g_q, g_c, gz_ptr, Q, NQ, C, q_stride, c_stride, o_stride,
-                          neg_inv_log_c, F64: tl.constexpr, CB: tl.constexpr, CB2: tl.constexpr, BP: tl.constexpr,
+                          nlc_hi, nlc_lo, F64: tl.constexpr, CB: tl.constexpr, CB2: tl.constexpr, BP: tl.constexpr,
                           ONE: tl.constexpr, FULL: tl.constexpr):
     """The upstream gradient G is read through its own (group, pixel, class) strides (0 for an expanded one)."""
     o, q = K.tile_pixels(NQ, BP)
+    neg_inv_log_c = K.scalar(nlc_hi, nlc_lo, F64)
     if ONE:  # one load of z and G, one exp per element; the gradient from registers
         offs1, mask1, offs2, mask2 = K.one_offsets(o, q, Q, C, q_stride, c_stride, o_stride, CB, CB2, FULL)
         goffs1, _, goffs2, _ = K.one_offsets(o, q, Q, C, g_q, g_c, g_o, CB, CB2, FULL)
@@ -134,7 +136,7 @@ def self_information(z: Tensor, dim: int) -> Tensor:
     out = K.empty_in_layout(z, dim, L, z.dtype)
     if L.pixels:
         T = K.tile_config(L, z.dtype)
-        K.launch(_self_information_fwd, T.grid, zc, out, *T.args, -1.0 / math.log(L.classes),
+        K.launch(_self_information_fwd, T.grid, zc, out, *T.args, *K.f64_args(-1.0 / math.log(L.classes)),
                  F64=z.dtype == torch.float64, **T.meta)
     return out
 
@@ -152,7 +154,8 @@ def self_information_backward(grad: Tensor, z: Tensor, dim: int) -> Tensor:
     if L.pixels:
         T = K.tile_config(L, z.dtype, inputs=2)
         g_o, g_q = (0, g_so) if L.inner == 1 else (g_so, g_si)  # the (group, pixel) strides of T's geometry
-        K.launch(_self_information_bwd, T.grid, zc, gv, g_o, g_q, g_sc, gz, *T.args, -1.0 / math.log(L.classes),
+        K.launch(_self_information_bwd, T.grid, zc, gv, g_o, g_q, g_sc, gz, *T.args,
+                 *K.f64_args(-1.0 / math.log(L.classes)),
                  F64=z.dtype == torch.float64, **T.meta)
     return gz
 
