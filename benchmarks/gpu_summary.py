@@ -165,10 +165,14 @@ def finish_row(row: dict) -> None:
 def auto_cuda_table(rows: List[dict], info: Optional[dict] = None) -> dict:
     """uda_ops' AUTO_CUDA table (uda_ops/_ops.py load_auto_cuda) from measured rows: per (op, dtype) the
     backend with the lower geometric mean of ms over the measured shapes and layouts (fwd+bwd for the losses,
-    fwd for the masks), among rows where both the CUDA and the Triton kernel ran."""
+    fwd for the masks), among rows where both the CUDA and the Triton kernel ran. The times are the CUDA-graph
+    replays where a row has both (device time: in a training step the launches queue behind the network's own
+    GPU work, so the host's per-call cost overlaps), else the per-call times. On an H200 (2026-11-29) the two
+    disagree: per call the Triton path spends ~0.7-0.9 ms on the host per fwd+bwd, more than its kernels."""
     ratios: Dict[str, Dict[str, List[float]]] = {}
     for r in rows:
-        c, t = r.get("cuda_ms"), r.get("triton_ms")
+        graphs = isinstance(r.get("cuda_graph_ms"), float) and isinstance(r.get("triton_graph_ms"), float)
+        c, t = (r.get("cuda_graph_ms"), r.get("triton_graph_ms")) if graphs else (r.get("cuda_ms"), r.get("triton_ms"))
         if isinstance(c, float) and isinstance(t, float) and r["mode"] == ("fwd" if r["op"] in MASKS else "fwdbwd"):
             name = str(DTYPES[r["dtype"]]).replace("torch.", "")
             ratios.setdefault(CASE_OP.get(r["op"], r["op"]), {}).setdefault(name, []).append(t / c)

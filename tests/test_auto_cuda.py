@@ -88,3 +88,6 @@ def test_gpu_summary_writes_a_table_uda_ops_reads(tmp_path):
     path = _write(tmp_path, table)
     assert _ops.load_auto_cuda(path) == {("entropy", torch.bfloat16): "triton", ("entropy", torch.float32): "cuda",
                                          ("channel_adversarial_dropout_mask", torch.float32): "triton"}
+    # graph replays (device time) decide where a row has them for both backends
+    rows[2].update(cuda_graph_ms=0.5, triton_graph_ms=0.25)
+    assert S.auto_cuda_table(rows)["choices"]["entropy"]["float32"] == "triton"
