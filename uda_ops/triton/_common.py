@@ -37,6 +37,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import struct
 from dataclasses import dataclass
 from typing import Tuple
 
@@ -460,7 +461,7 @@ def f64_args(*values: float) -> list:
     kernels to ~48 bits (fp32 kernels use the first)."""
     out = []
     for v in values:
-        hi = float(torch.tensor(float(v), dtype=torch.float32))
+        hi = struct.unpack("f", struct.pack("f", float(v)))[0]  # v rounded to fp32 (cheaper than a tensor)
         out += [hi, float(v) - hi]
     return out
 
