@@ -78,7 +78,7 @@ at::Tensor clan_adversarial_cpu(const at::Tensor& d, const at::Tensor& z1, const
     const scalar_t* pa = ac.const_data_ptr<scalar_t>();
     const scalar_t* pb = bc.const_data_ptr<scalar_t>();
     const acc_t* pd = dc.const_data_ptr<acc_t>();
-    ForwardOut<acc_t> fo(out, g, r);
+    ForwardOut<acc_t> fo(out, g, r, L.pixels());
     for_each_tile<acc_t>(g, 4, [&](const Tile& t, acc_t* buf) {
       acc_t *A = buf, *B = A + g.C * g.T, *P = B + g.C * g.T, *Q = P + g.C * g.T;
       acc_t lanes[kMaxLanes];
@@ -89,7 +89,7 @@ at::Tensor clan_adversarial_cpu(const at::Tensor& d, const at::Tensor& z1, const
                         acc_t(epsilon), o);
       fo.done(t, o);
     });
-    fo.finish(out, r, L.pixels());
+    fo.finish();
   });
   return out;
 }

@@ -232,12 +232,14 @@ void for_each_tile(const TileGrid& g, int64_t buffers, const Body& body) {
 template <typename acc_t>
 class ForwardOut {
  public:
-  ForwardOut(const at::Tensor& out, const TileGrid& g, Reduction r)
+  // out: empty_forward_output(x, dim, r); pixels: the layout's pixel count (for "mean").
+  ForwardOut(const at::Tensor& out, const TileGrid& g, Reduction r, int64_t pixels)
       : reduce_(r != kReduceNone),
-        map_(reduce_ ? nullptr : out.mutable_data_ptr<acc_t>()),  // (nullptr for an empty map too)
+        out_(out.mutable_data_ptr<acc_t>()),  // the map (nullptr when empty) or the 0-d result
+        scale_(reduction_scale(r, pixels)),
         partials_(reduce_ ? static_cast<size_t>(g.count) : 0) {}
 
-  acc_t* dst(const Tile& t, acc_t* lanes) const { return reduce_ ? lanes : map_ + t.p0; }
+  acc_t* dst(const Tile& t, acc_t* lanes) const { return reduce_ ? lanes : out_ + t.p0; }
 
   void done(const Tile& t, const acc_t* v) {
     if (!reduce_) return;
@@ -246,17 +248,18 @@ class ForwardOut {
     partials_[static_cast<size_t>(t.k)] = s;
   }
 
-  // Writes the reduced value to the 0-d `out` (nothing to do for the map).
-  void finish(const at::Tensor& out, Reduction r, int64_t pixels) const {
+  // Writes the reduced value (nothing to do for the map).
+  void finish() const {
     if (!reduce_) return;
     double s = 0;
     for (const acc_t p : partials_) s += static_cast<double>(p);
-    *out.mutable_data_ptr<acc_t>() = static_cast<acc_t>(s * reduction_scale(r, pixels));
+    *out_ = static_cast<acc_t>(s * scale_);
   }
 
  private:
   bool reduce_;
-  acc_t* map_;
+  acc_t* out_;
+  double scale_;
   std::vector<acc_t> partials_;
 };
 

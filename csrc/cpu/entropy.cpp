@@ -23,7 +23,7 @@ at::Tensor entropy_cpu(const at::Tensor& z, int64_t dim, int64_t reduction) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, z.scalar_type(), "entropy_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const scalar_t* pz = zc.const_data_ptr<scalar_t>();
-    ForwardOut<acc_t> fo(out, g, r);
+    ForwardOut<acc_t> fo(out, g, r, L.pixels());
     for_each_tile<acc_t>(g, 1, [&](const Tile& t, acc_t* buf) {
       int64_t xs;
       acc_t lanes[kMaxLanes];
@@ -32,7 +32,7 @@ at::Tensor entropy_cpu(const at::Tensor& z, int64_t dim, int64_t reduction) {
       entropy_forward_tile(X, xs, g.C, t.n, o);
       fo.done(t, o);
     });
-    fo.finish(out, r, L.pixels());
+    fo.finish();
   });
   return out;
 }

@@ -24,7 +24,7 @@ at::Tensor pair_map_forward(const char* op, const at::Tensor& a, const at::Tenso
     using acc_t = at::opmath_type<scalar_t>;
     const scalar_t* pa = ac.const_data_ptr<scalar_t>();
     const scalar_t* pb = bc.const_data_ptr<scalar_t>();
-    ForwardOut<acc_t> fo(out, g, r);
+    ForwardOut<acc_t> fo(out, g, r, L.pixels());
     for_each_tile<acc_t>(g, 4, [&](const Tile& t, acc_t* buf) {
       acc_t *A = buf, *B = A + g.C * g.T, *P = B + g.C * g.T, *Q = P + g.C * g.T;
       acc_t lanes[kMaxLanes];
@@ -35,7 +35,7 @@ at::Tensor pair_map_forward(const char* op, const at::Tensor& a, const at::Tenso
       tile(a_, b_, xs, P, Q, g.C, g.T, t.n, o);
       fo.done(t, o);
     });
-    fo.finish(out, r, L.pixels());
+    fo.finish();
   });
   return out;
 }
