@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import uda_ops
-from conftest import CLAN_ARGS, TOL, logits, requires_ext
+from conftest import CLAN_ARGS, OPS, TOL, logits, requires_ext
 
 pytestmark = requires_ext
 
@@ -15,22 +15,18 @@ def _clan(d, z1, z2, dim, reduction):
     return uda_ops.clan_adversarial_loss(d, z1, z2, **CLAN_ARGS, dim=dim, reduction=reduction)
 
 
-# name -> (public function(inputs..., dim, reduction), number of logit inputs, with a discriminator map)
+# name -> the public function (inputs..., dim, reduction); inputs from conftest's Op.make
 REDUCED = {
-    "sym_kl": (lambda a, b, dim, r: uda_ops.sym_kl(a, b, dim=dim, reduction=r), 2, False),
-    "kl_div": (lambda a, b, dim, r: uda_ops.kl_div(a, b, dim=dim, reduction=r), 2, False),
-    "entropy": (lambda z, dim, r: uda_ops.entropy(z, dim=dim, reduction=r), 1, False),
-    "clan_adversarial": (_clan, 2, True),
+    "sym_kl": lambda a, b, dim, r: uda_ops.sym_kl(a, b, dim=dim, reduction=r),
+    "kl_div": lambda a, b, dim, r: uda_ops.kl_div(a, b, dim=dim, reduction=r),
+    "entropy": lambda z, dim, r: uda_ops.entropy(z, dim=dim, reduction=r),
+    "clan_adversarial": _clan,
 }
+_OPS = {op.name: op for op in OPS}
 
 
-def _inputs(name, shape, dtype, layout="contiguous", dim=1, kind="random"):
-    _, n, with_d = REDUCED[name]
-    xs = [logits(shape, dtype, kind, layout, dim, seed=i) for i in range(n)]
-    if with_d:
-        map_shape = [s for i, s in enumerate(shape) if i != dim % len(shape)]
-        xs = [torch.randn(map_shape, generator=torch.Generator().manual_seed(7)).to(dtype) * 4] + xs
-    return xs
+def _inputs(name, shape, dtype, layout="contiguous", dim=1):
+    return _OPS[name].make(shape, dtype, layout=layout, dim=dim)
 
 
 CASES = [((2, 19, 9, 13), 1, "contiguous"), ((2, 19, 9, 13), 1, "channels_last"), ((37, 10), 1, "contiguous"),
@@ -41,7 +37,7 @@ CASES = [((2, 19, 9, 13), 1, "contiguous"), ((2, 19, 9, 13), 1, "channels_last")
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("shape,dim,layout", CASES, ids=[f"{s}-{lay}" for s, _, lay in CASES])
 def test_reduced_equals_sum_of_map(name, dtype, shape, dim, layout):
-    fn = REDUCED[name][0]
+    fn = REDUCED[name]
     xs = _inputs(name, shape, dtype, layout, dim)
     # bf16 inputs are accumulated in float32: the unrounded map is that of the same values in float32
     acc = torch.float32 if dtype == torch.bfloat16 else dtype
@@ -60,7 +56,7 @@ def test_reduced_equals_sum_of_map(name, dtype, shape, dim, layout):
 
 @pytest.mark.parametrize("name", list(REDUCED))
 def test_reduced_is_deterministic_across_thread_counts(name):
-    fn = REDUCED[name][0]
+    fn = REDUCED[name]
     xs = _inputs(name, (4, 19, 32, 48), torch.float32)
     before = torch.get_num_threads()
     try:
@@ -79,7 +75,7 @@ def test_reduced_is_deterministic_across_thread_counts(name):
 def test_reduced_is_more_accurate_than_a_float32_sum(name):
     """Float32 partials over tiles of at most 64 pixels, added in float64: close to the float64 sum even where a
     naive float32 running sum drifts (300k pixels)."""
-    fn = REDUCED[name][0]
+    fn = REDUCED[name]
     xs = _inputs(name, (3, 4, 320, 320), torch.float32)
     exact = fn(*[x.double() for x in xs], 1, "sum")
     out = fn(*xs, 1, "sum").double()
@@ -90,7 +86,7 @@ def test_reduced_is_more_accurate_than_a_float32_sum(name):
 @pytest.mark.parametrize("reduction", ["sum", "mean"])
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 def test_reduced_gradient_is_that_of_the_map(name, reduction, layout):
-    fn = REDUCED[name][0]
+    fn = REDUCED[name]
     xs = _inputs(name, (2, 6, 5, 3), torch.float64, layout)
     a = [x.clone().requires_grad_(True) for x in xs]
     b = [x.clone().requires_grad_(True) for x in xs]
