@@ -89,7 +89,14 @@ struct PixelGrad {
   int64_t stride = 1;
 };
 
+// An upstream gradient is floating point: an integer one is a caller's bug, not something to cast.
+inline void check_grad_dtype(const at::Tensor& grad) {
+  TORCH_CHECK(at::isFloatingType(grad.scalar_type()), "uda_ops: gradient must be floating point, got ",
+              grad.scalar_type());
+}
+
 inline PixelGrad pixel_grad(const at::Tensor& grad, at::ScalarType dtype, int64_t pixels) {
+  check_grad_dtype(grad);
   TORCH_CHECK(grad.numel() == pixels, "uda_ops: gradient has ", grad.numel(), " elements, expected ",
               pixels);
   PixelGrad g;

@@ -139,6 +139,32 @@ OPS = [
 ]
 OP_IDS = [op.name for op in OPS]
 
+# Backward op -> its arguments after the upstream gradient, for logits z of shape (2, 3, 4, 5); the gradient has the
+# forward's output shape: (2, 4, 5), or z's shape for self_information_backward.
+BACKWARDS = {
+    "entropy_backward": lambda z: (z, 1),
+    "self_information_backward": lambda z: (z, 1),
+    "sym_kl_backward": lambda z: (z, z, 1, False),
+    "kl_div_backward": lambda z: (z, z, 1, True),
+    "cosine_discrepancy_backward": lambda z: (z, z, 1),
+    "clan_adversarial_backward": lambda z: (torch.zeros(z.shape[0], *z.shape[2:], device=z.device), z, z, 1.0, 40.0,
+                                            0.4, 1, True),
+}
+
+
+def check_backward_gradient_errors(ns, name: str, device="cpu") -> None:
+    """Backward op `name` of op namespace `ns` (torch.ops.uda_ops or uda_ops_triton) works with the right upstream
+    gradient and raises a clear error for an integer one or one of the wrong shape."""
+    z = torch.randn(2, 3, 4, 5, device=device)
+    args = BACKWARDS[name](z)
+    shape = z.shape if name == "self_information_backward" else (2, 4, 5)
+    fn = getattr(ns, name)
+    fn(torch.ones(shape, device=device), *args)
+    with pytest.raises(RuntimeError, match="floating point"):
+        fn(torch.ones(shape, device=device, dtype=torch.int64), *args)
+    with pytest.raises(RuntimeError, match="gradient has"):
+        fn(torch.ones(2, *shape, device=device), *args)
+
 
 def run_with_grad(fn, inputs, dim, grad_seed=1):
     """Forward, then backward with a random (non-uniform) output gradient; returns (out, grads, g)."""

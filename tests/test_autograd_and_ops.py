@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import uda_ops
-from conftest import CLAN_ARGS, OP_IDS, OPS, logits, requires_ext
+from conftest import BACKWARDS, CLAN_ARGS, OP_IDS, OPS, check_backward_gradient_errors, logits, requires_ext
 
 pytestmark = requires_ext
 
@@ -95,3 +95,10 @@ def test_every_registered_op_has_a_sample():
     registered = {n for n in dir(torch.ops.uda_ops) if not n.startswith("_")
                   and isinstance(getattr(torch.ops.uda_ops, n), torch._ops.OpOverloadPacket)}
     assert registered <= names, f"ops without an opcheck sample: {registered - names}"
+
+
+@pytest.mark.parametrize("name", sorted(BACKWARDS))
+def test_backward_ops_reject_integer_or_misshaped_gradients(name):
+    """The CPU backward ops (csrc/layout.h check_grad_dtype, pixel_grad): an int64 upstream gradient or one of the
+    wrong shape raises; the CUDA ops run the same check in tests/test_cuda.py, the Triton ones in test_triton_fixes."""
+    check_backward_gradient_errors(torch.ops.uda_ops, name)

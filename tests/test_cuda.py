@@ -16,7 +16,8 @@ import torch
 
 import uda_ops
 from uda_ops import reference
-from conftest import CLAN_ARGS, DTYPES, OP_IDS, OPS, TOL, assert_close, logits
+from conftest import (BACKWARDS, CLAN_ARGS, DTYPES, OP_IDS, OPS, TOL, assert_close, check_backward_gradient_errors,
+                      logits)
 
 # UDA_TEST_DEVICE=cpu runs this file against the CPU kernels: a check of the tests themselves on a
 # machine without a GPU (the two backends share one contract).
@@ -404,28 +405,11 @@ def test_planes_tiles_and_misaligned_views(op, dtype, shape):
     check_cuda_op(op, cpu, shifted, clone=False)
 
 
-BACKWARDS = {  # op -> (backward op, arguments after the gradient, forward's output shape)
-    "entropy_backward": lambda z: (z, 1),
-    "self_information_backward": lambda z: (z, 1),
-    "sym_kl_backward": lambda z: (z, z, 1, False),
-    "kl_div_backward": lambda z: (z, z, 1, True),
-    "cosine_discrepancy_backward": lambda z: (z, z, 1),
-    "clan_adversarial_backward": lambda z: (torch.zeros(z.shape[0], *z.shape[2:], device=z.device), z, z, 1.0, 40.0,
-                                            0.4, 1, True),
-}
-
-
 @pytest.mark.skipif(DEV.type != "cuda", reason="needs a CUDA device (a gradient on another device)")
 @pytest.mark.parametrize("name", sorted(BACKWARDS))
 def test_backward_checks_gradient_device_dtype_shape(name):
     z = torch.randn(2, 3, 4, 5, device=DEV)
-    args = BACKWARDS[name](z)
     shape = z.shape if name == "self_information_backward" else (2, 4, 5)
-    fn = getattr(torch.ops.uda_ops, name)
-    fn(torch.ones(shape, device=DEV), *args)  # the right gradient works
     with pytest.raises(RuntimeError, match="gradient is on cpu"):
-        fn(torch.ones(shape), *args)
-    with pytest.raises(RuntimeError, match="floating point"):
-        fn(torch.ones(shape, device=DEV, dtype=torch.int64), *args)
-    with pytest.raises(RuntimeError, match="gradient has shape"):
-        fn(torch.ones(2, *shape, device=DEV), *args)
+        getattr(torch.ops.uda_ops, name)(torch.ones(shape), *BACKWARDS[name](z))
+    check_backward_gradient_errors(torch.ops.uda_ops, name, DEV)

@@ -16,7 +16,7 @@ import triton.language as tl  # noqa: E402
 
 import uda_ops  # noqa: E402
 from uda_ops import reference  # noqa: E402
-from conftest import OP_IDS, OPS, assert_close, logits  # noqa: E402
+from conftest import BACKWARDS, OP_IDS, OPS, assert_close, check_backward_gradient_errors, logits  # noqa: E402
 
 TT = pytest.importorskip("uda_ops.triton")
 from uda_ops.triton import _common as K  # noqa: E402
@@ -249,3 +249,9 @@ def test_float_arguments_keep_float64_precision():
         assert float(torch.tensor(hi, dtype=torch.float32)) == hi
         assert abs((hi + lo32) - v) <= 1e-14 * abs(v)
         assert v == hi or abs(hi - v) > 1e6 * abs((hi + lo32) - v)  # the rest matters where v is not an fp32 number
+
+
+@pytest.mark.parametrize("name", sorted(BACKWARDS))
+def test_backward_ops_reject_integer_or_misshaped_gradients(name):
+    """K.check_grad_dtype / pixel_grad: an int64 upstream gradient or one of the wrong shape raises."""
+    check_backward_gradient_errors(torch.ops.uda_ops_triton, name)

@@ -86,6 +86,7 @@ at::Tensor self_information_cpu(const at::Tensor& z, int64_t dim) {
 }
 
 at::Tensor self_information_backward_cpu(const at::Tensor& grad, const at::Tensor& z, int64_t dim) {
+  check_grad_dtype(grad);
   TORCH_CHECK(grad.sizes() == z.sizes(), "self_information_backward: gradient has shape ", grad.sizes(),
               ", expected ", z.sizes());
   const ClassLayout L = class_layout(z, dim);
