@@ -139,7 +139,7 @@ def test_nchw_loss_kernels_load_128_bits(tmp_path):
     import re
     import subprocess
     import sys
-    env = {**os.environ, "TRITON_INTERPRET": "0", "TRITON_CACHE_DIR": str(tmp_path)}
+    env = {**os.environ, "TRITON_INTERPRET": "0", "TRITON_CACHE_DIR": str(tmp_path), "UDA_OPS_TRITON_PIXEL_VEC": "0"}
     r = subprocess.run([sys.executable, "-m", "uda_ops.triton.aot_check", "--dtypes", "fp32,bf16", "--report",
                         "--variants", "planes19,planes150"], capture_output=True, text=True, env=env,
                        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), timeout=900)
@@ -152,6 +152,24 @@ def test_nchw_loss_kernels_load_128_bits(tmp_path):
         assert vec > 0 and "b16" not in loads and sum(loads.values()) <= vec * per_vec, ln
         assert "spill_stores=0" in ln, ln
         assert int(re.search(r"ex2\.ftz=(\d+)", ln).group(1)) > 0, ln  # K.exp's fast path, not tl.exp
+
+
+def test_pixel_vec_experiment_narrows_only_16_bit_split_tiles(tmp_path):
+    """UDA_OPS_TRITON_PIXEL_VEC=4 (K.PIXEL_VEC, an experiment for the next GPU run): the split planes tiles of bf16
+    load 4 pixels a vector (64-bit, ld.global.v2.b32) instead of 8, fp32 keeps its 128-bit loads, and nothing spills."""
+    import re
+    import subprocess
+    import sys
+    env = {**os.environ, "TRITON_INTERPRET": "0", "TRITON_CACHE_DIR": str(tmp_path), "UDA_OPS_TRITON_PIXEL_VEC": "4"}
+    r = subprocess.run([sys.executable, "-m", "uda_ops.triton.aot_check", "--dtypes", "fp32,bf16", "--report",
+                        "--variants", "planes19", "--only", "sym_kl_fwd"], capture_output=True, text=True, env=env,
+                       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), timeout=600)
+    lines = [ln for ln in r.stdout.splitlines() if "@planes19" in ln]
+    assert r.returncode == 0 and len(lines) == 2, r.stdout[-3000:] + r.stderr[-3000:]
+    for ln in lines:
+        loads = re.search(r"ld\.global\[([^\]]*)\]", ln).group(1)
+        assert ("v2.b32x" in loads and "v4" not in loads) if " bf16 " in ln else ("v4.b32x" in loads), ln
+        assert "spill_stores=0" in ln, ln
 
 
 @pytest.mark.parametrize("op", OPS, ids=OP_IDS)

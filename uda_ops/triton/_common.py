@@ -35,10 +35,12 @@ one program, in order and in float64 (`_reduce_partials`), and scales by 1/pixel
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import struct
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Tuple
 
 import torch
@@ -56,7 +58,7 @@ LIB = "uda_ops_triton"
 # ---------------------------------------------------------------------------------------------------
 # Host side
 # ---------------------------------------------------------------------------------------------------
-@dataclass
+@dataclass(frozen=True)
 class Layout:
     outer: int
     classes: int
@@ -114,9 +116,16 @@ def acc_dtype(x: Tensor) -> torch.dtype:
     return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
+def check_grad_dtype(grad: Tensor) -> None:
+    """An upstream gradient is floating point (csrc/layout.h check_grad_dtype)."""
+    if not grad.dtype.is_floating_point:
+        raise RuntimeError(f"uda_ops: gradient must be floating point, got {grad.dtype}")
+
+
 def pixel_grad(grad: Tensor, dtype: torch.dtype, pixels: int) -> Tuple[Tensor, int]:
     """The per-pixel upstream gradient as (storage, stride): an expanded scalar (the backward of
     .sum()/.mean()) is read in place with stride 0, never materialised; anything else is made dense."""
+    check_grad_dtype(grad)
     if grad.numel() != pixels:
         raise RuntimeError(f"uda_ops: gradient has {grad.numel()} elements, expected {pixels}")
     if grad.dim() > 0 and grad.numel() > 0 and all(st == 0 or sz == 1 for st, sz in zip(grad.stride(), grad.size())):
@@ -178,7 +187,7 @@ def reduce_output(out: Tensor, reduction: int, pixels: int) -> Tensor:
     return res
 
 
-@dataclass
+@dataclass(frozen=True)
 class Tile:
     """Launch geometry of a loss kernel: Q pixels per group, G groups (samples for planes, 1 for rows), the
     element strides of a pixel, a class and a group, BP pixels per program; ONE (C fits): tile 1 of CB classes
@@ -194,23 +203,24 @@ class Tile:
     CB2: int = 0
     FULL: int = 0
 
-    @property
+    # Computed once per Tile: tile_config caches its Tiles, so a call reuses them (host time per launch).
+    @cached_property
     def ONE(self) -> bool:
         return self.C <= self.CB + self.CB2
 
-    @property
+    @cached_property
     def NQ(self) -> int:
-        return triton.cdiv(self.Q, self.BP)
+        return -(-self.Q // self.BP)
 
-    @property
+    @cached_property
     def grid(self):
         return (self.NQ * self.G,)
 
-    @property
+    @cached_property
     def args(self):
         return (self.Q, self.NQ, self.C, self.q_stride, self.c_stride, self.o_stride)
 
-    @property
+    @cached_property
     def meta(self):
         return {"CB": self.CB, "CB2": self.CB2, "BP": self.BP, "ONE": self.ONE, "FULL": self.FULL,
                 "num_warps": tile_warps(self.FULL)}
@@ -228,14 +238,28 @@ MAX_CB = {"planes": 64, "rows": 1024}
 MAX_SPLIT = {"planes": 64, "rows": 32}
 
 
+# Host-side integer helpers in plain Python: triton.cdiv / next_power_of_2 are ConstexprFunctions in Triton 3.9,
+# microseconds a call on the launch path.
 def _pow2_floor(n: int) -> int:
     return 1 << (max(1, n).bit_length() - 1)
+
+
+def pow2_ceil(n: int) -> int:
+    """The least power of 2 >= n (0 for 0), as triton.next_power_of_2."""
+    return 1 << (n - 1).bit_length() if n > 0 else 0
 
 
 def tile_config(L: Layout, dtype: torch.dtype, inputs: int = 1) -> Tile:
     """The tile table, keyed by the layout, the class count, the dtype (float64 takes two registers an element:
     half the elements, a quarter in the split tiles) and the number of class tiles the op reads at once
-    (`inputs`, which divides the element budget)."""
+    (`inputs`, which divides the element budget). Cached per key; the budgets above are part of the key, so a
+    test that changes them gets fresh tiles."""
+    budgets = (ONE_ELEMENTS, NUM_WARPS, *TILE_ELEMENTS.values(), *MAX_CB.values(), *MAX_SPLIT.values())
+    return _tile_config(L, dtype, inputs, budgets)
+
+
+@functools.lru_cache(maxsize=1024)
+def _tile_config(L: Layout, dtype: torch.dtype, inputs: int, budgets: tuple) -> Tile:
     rows = L.inner == 1
     kind = "rows" if rows else "planes"
     f64 = 2 if dtype == torch.float64 else 1
@@ -243,15 +267,15 @@ def tile_config(L: Layout, dtype: torch.dtype, inputs: int = 1) -> Tile:
         Q, G, qs, cs, os_ = L.outer, 1, L.classes, 1, 0
     else:
         Q, G, qs, cs, os_ = L.inner, L.outer, 1, L.inner, L.classes * L.inner
-    q_max = triton.next_power_of_2(Q)
+    q_max = pow2_ceil(Q)
     if L.classes <= min(MAX_SPLIT[kind], MAX_CB[kind]):
         cb = _pow2_floor(L.classes)
-        cb2 = triton.next_power_of_2(L.classes - cb) if L.classes > cb else 0
+        cb2 = pow2_ceil(L.classes - cb) if L.classes > cb else 0
         full = 2 if rows else 1
         per_warp = ONE_ELEMENTS // inputs // f64 ** 2 // (cb + cb2)  # pixels (float64: a quarter, no spills)
         bp = min(_pow2_floor(per_warp * tile_warps(full)), q_max)
         return Tile(Q, G, L.classes, qs, cs, os_, cb, bp, CB2=cb2, FULL=full)
-    cb = min(triton.next_power_of_2(L.classes), MAX_CB[kind])
+    cb = min(pow2_ceil(L.classes), MAX_CB[kind])
     bp = max(1, min(TILE_ELEMENTS[kind] // inputs // f64 // cb, q_max))
     return Tile(Q, G, L.classes, qs, cs, os_, cb, bp)
 
@@ -293,6 +317,15 @@ def to_acc(x, F64: tl.constexpr):
 # ex2.approx.f32, whose subnormal handling costs four more instructions an element. Under the interpreter
 # (which runs no PTX), and for float64, tl.exp.
 FAST_EXP = tl.constexpr(not INTERPRET)
+
+
+# The split planes tiles (FULL = 1) at most PIXEL_VEC pixels a vector (UDA_OPS_TRITON_PIXEL_VEC; 0, the default:
+# Triton's 128 bits, 8 pixels of bf16/fp16). 4 gives 16-bit dtypes 64-bit loads and stores: a warp's 64 pixels then
+# span 16 lanes, so a pixel's classes sit on 2 lanes instead of 4 and each class reduction needs one shuffle level
+# instead of two (bf16 sym_kl at C = 19: 1586 -> 1298 SASS instructions forward, 2300 -> 2045 backward; fp32 and
+# fp64 compile to the same code). Bytes in flight are the same (twice the loads, half the width). An experiment
+# until a GPU measures it (benchmarks/gpu_lease.sh runs both).
+PIXEL_VEC = tl.constexpr(int(os.environ.get("UDA_OPS_TRITON_PIXEL_VEC", "0") or 0))
 
 
 @triton.jit
@@ -346,6 +379,9 @@ def one_offsets(o, q, Q, C, q_stride, c_stride, o_stride, CB: tl.constexpr, CB2:
     if FULL == 2:
         offs1 = tl.max_contiguous(offs1, [1, 1])
         offs2 = tl.max_contiguous(offs2, [1, 1])
+    if FULL == 1 and PIXEL_VEC > 0:
+        offs1 = tl.max_contiguous(offs1, [1, PIXEL_VEC])
+        offs2 = tl.max_contiguous(offs2, [1, PIXEL_VEC])
     return offs1, mask1, offs2, mask2
 
 

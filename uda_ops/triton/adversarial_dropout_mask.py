@@ -183,7 +183,7 @@ def _search(jac: Tensor, base_mask: Optional[Tensor], max_flips: int, rescale: b
     m0 = None
     if base_mask is not None:
         m0 = base_mask.to(device=jac.device, dtype=jac.dtype).expand(N, U).contiguous()
-    blk = max(16, min(ROW_BLOCK, triton.next_power_of_2(U)))
+    blk = max(16, min(ROW_BLOCK, K.pow2_ceil(U)))
     K.launch(_search_rows, (N,), jac, m0 if m0 is not None else jac, out, U, int(max_flips), HAS_M0=m0 is not None,
              RESCALE=bool(rescale) and max_flips > 0, F64=jac.dtype == torch.float64,
              ONE_CHUNK=U <= blk, BLOCK_U=blk, num_warps=8 if blk >= 2048 else K.NUM_WARPS)
@@ -215,9 +215,9 @@ def channel_adversarial_dropout_mask(grad: Tensor, activation: Tensor, base_mask
     impact = torch.empty((N, C), dtype=K.acc_dtype(grad), device=grad.device)
     if N and C:
         cap_p = 1024 if K.INTERPRET else 128
-        block_p = max(16, min(cap_p, triton.next_power_of_2(max(HW, 1))))
-        block_c = max(2, min(64 if rows else 16, triton.next_power_of_2(C)))
-        K.launch(_channel_impact, (N, triton.cdiv(C, block_c)), gc, hc, impact, C, HW, 1 if rows else HW,
+        block_p = max(16, min(cap_p, K.pow2_ceil(max(HW, 1))))
+        block_c = max(2, min(64 if rows else 16, K.pow2_ceil(C)))
+        K.launch(_channel_impact, (N, -(-C // block_c)), gc, hc, impact, C, HW, 1 if rows else HW,
                  C if rows else 1, F64=grad.dtype == torch.float64, BLOCK_C=block_c, BLOCK_P=block_p,
                  num_warps=K.NUM_WARPS)
     return _search(impact, base_mask, max_flips, rescale, grad.dtype)
