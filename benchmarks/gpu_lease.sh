@@ -1,12 +1,23 @@
 #!/usr/bin/env bash
 # One call on a lent GPU when the lease is short (15 minutes of device time, the machine's start included): what
-# `make gpu-check` does, cut to fit ~9.5 minutes, each step under its own time limit so the call always returns.
-#   build (gpu_check.py info,build) -> GPU tests (CUDA: every op x dtype x layout against the float64 reference,
-#   the fused reductions of both backends) -> benchmarks/gpu_summary.py at (2, 19, 512, 1024), fp32 and bf16, both
-#   layouts (torch.compile columns while a 40 s budget lasts) -> benchmarks/fused_reduction.py (fused mean vs the
-#   map + torch sum).
+# `make gpu-check` does, cut into stages that each run under their own time limit, so the call always returns.
+#   bash benchmarks/gpu_lease.sh [STAGE...]      default: build tests bench fused (the first run, ~9.5 minutes)
+# Stages:
+#   build     gpu_check.py info,build: the CUDA extension for this GPU
+#   tests     tests/test_cuda.py: every op x dtype x layout against the float64 reference; both backends' fused
+#             reductions
+#   bench     benchmarks/gpu_summary.py at (2, 19, 512, 1024), fp32 and bf16, both layouts (torch.compile columns
+#             while a 40 s budget lasts); writes an AUTO_CUDA table
+#   fused     benchmarks/fused_reduction.py: fused mean vs the map + torch sum
+#   diag      benchmarks/gpu_diag.py: the bad-gradient segfault call by call, clan's fp32 gradient error at
+#             (5000, 19), and a host-time profile of a plain Triton call
+#   triton64  tests/test_triton.py float64 on CUDA (the K.f64_args fix, never run on a GPU)
+#   pixelvec  the K.PIXEL_VEC experiment: Triton bf16 NCHW tests and gpu_summary with UDA_OPS_TRITON_PIXEL_VEC=4
+#             beside the default, one process each
+#   sanitize  compute-sanitizer racecheck and initcheck over the fp32 reference tests of the CUDA kernels
+# The second run (the first one's open questions): bash benchmarks/gpu_lease.sh build diag triton64 pixelvec sanitize
 # Everything lands in /tmp/gpu-lease, packed at the end into $OUT/gpu-lease.tgz (the device tool brings back at most
-# 8 files); the short tables are also copied to $OUT. Usage (device tool): bash benchmarks/gpu_lease.sh
+# 8 files); the short tables are also copied to $OUT.
 set -u
 export PYTHONUNBUFFERED=1
 R=/tmp/gpu-lease
@@ -22,18 +33,42 @@ step() {  # step NAME LIMIT_S CMD...: run with a time limit, log to $R/NAME.log,
   local rc=$?
   echo "$name rc=$rc $(($(date +%s) - s))s (t=$(($(date +%s) - t0))s)" | tee -a "$R/steps.txt"
 }
-step build 300 $PY benchmarks/gpu_check.py --stages info,build --out "$R/gpu_check"
-step tests 100 $PY -m pytest -p no:cacheprovider -q -rs --maxfail=10 tests/test_cuda.py \
-  -k "matches_reference or (fused_reduction and (native or float32))" --junitxml="$R/tests.xml"
-step bench 150 $PY benchmarks/gpu_summary.py --reps 20 --budget-s 40 --shapes 2,19,512,1024 \
-  --json "$R/bench.json" --markdown-out "$R/bench.md" --auto-cuda-out "$R/auto_cuda.json"
-for dt in float32 bfloat16; do
-  step "fused-$dt" 15 $PY benchmarks/fused_reduction.py --device cuda --shape 2,19,512,1024 --dtype $dt --rounds 30
+SAN=$(command -v compute-sanitizer || echo "${CUDA_HOME:-/usr/local/cuda}/bin/compute-sanitizer")
+BF16_BENCH=(benchmarks/gpu_summary.py --reps 20 --budget-s 0 --impls triton --dtypes bf16 --layouts nchw
+            --shapes 2,19,512,1024)
+[ $# -gt 0 ] || set -- build tests bench fused
+for stage in "$@"; do
+  case $stage in
+  build) step build 300 $PY benchmarks/gpu_check.py --stages info,build --out "$R/gpu_check" ;;
+  tests) step tests 100 $PY -m pytest -p no:cacheprovider -q -rs --maxfail=10 tests/test_cuda.py \
+           -k "matches_reference or (fused_reduction and (native or float32))" --junitxml="$R/tests.xml" ;;
+  bench) step bench 150 $PY benchmarks/gpu_summary.py --reps 20 --budget-s 40 --shapes 2,19,512,1024 \
+           --json "$R/bench.json" --markdown-out "$R/bench.md" --auto-cuda-out "$R/auto_cuda.json" ;;
+  fused) for dt in float32 bfloat16; do
+           step "fused-$dt" 15 $PY benchmarks/fused_reduction.py --device cuda --shape 2,19,512,1024 --dtype $dt \
+             --rounds 30
+         done ;;
+  diag) step diag 120 $PY benchmarks/gpu_diag.py badgrad clan hostprof --out "$R/diag" ;;
+  triton64) step triton64 120 $PY -m pytest -p no:cacheprovider -q -rs tests/test_triton.py -k "cuda and float64" ;;
+  pixelvec)
+    step pixelvec-tests 90 env UDA_OPS_TRITON_PIXEL_VEC=4 $PY -m pytest -p no:cacheprovider -q -rs \
+      tests/test_triton.py -k "cuda and (bfloat16 or float16)"
+    for v in 0 4; do
+      step "pixelvec-$v" 60 env UDA_OPS_TRITON_PIXEL_VEC=$v $PY "${BF16_BENCH[@]}" --markdown-out "$R/pixelvec-$v.md"
+    done ;;
+  sanitize)
+    for tool in racecheck initcheck; do
+      step "$tool" 120 "$SAN" --tool $tool --error-exitcode 9 $PY -m pytest -p no:cacheprovider -q -x tests/test_cuda.py \
+        -k "matches_reference and float32 and (contiguous or channels_last)"
+    done ;;
+  *) echo "unknown stage $stage" | tee -a "$R/steps.txt" ;;
+  esac
 done
 tail -n 3 "$R/tests.log" >"$R/tests_tail.txt" 2>/dev/null
 tar czf "$OUT/gpu-lease.tgz" -C /tmp gpu-lease
 cp "$R/steps.txt" "$OUT/" 2>/dev/null
 cp "$R/bench.md" "$OUT/" 2>/dev/null
+cat "$R"/pixelvec-?.md >"$OUT/pixelvec.md" 2>/dev/null
 cat "$R/steps.txt"
 tail -n 3 "$R/tests.log"
 cat "$R"/fused-*.log 2>/dev/null | grep -E "^\||backend"

@@ -1,0 +1,181 @@
+"""Diagnostics for the questions the first GPU run left open (benchmarks/results/nvidia-h200-2026-11-29/README.md),
+each small enough for a short lease. Run by benchmarks/gpu_lease.sh (stage "diag"); on a CPU (--device cpu) every
+part runs against the CPU kernels, which checks this script.
+
+  badgrad   the CUDA backward ops called with a gradient on the CPU, of dtype int64, or of the wrong shape (the
+            segfault of test_backward_checks_gradient_device_dtype_shape): each op in its own process, one line
+            printed (and flushed) before and after every call, so a crash names the call that made it.
+  clan      clan_adversarial at (5000, 19), dim -1, fp32 (test_op_shapes_and_dims): the worst elements of the
+            value and of each gradient against the float64 reference, beside the test's tolerance, for the CUDA
+            kernels, the Triton kernels and the CPU kernels on the same inputs.
+  hostprof  where the host time of a plain forward+backward goes (Triton calls cost ~0.7-0.9 ms more than the
+            CUDA kernels' on the H200): wall time per call of each backend with and without a device sync, and a
+            cProfile of the Triton path sorted by own time.
+
+    python benchmarks/gpu_diag.py badgrad clan hostprof [--device cuda] [--out DIR]
+"""
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import os
+import pstats
+import subprocess
+import sys
+import time
+
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tests"))
+
+def _say(*parts) -> None:
+    print(*parts, flush=True)
+
+
+def badgrad_one(name: str, device: str) -> None:
+    """One backward op, every bad gradient; runs in a child process (a crash ends only that op's check)."""
+    import faulthandler
+
+    from conftest import BACKWARDS
+
+    import uda_ops  # noqa: F401  (registers torch.ops.uda_ops)
+    faulthandler.enable()
+    dev = torch.device(device)
+    z = torch.randn(2, 3, 4, 5, device=dev)
+    args = BACKWARDS[name](z)
+    shape = z.shape if name == "self_information_backward" else (2, 4, 5)
+    fn = getattr(torch.ops.uda_ops, name)
+    other = torch.device("cpu") if dev.type == "cuda" else torch.device("meta")
+    cases = [("right gradient", torch.ones(shape, device=dev)),
+             (f"gradient on {other.type}", torch.ones(shape, device=other)),
+             ("int64 gradient", torch.ones(shape, device=dev, dtype=torch.int64)),
+             ("wrong shape", torch.ones(2, *shape, device=dev))]
+    for label, g in cases:
+        _say(f"{name}: {label}: calling")
+        try:
+            fn(g, *args)
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            _say(f"{name}: {label}: returned")
+        except Exception as exc:  # noqa: BLE001  (what we want to see)
+            _say(f"{name}: {label}: raised {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
+
+
+def badgrad(device: str) -> str:
+    from conftest import BACKWARDS
+
+    lines = []
+    for name in BACKWARDS:
+        r = subprocess.run([sys.executable, __file__, "--badgrad-one", name, "--device", device], capture_output=True,
+                           text=True, timeout=120, cwd=ROOT)
+        lines.append(f"## {name}: exit code {r.returncode}\n{r.stdout}{r.stderr[-4000:]}")
+    return "\n".join(lines)
+
+
+def clan(device: str) -> str:
+    import uda_ops
+    from conftest import CLAN_ARGS, TOL
+    from uda_ops import reference
+
+    dev = torch.device(device)
+    shape, dim = (5000, 19), -1
+    from conftest import OPS
+    op = next(o for o in OPS if o.name == "clan_adversarial")
+    xs = op.make(shape, torch.float32, "random", "contiguous", dim, 0)
+    x64 = [x.double().requires_grad_() for x in xs]
+    ref = reference.clan_adversarial_loss(*x64, **CLAN_ARGS, dim=dim, reduction="none")
+    g = torch.randn(ref.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    ref.backward(g.float().double())
+    rtol, atol = TOL[torch.float32]
+    out = [f"clan_adversarial {shape} dim {dim} fp32; tolerance |err| <= {atol} (x4 for gradients) + {rtol} |ref|"]
+    backends = [("native", torch.device("cpu"))] + ([("native", dev), ("triton", dev)] if dev.type == "cuda" else [])
+    for backend, d in backends:
+        uda_ops.set_backend(backend)
+        ys = [x.detach().clone().to(d).requires_grad_() for x in xs]
+        val = uda_ops.clan_adversarial_loss(*ys, **CLAN_ARGS, dim=dim, reduction="none")
+        val.backward(g.float().to(d))
+        for label, a, r, scale in [("value", val, ref, 1.0)] + [(f"grad {n}", y.grad, x.grad, 4.0)
+                                                                for n, y, x in zip(("d", "z1", "z2"), ys, x64)]:
+            err = (a.detach().double().cpu() - r.detach()).abs()
+            bound = atol * scale + rtol * r.detach().abs()
+            worst = int((err / bound).flatten().argmax())
+            out.append(f"  {backend}/{d.type} {label}: max |err| {err.max().item():.3g}, worst err/tolerance "
+                       f"{(err / bound).flatten()[worst].item():.3g} at flat index {worst} (ref "
+                       f"{r.detach().flatten()[worst].item():.6g}, got {a.detach().flatten()[worst].item():.6g}), "
+                       f"elements over: {int((err > bound).sum())}")
+    uda_ops.set_backend("auto")
+    return "\n".join(out)
+
+
+def hostprof(device: str, reps: int = 200) -> str:
+    import uda_ops
+
+    dev = torch.device(device)
+    shape = (2, 19, 512, 1024) if dev.type == "cuda" else (2, 19, 8, 8)
+    a = torch.randn(shape, device=dev, requires_grad=True)
+    b = torch.randn(shape, device=dev, requires_grad=True)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    step = lambda: uda_ops.sym_kl(a, b).backward()  # noqa: E731
+    out = [f"sym_kl fwd+bwd (mean) at {shape} fp32 on {dev}, {reps} calls"]
+    backends = ["native"] + (["triton"] if dev.type == "cuda" else [])
+    for backend in backends:
+        uda_ops.set_backend(backend)
+        for _ in range(10):
+            step()
+        sync()
+        t = time.perf_counter()
+        for _ in range(reps):
+            step()
+        host = (time.perf_counter() - t) / reps
+        sync()
+        total = (time.perf_counter() - t) / reps
+        t = time.perf_counter()
+        for _ in range(reps):
+            step()
+            sync()
+        synced = (time.perf_counter() - t) / reps
+        out.append(f"  {backend}: {host * 1e6:.0f} us/call host (no sync), {total * 1e6:.0f} us/call incl. the final "
+                   f"sync, {synced * 1e6:.0f} us/call with a sync after each")
+    for backend in backends[-1:]:
+        uda_ops.set_backend(backend)
+        pr = cProfile.Profile()
+        pr.enable()
+        for _ in range(reps):
+            step()
+        sync()
+        pr.disable()
+        s = io.StringIO()
+        pstats.Stats(pr, stream=s).sort_stats("tottime").print_stats(35)
+        out.append(f"## cProfile, backend {backend}, {reps} calls, by own time\n{s.getvalue()}")
+    uda_ops.set_backend("auto")
+    return "\n".join(out)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("parts", nargs="*", default=["badgrad", "clan", "hostprof"])
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--out", default="", help="write each part to DIR/diag-<part>.txt (also printed)")
+    ap.add_argument("--badgrad-one", default="", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.badgrad_one:
+        badgrad_one(args.badgrad_one, args.device)
+        return 0
+    parts = {"badgrad": badgrad, "clan": clan, "hostprof": hostprof}
+    for part in args.parts:
+        try:
+            text = parts[part](args.device)
+        except Exception as exc:  # noqa: BLE001  (one part failing leaves the others)
+            text = f"{part} failed: {type(exc).__name__}: {exc}"
+        print(f"# {part}\n{text}\n", flush=True)
+        if args.out:
+            os.makedirs(args.out, exist_ok=True)
+            with open(os.path.join(args.out, f"diag-{part}.txt"), "w") as f:
+                f.write(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
