@@ -9,8 +9,9 @@ part runs against the CPU kernels, which checks this script.
             value and of each gradient against the float64 reference, beside the test's tolerance, for the CUDA
             kernels, the Triton kernels and the CPU kernels on the same inputs.
   hostprof  where the host time of a plain forward+backward goes (Triton calls cost ~0.7-0.9 ms more than the
-            CUDA kernels' on the H200): wall time per call of each backend with and without a device sync, and a
-            cProfile of the Triton path sorted by own time.
+            CUDA kernels' on the H200): wall time per call of the CUDA kernels, of Triton's eager path and of
+            Triton through the custom ops (the first run's path), with and without a device sync, and a cProfile of
+            the Triton eager path sorted by own time.
 
     python benchmarks/gpu_diag.py badgrad clan hostprof [--device cuda] [--out DIR]
 """
@@ -111,6 +112,7 @@ def clan(device: str) -> str:
 
 def hostprof(device: str, reps: int = 200) -> str:
     import uda_ops
+    from uda_ops import _ops
 
     dev = torch.device(device)
     shape = (2, 19, 512, 1024) if dev.type == "cuda" else (2, 19, 8, 8)
@@ -119,9 +121,14 @@ def hostprof(device: str, reps: int = 200) -> str:
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     step = lambda: uda_ops.sym_kl(a, b).backward()  # noqa: E731
     out = [f"sym_kl fwd+bwd (mean) at {shape} fp32 on {dev}, {reps} calls"]
-    backends = ["native"] + (["triton"] if dev.type == "cuda" else [])
-    for backend in backends:
+    # (label, backend, the Triton eager path on): "triton" is what a plain call runs; "triton/custom-ops" the same
+    # kernels through the dispatcher (UDA_OPS_TRITON_EAGER=0), the path of the first run's 0.7-0.9 ms
+    variants = [("native", "native", True)]
+    if dev.type == "cuda":
+        variants += [("triton", "triton", True), ("triton/custom-ops", "triton", False)]
+    for label, backend, eager in variants:
         uda_ops.set_backend(backend)
+        _ops.TRITON_EAGER = eager
         for _ in range(10):
             step()
         sync()
@@ -136,9 +143,10 @@ def hostprof(device: str, reps: int = 200) -> str:
             step()
             sync()
         synced = (time.perf_counter() - t) / reps
-        out.append(f"  {backend}: {host * 1e6:.0f} us/call host (no sync), {total * 1e6:.0f} us/call incl. the final "
+        out.append(f"  {label}: {host * 1e6:.0f} us/call host (no sync), {total * 1e6:.0f} us/call incl. the final "
                    f"sync, {synced * 1e6:.0f} us/call with a sync after each")
-    for backend in backends[-1:]:
+    _ops.TRITON_EAGER = True
+    for backend in ("triton" if dev.type == "cuda" else "native",):
         uda_ops.set_backend(backend)
         pr = cProfile.Profile()
         pr.enable()

@@ -255,3 +255,50 @@ def test_float_arguments_keep_float64_precision():
 def test_backward_ops_reject_integer_or_misshaped_gradients(name):
     """K.check_grad_dtype / pixel_grad: an int64 upstream gradient or one of the wrong shape raises."""
     check_backward_gradient_errors(torch.ops.uda_ops_triton, name)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The eager path (uda_ops.triton.EAGER): plain calls skip the dispatcher, with the custom ops' results
+# ---------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("op", OPS, ids=OP_IDS)
+@pytest.mark.parametrize("reduction", ["none", "mean"])
+def test_eager_path_matches_the_custom_ops(triton_backend, op, reduction, monkeypatch):
+    """A plain eager call runs the op's autograd.Function (K.EAGER), whose forward and backward call the op bodies
+    directly: the same values and gradients, to the bit, as the custom ops (UDA_OPS_TRITON_EAGER=0); the fused mean
+    included. Double backward raises, as with the custom ops (once_differentiable: the gradient is not silently
+    taken as a constant)."""
+    from uda_ops import _ops
+    from conftest import run_with_grad
+    xs = op.make((2, 19, 3, 5), torch.float32, kind="neg_inf")
+    fn = op.fn
+    if reduction == "mean":
+        if op.name in ("self_information", "cosine_discrepancy"):
+            pytest.skip("no fused reduction")
+        kwargs = {"clan_adversarial": dict(target=1.0)}.get(op.name, {})
+        public = {"clan_adversarial": uda_ops.clan_adversarial_loss}.get(op.name) or getattr(uda_ops, op.name)
+        fn = lambda x, dim: public(*x, dim=dim, **kwargs).reshape(1)  # noqa: E731
+    results = {}
+    for eager in (True, False):
+        monkeypatch.setattr(_ops, "TRITON_EAGER", eager)
+        assert (_ops.kernels(op.name, xs[-1]) is TT.EAGER) is eager
+        out, grads, _ = run_with_grad(fn, xs, 1)
+        results[eager] = [out] + grads
+    for a, b in zip(results[True], results[False]):
+        assert a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b)
+    monkeypatch.setattr(_ops, "TRITON_EAGER", True)
+    x = xs[-1].detach().double().requires_grad_()
+    (g,) = torch.autograd.grad(uda_ops.entropy(x), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="does not require grad|twice"):
+        g.sum().backward()
+
+
+def test_eager_path_only_for_plain_eager_calls(triton_backend):
+    """Fake tensors (torch.compile, export, opcheck) and tensor subclasses get the custom ops."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from uda_ops import _ops
+    z = torch.randn(2, 3, 4)
+    assert _ops.kernels("entropy", z) is TT.EAGER
+    with FakeTensorMode() as mode:
+        fz = mode.from_tensor(z)
+        assert _ops.kernels("entropy", fz) is torch.ops.uda_ops_triton
+        assert uda_ops.entropy(fz).shape == ()

@@ -9,7 +9,8 @@ Backends, chosen with ``uda_ops.set_backend(name)`` or the environment variable 
   "triton"    the Triton kernels (``uda_ops.triton``, ops ``torch.ops.uda_ops_triton.*``) on CUDA tensors; on
               CPU tensors only under TRITON_INTERPRET=1 (testing), else a clear error.
   "reference" eager PyTorch everywhere.
-Triton is imported lazily, the first time a Triton kernel is chosen: ``import uda_ops`` never imports it.
+Triton is imported lazily, the first time a Triton kernel is chosen: ``import uda_ops`` never imports it. Plain eager
+calls of the Triton backend run ``uda_ops.triton.EAGER`` (the same op bodies without the dispatcher round trips).
 ``kernels(op, x)`` gives the op namespace that runs `op` on `x` (None: the eager reference).
 """
 from __future__ import annotations
@@ -163,6 +164,25 @@ def _load_triton():
     return _TRITON
 
 
+# Plain eager calls of the Triton backend skip the dispatcher (uda_ops.triton.EAGER: an autograd.Function over
+# each op's body; see uda_ops/triton/_common.py); UDA_OPS_TRITON_EAGER=0 sends every call through the custom ops.
+TRITON_EAGER = os.environ.get("UDA_OPS_TRITON_EAGER", "1") not in ("", "0")
+try:
+    from torch.utils._python_dispatch import is_in_torch_dispatch_mode as _in_dispatch_mode
+except ImportError:  # older torch
+    from torch.utils._python_dispatch import _get_current_dispatch_mode
+
+    def _in_dispatch_mode() -> bool:
+        return _get_current_dispatch_mode() is not None
+
+
+def _plain_eager(x: Tensor) -> bool:
+    """A plain eager call on a plain tensor: not traced by torch.compile/export, no dispatch mode active (fake
+    tensors, make_fx), not a tensor subclass. Anything else needs the custom ops."""
+    return (TRITON_EAGER and not torch.compiler.is_compiling() and type(x) in (Tensor, torch.nn.Parameter)
+            and not _in_dispatch_mode())
+
+
 def _triton_ops(op: str, x: Tensor):
     module = _TRITON if _TRITON is not None else _load_triton()
     if x.device.type == "cpu" and not module.INTERPRET:
@@ -170,7 +190,7 @@ def _triton_ops(op: str, x: Tensor):
                            "only under TRITON_INTERPRET=1 (set before triton is first imported)")
     if x.device.type not in ("cpu", "cuda"):
         raise RuntimeError(f"uda_ops: backend 'triton' has no {op} kernel for device {x.device}")
-    return torch.ops.uda_ops_triton
+    return module.EAGER if _plain_eager(x) else torch.ops.uda_ops_triton
 
 
 def _auto_cuda(op: str, dtype: Optional[torch.dtype] = None) -> str:

@@ -154,6 +154,53 @@ def check_pair(op: str, a: Tensor, b: Tensor) -> None:
                            f"{tuple(a.shape)}/{a.dtype}/{a.device} and {tuple(b.shape)}/{b.dtype}/{b.device}")
 
 
+# ---------------------------------------------------------------------------------------------------
+# Op registration, and the eager path that skips the dispatcher
+# ---------------------------------------------------------------------------------------------------
+# Each Triton op is a torch custom op (uda_ops_triton::<name>: fake kernel, autograd, opcheck, torch.compile) whose
+# body is a plain Python function. A plain eager call does not need the dispatcher's round trips around that body
+# (custom_op's autograd wrapper, redispatch, the backend wrapper: ~40% of the Python time of a forward+backward);
+# EAGER holds, per op, a torch.autograd.Function over the same body and the same backward formula, whose backward
+# calls the backward op's body directly. uda_ops._ops.kernels() hands it out for plain tensors outside
+# torch.compile, tracing and dispatch modes; everything else gets the custom ops.
+BODIES: dict = {}  # op name -> its body (the function the custom op wraps)
+EAGER: dict = {}   # op name -> the eager callable (same signature as the custom op)
+
+
+def op(name: str):
+    """Decorator: registers `fn` as the custom op uda_ops_triton::<name> (returned) and keeps the plain function as
+    its body (BODIES) and, until `autograd` gives the op an autograd.Function, as its eager callable."""
+    def wrap(fn):
+        BODIES[name] = EAGER[name] = fn
+        return torch.library.custom_op(f"{LIB}::{name}", fn, mutates_args=())
+    return wrap
+
+
+def autograd(custom_op, name: str, backward, setup_context, backward_op: str) -> None:
+    """custom_op.register_autograd(backward, setup_context), and EAGER[name] = an autograd.Function with the same
+    setup_context and backward formula. The formula takes the backward op as its `bwd` keyword (default: the
+    custom op, which the compiled graphs need); the eager backward passes the body of op `backward_op`."""
+    custom_op.register_autograd(backward, setup_context=setup_context)
+    body, bwd = BODIES[name], BODIES[backward_op]
+
+    class Eager(torch.autograd.Function):
+        @staticmethod
+        def forward(*args):
+            return body(*args)
+
+        @staticmethod
+        def setup_context(ctx, inputs, output):
+            setup_context(ctx, inputs, output)
+
+        @staticmethod
+        @torch.autograd.function.once_differentiable
+        def backward(ctx, grad):
+            return backward(ctx, grad, bwd=bwd)
+
+    Eager.__name__ = Eager.__qualname__ = f"Eager_{name}"
+    EAGER[name] = Eager.apply
+
+
 # The fused reduction of a forward op (the `reduction` argument): {"none": 0, "mean": 1, "sum": 2}.
 REDUCTIONS = _ops.REDUCTIONS
 REDUCE_BLOCK = 1024  # lanes of the one program that sums the per-program partials

@@ -190,7 +190,7 @@ def _search(jac: Tensor, base_mask: Optional[Tensor], max_flips: int, rescale: b
     return out
 
 
-@torch.library.custom_op(f"{K.LIB}::adversarial_dropout_mask", mutates_args=())
+@K.op("adversarial_dropout_mask")
 def adversarial_dropout_mask(jacobian: Tensor, base_mask: Optional[Tensor], max_flips: int, rescale: bool) -> Tensor:
     if jacobian.dim() != 2:
         raise RuntimeError(f"adversarial_dropout_mask: expected an (N, U) Jacobian, got shape {tuple(jacobian.shape)}")
@@ -199,7 +199,7 @@ def adversarial_dropout_mask(jacobian: Tensor, base_mask: Optional[Tensor], max_
     return _search(jac, base_mask, max_flips, rescale, jacobian.dtype)
 
 
-@torch.library.custom_op(f"{K.LIB}::channel_adversarial_dropout_mask", mutates_args=())
+@K.op("channel_adversarial_dropout_mask")
 def channel_adversarial_dropout_mask(grad: Tensor, activation: Tensor, base_mask: Optional[Tensor], max_flips: int,
                                      rescale: bool) -> Tensor:
     op = "channel_adversarial_dropout_mask"

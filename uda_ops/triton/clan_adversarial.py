@@ -67,7 +67,7 @@ def _check(op: str, d: Tensor, z1: Tensor, z2: Tensor, dim: int):
     return L
 
 
-@torch.library.custom_op(f"{K.LIB}::clan_adversarial", mutates_args=())
+@K.op("clan_adversarial")
 def clan_adversarial(d: Tensor, z1: Tensor, z2: Tensor, target: float, lambda_local: float, epsilon: float,
                      dim: int, reduction: int = 0) -> Tensor:
     K.check_reduction("clan_adversarial", reduction)
@@ -82,7 +82,7 @@ def clan_adversarial(d: Tensor, z1: Tensor, z2: Tensor, target: float, lambda_lo
     return K.reduce_output(out, reduction, L.pixels)
 
 
-@torch.library.custom_op(f"{K.LIB}::clan_adversarial_backward", mutates_args=())
+@K.op("clan_adversarial_backward")
 def clan_adversarial_backward(grad: Tensor, d: Tensor, z1: Tensor, z2: Tensor, target: float, lambda_local: float,
                               epsilon: float, dim: int, need_logit_grads: bool) -> Tuple[Tensor, Tensor, Tensor]:
     L = _check("clan_adversarial_backward", d, z1, z2, dim)
@@ -112,13 +112,13 @@ def _(grad, d, z1, z2, target, lambda_local, epsilon, dim, need_logit_grads):
     return d.new_empty(d.shape), gz(), gz()
 
 
-def _backward(ctx, grad):
+def _backward(ctx, grad, bwd=clan_adversarial_backward):
     d, z1, z2 = ctx.saved_tensors
     *args, reduction = ctx.args  # target, lambda_local, epsilon, dim
     need = ctx.needs_input_grad[1] or ctx.needs_input_grad[2]
     grad = _ops.reduced_grad(grad, z1, args[-1], reduction)
-    gd, g1, g2 = clan_adversarial_backward(grad, d, z1, z2, *args, need)
+    gd, g1, g2 = bwd(grad, d, z1, z2, *args, need)
     return gd, (g1 if need else None), (g2 if need else None), None, None, None, None, None
 
 
-clan_adversarial.register_autograd(_backward, setup_context=_ops.save_inputs(3))
+K.autograd(clan_adversarial, "clan_adversarial", _backward, _ops.save_inputs(3), "clan_adversarial_backward")

@@ -32,7 +32,7 @@ def _cosine_bwd(z1_ptr, z2_ptr, g_ptr, g_stride, g1_ptr, g2_ptr, Q, NQ, C, q_str
                       ONE, FULL)
 
 
-@torch.library.custom_op(f"{K.LIB}::cosine_discrepancy", mutates_args=())
+@K.op("cosine_discrepancy")
 def cosine_discrepancy(z1: Tensor, z2: Tensor, dim: int) -> Tensor:
     K.check_pair("cosine_discrepancy", z1, z2)
     K.check_launch("cosine_discrepancy", z1)
@@ -46,7 +46,7 @@ def cosine_discrepancy(z1: Tensor, z2: Tensor, dim: int) -> Tensor:
     return out
 
 
-@torch.library.custom_op(f"{K.LIB}::cosine_discrepancy_backward", mutates_args=())
+@K.op("cosine_discrepancy_backward")
 def cosine_discrepancy_backward(grad: Tensor, z1: Tensor, z2: Tensor, dim: int) -> Tuple[Tensor, Tensor]:
     K.check_pair("cosine_discrepancy_backward", z1, z2)
     K.check_launch("cosine_discrepancy_backward", z1)
@@ -71,10 +71,10 @@ def _(grad, z1, z2, dim):
     return _ops._like_layout(z1, dim), _ops._like_layout(z1, dim)
 
 
-def _backward(ctx, grad):
+def _backward(ctx, grad, bwd=cosine_discrepancy_backward):
     z1, z2 = ctx.saved_tensors
-    g1, g2 = cosine_discrepancy_backward(grad, z1, z2, *ctx.args)
+    g1, g2 = bwd(grad, z1, z2, *ctx.args)
     return g1, g2, None
 
 
-cosine_discrepancy.register_autograd(_backward, setup_context=_ops.save_inputs(2))
+K.autograd(cosine_discrepancy, "cosine_discrepancy", _backward, _ops.save_inputs(2), "cosine_discrepancy_backward")

@@ -96,7 +96,7 @@ def _entropy_bwd(z_ptr, g_ptr, g_stride, gz_ptr, Q, NQ, C, q_stride, c_stride, o
             _entropy_grad(gz_ptr, offs, mask, K.diff0(z, m[None, :]), K.chunk_exp(z, m, mask), inv, t * inv, g)
 
 
-@torch.library.custom_op(f"{K.LIB}::entropy", mutates_args=())
+@K.op("entropy")
 def entropy(z: Tensor, dim: int, reduction: int = 0) -> Tensor:
     K.check_reduction("entropy", reduction)
     K.check_launch("entropy", z)
@@ -111,7 +111,7 @@ def entropy(z: Tensor, dim: int, reduction: int = 0) -> Tensor:
     return K.reduce_output(out, reduction, L.pixels)
 
 
-@torch.library.custom_op(f"{K.LIB}::entropy_backward", mutates_args=())
+@K.op("entropy_backward")
 def entropy_backward(grad: Tensor, z: Tensor, dim: int) -> Tensor:
     K.check_launch("entropy_backward", z)
     L = K.class_layout(z, dim)
@@ -137,10 +137,10 @@ def _(grad, z, dim):
     return _ops._like_layout(z, dim)
 
 
-def _backward(ctx, grad):
+def _backward(ctx, grad, bwd=entropy_backward):
     (z,) = ctx.saved_tensors
     dim, reduction = ctx.args
-    return entropy_backward(_ops.reduced_grad(grad, z, dim, reduction), z, dim), None, None
+    return bwd(_ops.reduced_grad(grad, z, dim, reduction), z, dim), None, None
 
 
-entropy.register_autograd(_backward, setup_context=_ops.save_inputs(1))
+K.autograd(entropy, "entropy", _backward, _ops.save_inputs(1), "entropy_backward")

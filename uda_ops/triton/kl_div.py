@@ -126,7 +126,7 @@ def _kl_div_bwd(x_ptr, y_ptr, g_ptr, g_stride, gx_ptr, gy_ptr, Q, NQ, C, q_strid
                      ix, iy, ty, g, NEED_TARGET)
 
 
-@torch.library.custom_op(f"{K.LIB}::kl_div", mutates_args=())
+@K.op("kl_div")
 def kl_div(input: Tensor, target: Tensor, dim: int, reduction: int = 0) -> Tensor:
     K.check_reduction("kl_div", reduction)
     K.check_pair("kl_div", input, target)
@@ -142,7 +142,7 @@ def kl_div(input: Tensor, target: Tensor, dim: int, reduction: int = 0) -> Tenso
     return K.reduce_output(out, reduction, L.pixels)
 
 
-@torch.library.custom_op(f"{K.LIB}::kl_div_backward", mutates_args=())
+@K.op("kl_div_backward")
 def kl_div_backward(grad: Tensor, input: Tensor, target: Tensor, dim: int,
                     need_target: bool) -> Tuple[Tensor, Tensor]:
     K.check_pair("kl_div_backward", input, target)
@@ -171,12 +171,12 @@ def _(grad, input, target, dim, need_target):
     return _ops._like_layout(input, dim), (_ops._like_layout(input, dim) if need_target else input.new_empty(0))
 
 
-def _backward(ctx, grad):
+def _backward(ctx, grad, bwd=kl_div_backward):
     x, y = ctx.saved_tensors
     dim, reduction = ctx.args
     need_target = ctx.needs_input_grad[1]
-    gx, gy = kl_div_backward(_ops.reduced_grad(grad, x, dim, reduction), x, y, dim, need_target)
+    gx, gy = bwd(_ops.reduced_grad(grad, x, dim, reduction), x, y, dim, need_target)
     return gx, (gy if need_target else None), None, None
 
 
-kl_div.register_autograd(_backward, setup_context=_ops.save_inputs(2))
+K.autograd(kl_div, "kl_div", _backward, _ops.save_inputs(2), "kl_div_backward")

@@ -127,7 +127,7 @@ def _self_information_bwd(z_ptr, g_ptr, g_o, g_q, g_c, gz_ptr, Q, NQ, C, q_strid
                          t1, t2, neg_inv_log_c)
 
 
-@torch.library.custom_op(f"{K.LIB}::self_information", mutates_args=())
+@K.op("self_information")
 def self_information(z: Tensor, dim: int) -> Tensor:
     K.check_launch("self_information", z)
     L = K.class_layout(z, dim)
@@ -141,7 +141,7 @@ def self_information(z: Tensor, dim: int) -> Tensor:
     return out
 
 
-@torch.library.custom_op(f"{K.LIB}::self_information_backward", mutates_args=())
+@K.op("self_information_backward")
 def self_information_backward(grad: Tensor, z: Tensor, dim: int) -> Tensor:
     K.check_launch("self_information_backward", z)
     L = K.class_layout(z, dim)
@@ -172,9 +172,9 @@ def _(grad, z, dim):
     return _ops._like_layout(z, dim)
 
 
-def _backward(ctx, grad):
+def _backward(ctx, grad, bwd=self_information_backward):
     (z,) = ctx.saved_tensors
-    return self_information_backward(grad, z, *ctx.args), None
+    return bwd(grad, z, *ctx.args), None
 
 
-self_information.register_autograd(_backward, setup_context=_ops.save_inputs(1))
+K.autograd(self_information, "self_information", _backward, _ops.save_inputs(1), "self_information_backward")

@@ -125,7 +125,7 @@ def _sym_kl_bwd(a_ptr, b_ptr, g_ptr, g_stride, ga_ptr, gb_ptr, Q, NQ, C, q_strid
                          ia, ib, ta * ia, tb * ib, hg, DETACH)
 
 
-@torch.library.custom_op(f"{K.LIB}::sym_kl", mutates_args=())
+@K.op("sym_kl")
 def sym_kl(a: Tensor, b: Tensor, dim: int, detach_targets: bool, reduction: int = 0) -> Tensor:
     K.check_reduction("sym_kl", reduction)
     K.check_pair("sym_kl", a, b)
@@ -141,7 +141,7 @@ def sym_kl(a: Tensor, b: Tensor, dim: int, detach_targets: bool, reduction: int 
     return K.reduce_output(out, reduction, L.pixels)
 
 
-@torch.library.custom_op(f"{K.LIB}::sym_kl_backward", mutates_args=())
+@K.op("sym_kl_backward")
 def sym_kl_backward(grad: Tensor, a: Tensor, b: Tensor, dim: int, detach_targets: bool) -> Tuple[Tensor, Tensor]:
     K.check_pair("sym_kl_backward", a, b)
     K.check_launch("sym_kl_backward", a)
@@ -168,11 +168,11 @@ def _(grad, a, b, dim, detach_targets):
     return _ops._like_layout(a, dim), _ops._like_layout(a, dim)
 
 
-def _backward(ctx, grad):
+def _backward(ctx, grad, bwd=sym_kl_backward):
     a, b = ctx.saved_tensors
     dim, detach_targets, reduction = ctx.args
-    ga, gb = sym_kl_backward(_ops.reduced_grad(grad, a, dim, reduction), a, b, dim, detach_targets)
+    ga, gb = bwd(_ops.reduced_grad(grad, a, dim, reduction), a, b, dim, detach_targets)
     return ga, gb, None, None, None
 
 
-sym_kl.register_autograd(_backward, setup_context=_ops.save_inputs(2))
+K.autograd(sym_kl, "sym_kl", _backward, _ops.save_inputs(2), "sym_kl_backward")
