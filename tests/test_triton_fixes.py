@@ -302,3 +302,29 @@ def test_eager_path_only_for_plain_eager_calls(triton_backend):
         fz = mode.from_tensor(z)
         assert _ops.kernels("entropy", fz) is torch.ops.uda_ops_triton
         assert uda_ops.entropy(fz).shape == ()
+
+
+@pytest.mark.parametrize("d_dtype,z_dtype", [(torch.float16, torch.float32), (torch.float64, torch.float32),
+                                             (torch.float32, torch.float16), (torch.float16, torch.float16)])
+def test_clan_reads_d_in_its_own_dtype(triton_backend, d_dtype, z_dtype, monkeypatch):
+    """clan_adversarial hands the kernels d itself (no float32 copy; they convert it): the loss and every gradient
+    equal those of the same d given in the accumulation dtype (to the bit; d's gradient has d's dtype)."""
+    z1, z2 = (logits((2, 5, 3, 4), z_dtype, seed=s) for s in (0, 1))
+    d = (torch.randn(2, 3, 4, generator=torch.Generator().manual_seed(2)) * 4).to(d_dtype)
+    launched = []
+    launch = K.launch
+    monkeypatch.setattr(K, "launch", lambda kernel, grid, *args, **meta: launched.append(args[0].data_ptr()) or
+                        launch(kernel, grid, *args, **meta))
+    dr = d.detach().clone().requires_grad_()
+    uda_ops.clan_adversarial_loss(dr, z1, z2, target=1.0, reduction="none").sum().backward()
+    assert launched == [dr.data_ptr()] * 2  # forward and backward read d in place
+    acc = torch.float64 if z_dtype == torch.float64 else torch.float32
+    results = []
+    for dd in (d, d.to(acc)):  # the kernel converts d to acc: the same values either way
+        xs = [x.detach().clone().requires_grad_() for x in (dd, z1, z2)]
+        loss = uda_ops.clan_adversarial_loss(*xs, target=1.0, reduction="sum")  # in d's dtype
+        loss.backward()
+        results.append([loss.to(d_dtype)] + [x.grad.to(x.dtype if i else d_dtype) for i, x in enumerate(xs)])
+    assert results[0][1].dtype == d_dtype
+    for a, b in zip(*results):
+        assert torch.equal(a, b)

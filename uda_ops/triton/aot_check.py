@@ -76,9 +76,10 @@ def _specs(dt: str, variants=tuple(VARIANTS), reduce: bool = False):
         ("cosine_fwd", cosine_discrepancy._cosine_fwd, {"z1_ptr": T, "z2_ptr": T, "out_ptr": A}, {}, {}, 2),
         ("cosine_bwd", cosine_discrepancy._cosine_bwd, {"z1_ptr": T, "z2_ptr": T, **g, "g1_ptr": T, "g2_ptr": T},
          {}, {}, 2),
-        ("clan_fwd", clan_adversarial._clan_fwd, {"d_ptr": A, "z1_ptr": T, "z2_ptr": T, "out_ptr": A}, clan, {}, 2),
+        # d in the logits' dtype, as a discriminator under autocast gives it (read as it is); its gradient float32
+        ("clan_fwd", clan_adversarial._clan_fwd, {"d_ptr": T, "z1_ptr": T, "z2_ptr": T, "out_ptr": A}, clan, {}, 2),
         ("clan_bwd", clan_adversarial._clan_bwd,
-         {"d_ptr": A, "z1_ptr": T, "z2_ptr": T, **g, "gd_ptr": A, "g1_ptr": T, "g2_ptr": T}, clan,
+         {"d_ptr": T, "z1_ptr": T, "z2_ptr": T, **g, "gd_ptr": A, "g1_ptr": T, "g2_ptr": T}, clan,
          {"NEED_LOGITS": True}, 2),
     ]
     out = []
