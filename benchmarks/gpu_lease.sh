@@ -15,7 +15,10 @@
 #   pixelvec  the K.PIXEL_VEC experiment: Triton bf16 NCHW tests and gpu_summary with UDA_OPS_TRITON_PIXEL_VEC=4
 #             beside the default, one process each
 #   sanitize  compute-sanitizer racecheck and initcheck over the fp32 reference tests of the CUDA kernels
-# The second run (the first one's open questions): bash benchmarks/gpu_lease.sh build diag triton64 pixelvec sanitize
+# The second run (the first one's open questions, and what changed since: the Triton eager path, clan's d), as two
+# calls back to back on the warm machine (the build stays; about 9 + 4 minutes):
+#   bash benchmarks/gpu_lease.sh build diag pixelvec bench      (time limits 200 + 90 + 150 + 150 s; ~6.5 min typical)
+#   bash benchmarks/gpu_lease.sh triton64 sanitize tests        (60 + 240 + 100 s)
 # Everything lands in /tmp/gpu-lease, packed at the end into $OUT/gpu-lease.tgz (the device tool brings back at most
 # 8 files); the short tables are also copied to $OUT.
 set -u
@@ -39,7 +42,7 @@ BF16_BENCH=(benchmarks/gpu_summary.py --reps 20 --budget-s 0 --impls triton --dt
 [ $# -gt 0 ] || set -- build tests bench fused
 for stage in "$@"; do
   case $stage in
-  build) step build 300 $PY benchmarks/gpu_check.py --stages info,build --out "$R/gpu_check" ;;
+  build) step build 200 $PY benchmarks/gpu_check.py --stages info,build --out "$R/gpu_check" ;;
   tests) step tests 100 $PY -m pytest -p no:cacheprovider -q -rs --maxfail=10 tests/test_cuda.py \
            -k "matches_reference or (fused_reduction and (native or float32))" --junitxml="$R/tests.xml" ;;
   bench) step bench 150 $PY benchmarks/gpu_summary.py --reps 20 --budget-s 40 --shapes 2,19,512,1024 \
@@ -48,13 +51,13 @@ for stage in "$@"; do
            step "fused-$dt" 15 $PY benchmarks/fused_reduction.py --device cuda --shape 2,19,512,1024 --dtype $dt \
              --rounds 30
          done ;;
-  diag) step diag 120 $PY benchmarks/gpu_diag.py badgrad clan hostprof --out "$R/diag" ;;
-  triton64) step triton64 120 $PY -m pytest -p no:cacheprovider -q -rs tests/test_triton.py -k "cuda and float64" ;;
+  diag) step diag 90 $PY benchmarks/gpu_diag.py badgrad clan hostprof --out "$R/diag" ;;
+  triton64) step triton64 60 $PY -m pytest -p no:cacheprovider -q -rs tests/test_triton.py -k "cuda and float64" ;;
   pixelvec)
-    step pixelvec-tests 90 env UDA_OPS_TRITON_PIXEL_VEC=4 $PY -m pytest -p no:cacheprovider -q -rs \
+    step pixelvec-tests 60 env UDA_OPS_TRITON_PIXEL_VEC=4 $PY -m pytest -p no:cacheprovider -q -rs \
       tests/test_triton.py -k "cuda and (bfloat16 or float16)"
     for v in 0 4; do
-      step "pixelvec-$v" 60 env UDA_OPS_TRITON_PIXEL_VEC=$v $PY "${BF16_BENCH[@]}" --markdown-out "$R/pixelvec-$v.md"
+      step "pixelvec-$v" 45 env UDA_OPS_TRITON_PIXEL_VEC=$v $PY "${BF16_BENCH[@]}" --markdown-out "$R/pixelvec-$v.md"
     done ;;
   sanitize)
     for tool in racecheck initcheck; do
