@@ -31,6 +31,7 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
+
 def _say(*parts) -> None:
     print(*parts, flush=True)
 
@@ -77,12 +78,11 @@ def badgrad(device: str) -> str:
 
 def clan(device: str) -> str:
     import uda_ops
-    from conftest import CLAN_ARGS, TOL
+    from conftest import CLAN_ARGS, OPS, TOL
     from uda_ops import reference
 
     dev = torch.device(device)
     shape, dim = (5000, 19), -1
-    from conftest import OPS
     op = next(o for o in OPS if o.name == "clan_adversarial")
     xs = op.make(shape, torch.float32, "random", "contiguous", dim, 0)
     x64 = [x.double().requires_grad_() for x in xs]

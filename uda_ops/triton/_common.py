@@ -159,7 +159,7 @@ def check_pair(op: str, a: Tensor, b: Tensor) -> None:
 # ---------------------------------------------------------------------------------------------------
 # Each Triton op is a torch custom op (uda_ops_triton::<name>: fake kernel, autograd, opcheck, torch.compile) whose
 # body is a plain Python function. A plain eager call does not need the dispatcher's round trips around that body
-# (custom_op's autograd wrapper, redispatch, the backend wrapper: ~40% of the Python time of a forward+backward);
+# (custom_op's autograd wrapper, redispatch, the backend wrapper: a fifth of the Python time of a forward+backward);
 # EAGER holds, per op, a torch.autograd.Function over the same body and the same backward formula, whose backward
 # calls the backward op's body directly. uda_ops._ops.kernels() hands it out for plain tensors outside
 # torch.compile, tracing and dispatch modes; everything else gets the custom ops.
@@ -369,7 +369,7 @@ FAST_EXP = tl.constexpr(not INTERPRET)
 # The split planes tiles (FULL = 1) at most PIXEL_VEC pixels a vector (UDA_OPS_TRITON_PIXEL_VEC; 0, the default:
 # Triton's 128 bits, 8 pixels of bf16/fp16). 4 gives 16-bit dtypes 64-bit loads and stores: a warp's 64 pixels then
 # span 16 lanes, so a pixel's classes sit on 2 lanes instead of 4 and each class reduction needs one shuffle level
-# instead of two (bf16 sym_kl at C = 19: 1586 -> 1298 SASS instructions forward, 2300 -> 2045 backward; fp32 and
+# instead of two (bf16 sym_kl at C = 19: 1600 -> 1312 SASS instructions forward, 2312 -> 2056 backward; fp32 and
 # fp64 compile to the same code). Bytes in flight are the same (twice the loads, half the width). An experiment
 # until a GPU measures it (benchmarks/gpu_lease.sh runs both).
 PIXEL_VEC = tl.constexpr(int(os.environ.get("UDA_OPS_TRITON_PIXEL_VEC", "0") or 0))
