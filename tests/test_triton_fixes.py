@@ -328,3 +328,13 @@ def test_clan_reads_d_in_its_own_dtype(triton_backend, d_dtype, z_dtype, monkeyp
     assert results[0][1].dtype == d_dtype
     for a, b in zip(*results):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("conv", [False, True], ids=["NC", "NCHW"])
+@pytest.mark.parametrize("name", ["minent", "advent", "clan", "adr", "dta"])
+def test_method_steps_run_on_the_eager_path(triton_backend, name, conv):
+    """Every UDA method whose losses are uda_ops ops takes a training step on the Triton backend, which a plain
+    call now runs through uda_ops.triton.EAGER (what a GPU user gets), and updates every module
+    (test_methods.test_step_runs_and_updates)."""
+    import test_methods
+    test_methods.test_step_runs_and_updates(name, conv)
