@@ -17,13 +17,10 @@ from . import (  # noqa: F401  (each module registers its ops)
     self_information,
     sym_kl,
 )
-from types import SimpleNamespace as _Namespace
-
-from ._common import EAGER as _EAGER, INTERPRET
+# EAGER: the ops as plain eager callables, attribute per op like torch.ops.uda_ops_triton (uda_ops._ops.kernels uses
+# it for plain eager calls): same signatures and results, no dispatcher round trips.
+from ._common import EAGER, INTERPRET
 
 TRITON_VERSION = _triton.__version__
-# The ops as plain eager callables, attribute per op like torch.ops.uda_ops_triton (uda_ops._ops.kernels uses it for
-# plain eager calls): same signatures and results, no dispatcher round trips.
-EAGER = _Namespace(**_EAGER)
 
 __all__ = ["EAGER", "INTERPRET", "TRITON_VERSION"]

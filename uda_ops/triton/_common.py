@@ -41,6 +41,7 @@ import os
 import struct
 from dataclasses import dataclass
 from functools import cached_property
+from types import SimpleNamespace
 from typing import Tuple
 
 import torch
@@ -163,25 +164,27 @@ def check_pair(op: str, a: Tensor, b: Tensor) -> None:
 # EAGER holds, per op, a torch.autograd.Function over the same body and the same backward formula, whose backward
 # calls the backward op's body directly. uda_ops._ops.kernels() hands it out for plain tensors outside
 # torch.compile, tracing and dispatch modes; everything else gets the custom ops.
-BODIES: dict = {}  # op name -> its body (the function the custom op wraps)
-EAGER: dict = {}   # op name -> the eager callable (same signature as the custom op)
+BODIES: dict = {}  # custom op -> (its name, its body: the function the custom op wraps)
+EAGER = SimpleNamespace()  # op name -> the eager callable (same signature as the custom op), as attributes
 
 
 def op(name: str):
     """Decorator: registers `fn` as the custom op uda_ops_triton::<name> (returned) and keeps the plain function as
     its body (BODIES) and, until `autograd` gives the op an autograd.Function, as its eager callable."""
     def wrap(fn):
-        BODIES[name] = EAGER[name] = fn
-        return torch.library.custom_op(f"{LIB}::{name}", fn, mutates_args=())
+        custom = torch.library.custom_op(f"{LIB}::{name}", fn, mutates_args=())
+        BODIES[custom] = (name, fn)
+        setattr(EAGER, name, fn)
+        return custom
     return wrap
 
 
-def autograd(custom_op, name: str, backward, setup_context, backward_op: str) -> None:
-    """custom_op.register_autograd(backward, setup_context), and EAGER[name] = an autograd.Function with the same
+def autograd(custom_op, backward, setup_context, backward_op) -> None:
+    """custom_op.register_autograd(backward, setup_context), and its EAGER entry = an autograd.Function with the same
     setup_context and backward formula. The formula takes the backward op as its `bwd` keyword (default: the
-    custom op, which the compiled graphs need); the eager backward passes the body of op `backward_op`."""
+    custom op `backward_op`, which the compiled graphs need); the eager backward passes its body instead."""
     custom_op.register_autograd(backward, setup_context=setup_context)
-    body, bwd = BODIES[name], BODIES[backward_op]
+    (name, body), (_, bwd) = BODIES[custom_op], BODIES[backward_op]
 
     class Eager(torch.autograd.Function):
         @staticmethod
@@ -198,7 +201,7 @@ def autograd(custom_op, name: str, backward, setup_context, backward_op: str) ->
             return backward(ctx, grad, bwd=bwd)
 
     Eager.__name__ = Eager.__qualname__ = f"Eager_{name}"
-    EAGER[name] = Eager.apply
+    setattr(EAGER, name, Eager.apply)
 
 
 # The fused reduction of a forward op (the `reduction` argument): {"none": 0, "mean": 1, "sum": 2}.

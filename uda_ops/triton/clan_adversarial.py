@@ -123,4 +123,4 @@ def _backward(ctx, grad, bwd=clan_adversarial_backward):
     return gd, (g1 if need else None), (g2 if need else None), None, None, None, None, None
 
 
-K.autograd(clan_adversarial, "clan_adversarial", _backward, _ops.save_inputs(3), "clan_adversarial_backward")
+K.autograd(clan_adversarial, _backward, _ops.save_inputs(3), clan_adversarial_backward)

@@ -143,4 +143,4 @@ def _backward(ctx, grad, bwd=entropy_backward):
     return bwd(_ops.reduced_grad(grad, z, dim, reduction), z, dim), None, None
 
 
-K.autograd(entropy, "entropy", _backward, _ops.save_inputs(1), "entropy_backward")
+K.autograd(entropy, _backward, _ops.save_inputs(1), entropy_backward)

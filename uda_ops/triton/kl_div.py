@@ -179,4 +179,4 @@ def _backward(ctx, grad, bwd=kl_div_backward):
     return gx, (gy if need_target else None), None, None
 
 
-K.autograd(kl_div, "kl_div", _backward, _ops.save_inputs(2), "kl_div_backward")
+K.autograd(kl_div, _backward, _ops.save_inputs(2), kl_div_backward)

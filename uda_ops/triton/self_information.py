@@ -177,4 +177,4 @@ def _backward(ctx, grad, bwd=self_information_backward):
     return bwd(grad, z, *ctx.args), None
 
 
-K.autograd(self_information, "self_information", _backward, _ops.save_inputs(1), "self_information_backward")
+K.autograd(self_information, _backward, _ops.save_inputs(1), self_information_backward)

@@ -175,4 +175,4 @@ def _backward(ctx, grad, bwd=sym_kl_backward):
     return ga, gb, None, None, None
 
 
-K.autograd(sym_kl, "sym_kl", _backward, _ops.save_inputs(2), "sym_kl_backward")
+K.autograd(sym_kl, _backward, _ops.save_inputs(2), sym_kl_backward)
