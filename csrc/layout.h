@@ -90,8 +90,8 @@ struct PixelGrad {
 };
 
 // An upstream gradient is floating point: an integer one is a caller's bug, not something to cast.
-inline void check_grad_dtype(const at::Tensor& grad) {
-  TORCH_CHECK(at::isFloatingType(grad.scalar_type()), "uda_ops: gradient must be floating point, got ",
+inline void check_grad_dtype(const at::Tensor& grad, const char* op = "uda_ops") {
+  TORCH_CHECK(at::isFloatingType(grad.scalar_type()), op, ": gradient must be floating point, got ",
               grad.scalar_type());
 }
 

@@ -57,8 +57,7 @@ inline void check_cuda(const char* op, const at::Tensor& t) {
 inline void check_grad(const char* op, const at::Tensor& grad, const at::Tensor& input, at::IntArrayRef shape) {
   TORCH_CHECK(grad.device() == input.device(), op, ": gradient is on ", grad.device(), ", the inputs on ",
               input.device());
-  TORCH_CHECK(at::isFloatingType(grad.scalar_type()), op, ": gradient must be floating point, got ",
-              grad.scalar_type());
+  check_grad_dtype(grad, op);
   TORCH_CHECK(grad.sizes() == shape, op, ": gradient has shape ", grad.sizes(), ", expected ", shape);
 }
 

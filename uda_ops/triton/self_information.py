@@ -146,11 +146,11 @@ def self_information_backward(grad: Tensor, z: Tensor, dim: int) -> Tensor:
     K.check_launch("self_information_backward", z)
     L = K.class_layout(z, dim)
     K.check_classes("self_information_backward", L)
-    zc = K.to_layout(z, dim, L)
     K.check_grad_dtype(grad)
     if grad.shape != z.shape:
         raise RuntimeError(f"self_information_backward: gradient has shape {list(grad.shape)}, "
                            f"expected {list(z.shape)}")
+    zc = K.to_layout(z, dim, L)
     gv, g_so, g_sc, g_si = K.canonical_view(grad, dim, L)
     gz = K.empty_in_layout(z, dim, L, z.dtype)
     if L.pixels:
