@@ -40,14 +40,12 @@ def badgrad_one(name: str, device: str) -> None:
     """One backward op, every bad gradient; runs in a child process (a crash ends only that op's check)."""
     import faulthandler
 
-    from conftest import BACKWARDS
+    from conftest import backward_case
 
     import uda_ops  # noqa: F401  (registers torch.ops.uda_ops)
     faulthandler.enable()
     dev = torch.device(device)
-    z = torch.randn(2, 3, 4, 5, device=dev)
-    args = BACKWARDS[name](z)
-    shape = z.shape if name == "self_information_backward" else (2, 4, 5)
+    args, shape = backward_case(name, dev)
     fn = getattr(torch.ops.uda_ops, name)
     other = torch.device("cpu") if dev.type == "cuda" else torch.device("meta")
     cases = [("right gradient", torch.ones(shape, device=dev)),

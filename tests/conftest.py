@@ -152,12 +152,17 @@ BACKWARDS = {
 }
 
 
+def backward_case(name: str, device="cpu"):
+    """(the arguments of backward op `name` after the gradient, the shape of its right gradient) for random logits
+    (2, 3, 4, 5) on `device`."""
+    z = torch.randn(2, 3, 4, 5, device=device)
+    return BACKWARDS[name](z), (z.shape if name == "self_information_backward" else (2, 4, 5))
+
+
 def check_backward_gradient_errors(ns, name: str, device="cpu") -> None:
     """Backward op `name` of op namespace `ns` (torch.ops.uda_ops or uda_ops_triton) works with the right upstream
     gradient and raises a clear error for an integer one or one of the wrong shape."""
-    z = torch.randn(2, 3, 4, 5, device=device)
-    args = BACKWARDS[name](z)
-    shape = z.shape if name == "self_information_backward" else (2, 4, 5)
+    args, shape = backward_case(name, device)
     fn = getattr(ns, name)
     fn(torch.ones(shape, device=device), *args)
     with pytest.raises(RuntimeError, match="floating point"):

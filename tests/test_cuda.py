@@ -16,8 +16,8 @@ import torch
 
 import uda_ops
 from uda_ops import reference
-from conftest import (BACKWARDS, CLAN_ARGS, DTYPES, OP_IDS, OPS, TOL, assert_close, check_backward_gradient_errors,
-                      logits)
+from conftest import (BACKWARDS, CLAN_ARGS, DTYPES, OP_IDS, OPS, TOL, assert_close, backward_case,
+                      check_backward_gradient_errors, logits)
 
 # UDA_TEST_DEVICE=cpu runs this file against the CPU kernels: a check of the tests themselves on a
 # machine without a GPU (the two backends share one contract).
@@ -408,8 +408,7 @@ def test_planes_tiles_and_misaligned_views(op, dtype, shape):
 @pytest.mark.skipif(DEV.type != "cuda", reason="needs a CUDA device (a gradient on another device)")
 @pytest.mark.parametrize("name", sorted(BACKWARDS))
 def test_backward_checks_gradient_device_dtype_shape(name):
-    z = torch.randn(2, 3, 4, 5, device=DEV)
-    shape = z.shape if name == "self_information_backward" else (2, 4, 5)
+    args, shape = backward_case(name, DEV)
     with pytest.raises(RuntimeError, match="gradient is on cpu"):
-        getattr(torch.ops.uda_ops, name)(torch.ones(shape), *BACKWARDS[name](z))
+        getattr(torch.ops.uda_ops, name)(torch.ones(shape), *args)
     check_backward_gradient_errors(torch.ops.uda_ops, name, DEV)

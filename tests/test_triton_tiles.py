@@ -131,20 +131,28 @@ def test_tile_table():
     assert f64.CB * f64.BP == K.TILE_ELEMENTS["planes"] // 2
 
 
+def _aot_report(tmp_path, pixel_vec: str, *args: str, timeout: int = 900):
+    """The --report lines of the planes loss kernels from `python -m uda_ops.triton.aot_check` (fp32 and bf16, sm_90,
+    no GPU) with UDA_OPS_TRITON_PIXEL_VEC=pixel_vec; asserts that every kernel compiled."""
+    import subprocess
+    import sys
+    env = {**os.environ, "TRITON_INTERPRET": "0", "TRITON_CACHE_DIR": str(tmp_path),
+           "UDA_OPS_TRITON_PIXEL_VEC": pixel_vec}
+    r = subprocess.run([sys.executable, "-m", "uda_ops.triton.aot_check", "--dtypes", "fp32,bf16", "--report", *args],
+                       capture_output=True, text=True, env=env,
+                       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), timeout=timeout)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return [ln for ln in r.stdout.splitlines() if "@planes" in ln]
+
+
 def test_nchw_loss_kernels_load_128_bits(tmp_path):
     """Compiled ahead of time for sm_90 (no GPU): every NCHW (planes) loss kernel loads its class tiles with
     128-bit vectors in fp32 and bf16 (ld.global.v4.b32; the only narrower loads are per-pixel map values such
     as the upstream gradient), with no spills, and exponentiates with ex2.approx.ftz (K.exp, which the
     interpreter tests cannot reach)."""
     import re
-    import subprocess
-    import sys
-    env = {**os.environ, "TRITON_INTERPRET": "0", "TRITON_CACHE_DIR": str(tmp_path), "UDA_OPS_TRITON_PIXEL_VEC": "0"}
-    r = subprocess.run([sys.executable, "-m", "uda_ops.triton.aot_check", "--dtypes", "fp32,bf16", "--report",
-                        "--variants", "planes19,planes150"], capture_output=True, text=True, env=env,
-                       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), timeout=900)
-    lines = [ln for ln in r.stdout.splitlines() if "@planes" in ln]
-    assert r.returncode == 0 and len(lines) == 2 * 2 * 13, r.stdout[-3000:] + r.stderr[-3000:]
+    lines = _aot_report(tmp_path, "0", "--variants", "planes19,planes150")
+    assert len(lines) == 2 * 2 * 13, lines
     for ln in lines:
         loads = dict((k, int(v)) for k, v in re.findall(r"([\w.]+)x(\d+)", ln.split("ld.global[")[1].split("]")[0]))
         vec = loads.pop("v4.b32", 0)
@@ -159,14 +167,8 @@ def test_pixel_vec_experiment_narrows_only_16_bit_split_tiles(tmp_path):
     """UDA_OPS_TRITON_PIXEL_VEC=4 (K.PIXEL_VEC, an experiment for the next GPU run): the split planes tiles of bf16
     load 4 pixels a vector (64-bit, ld.global.v2.b32) instead of 8, fp32 keeps its 128-bit loads, and nothing spills."""
     import re
-    import subprocess
-    import sys
-    env = {**os.environ, "TRITON_INTERPRET": "0", "TRITON_CACHE_DIR": str(tmp_path), "UDA_OPS_TRITON_PIXEL_VEC": "4"}
-    r = subprocess.run([sys.executable, "-m", "uda_ops.triton.aot_check", "--dtypes", "fp32,bf16", "--report",
-                        "--variants", "planes19", "--only", "sym_kl_fwd"], capture_output=True, text=True, env=env,
-                       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), timeout=600)
-    lines = [ln for ln in r.stdout.splitlines() if "@planes19" in ln]
-    assert r.returncode == 0 and len(lines) == 2, r.stdout[-3000:] + r.stderr[-3000:]
+    lines = _aot_report(tmp_path, "4", "--variants", "planes19", "--only", "sym_kl_fwd", timeout=600)
+    assert len(lines) == 2, lines
     for ln in lines:
         loads = re.search(r"ld\.global\[([^\]]*)\]", ln).group(1)
         assert ("v2.b32x" in loads and "v4" not in loads) if " bf16 " in ln else ("v4.b32x" in loads), ln
