@@ -356,9 +356,23 @@ def direction(kernel: str) -> Optional[str]:
     return None
 
 
-def planes_kernels(rows: List[dict], backend: str, op: str, direction_: str, dtype: str) -> List[dict]:
+def is_staged_rows(r: dict) -> bool:
+    """A CUDA planes kernel instantiated for the rows layout (bucket kStagedRows = -1, common.cuh)."""
+    return r.get("backend") == "cuda" and r.get("template", "").split(", ")[-1] == "-1"
+
+
+def _loss_kernels(rows: List[dict], backend: str, op: str, direction_: str, dtype: str) -> List[dict]:
     return [r for r in rows if r.get("backend") == backend and r.get("op") == op and r.get("dtype") == dtype
             and "error" not in r and direction(r["kernel"]) == direction_ and not NOT_PLANES.search(r["kernel"])]
+
+
+def planes_kernels(rows: List[dict], backend: str, op: str, direction_: str, dtype: str) -> List[dict]:
+    return [r for r in _loss_kernels(rows, backend, op, direction_, dtype) if not is_staged_rows(r)]
+
+
+def staged_rows_kernels(rows: List[dict], op: str, direction_: str, dtype: str) -> List[dict]:
+    """The CUDA kernels of a loss that run channels_last and (N, C) inputs (staged through shared memory)."""
+    return [r for r in _loss_kernels(rows, "cuda", op, direction_, dtype) if is_staged_rows(r)]
 
 
 def main_kernel(rows: List[dict], classes: int) -> Optional[dict]:

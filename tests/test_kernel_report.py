@@ -46,6 +46,26 @@ def test_nchw_loss_kernels_load_128_bits(cuda_kernels, op, direction, dtype):
     assert not narrow, "global loads narrower than 128 bits: " + "; ".join(narrow)
 
 
+# The kernels that write a (N, C, *) tensor: every backward, and self_information's forward.
+WRITES_CLASSES = {(op, "bwd") for op in LOSS_OPS} | {("self_information", "fwd")}
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+@pytest.mark.parametrize("direction", ["fwd", "bwd"])
+@pytest.mark.parametrize("op", LOSS_OPS)
+def test_channels_last_loss_kernels_move_128_bits(cuda_kernels, op, direction, dtype):
+    """channels_last / (N, C) inputs run the planes kernels' staged-rows instantiation: a block copies its
+    contiguous run of rows through shared memory with 128-bit loads (and stores, where it writes a gradient or
+    a per-class map), instead of a thread reading its pixels' classes element by element C apart."""
+    found = KR.staged_rows_kernels(cuda_kernels, op, direction, dtype)
+    assert found, f"no staged-rows {op} {direction} {dtype} kernel"
+    narrow = [f"{r['kernel']}<{r['template']}> loads {KR.widths(r['ld'])}" for r in found if not has_128bit_loads(r)]
+    assert not narrow, "global loads narrower than 128 bits: " + "; ".join(narrow)
+    if (op, direction) in WRITES_CLASSES:
+        narrow = [f"{r['kernel']}<{r['template']}> stores {KR.widths(r['st'])}" for r in found if 128 not in r["st"]]
+        assert not narrow, "global stores narrower than 128 bits: " + "; ".join(narrow)
+
+
 def test_ptx_load_widths():
     ptx = """
 .visible .entry _ZN7uda_ops4cuda29entropy_forward_planes_kernelIfLi0EEEvNS0_14EntropyForwardIT_EENS0_10PlanesGeomE(
@@ -130,6 +150,13 @@ def test_cuda_rows_names_and_dtypes():
     assert has_128bit_loads(r) and KR.direction(r["kernel"]) == "fwd"
     assert KR.planes_kernels(rows, "cuda", "entropy", "fwd", "fp32") == rows
     assert KR.planes_kernels(rows, "cuda", "entropy", "bwd", "fp32") == []
+
+
+def test_staged_rows_kernels_are_not_planes_kernels():
+    rows = [{"backend": "cuda", "kernel": "entropy_forward_planes_kernel", "template": t, "dtype": "fp32",
+             "op": "entropy", "ld": {128: 1}, "st": {}} for t in ("float, 0", "float, 8", "float, -1")]
+    assert [r["template"] for r in KR.planes_kernels(rows, "cuda", "entropy", "fwd", "fp32")] == ["float, 0", "float, 8"]
+    assert [r["template"] for r in KR.staged_rows_kernels(rows, "entropy", "fwd", "fp32")] == ["float, -1"]
 
 
 def test_main_kernel_is_the_smallest_bucket_holding_c():

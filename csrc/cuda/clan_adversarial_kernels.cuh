@@ -97,6 +97,7 @@ struct ClanBackward {
     return aligned16(grad) && aligned16(d) && aligned16(z1) && aligned16(z2) && aligned16(gd) &&
            (g1 == nullptr || (aligned16(g1) && aligned16(g2)));
   }
+  UDA_HD T* staged(int j) const { return j == 0 ? g1 : g2; }  // StagedRows: the output of slab j
 
   template <typename S>
   UDA_HD void operator()(const PlanesGeom& g, const TilePos& tp, S* s) const {

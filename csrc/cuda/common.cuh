@@ -6,9 +6,10 @@
 //    PixelGeom::base(p) and are `inner` apart. The "rows" layout (channels_last, (N, C)) is inner == 1.
 //  * Planes layout (inner > 1): the tile kernels below ("Planes (NCHW) tiles"), a thread per 16 bytes
 //    of contiguous pixels with 128-bit loads and stores. Rows layout (inner == 1: channels_last, (N, C)):
-//    the same tile kernels, a thread per kLanes pixels C apart, loaded lane by lane (each element read
-//    once; a warp's lines are shared through L1 across its classes). Where the class slab does not fit
-//    in shared memory: one thread per pixel, class loop inside, the ops' *_rows_kernel.
+//    the same tile kernels instantiated for StagedRows: a block copies its contiguous run of rows into
+//    shared memory with 128-bit loads, a thread works on kLanes pixels from there, and the block copies
+//    the per-class outputs back with 128-bit stores. Where the slab does not fit in shared memory: one
+//    thread per pixel, class loop inside, the ops' *_rows_kernel.
 //  * Arithmetic in acc_t = float (double for double input); loads/stores convert explicitly (the
 //    torch build defines __CUDA_NO_HALF_CONVERSIONS__, so no implicit __half <-> float).
 //  * SPEC section 6: -inf logits are legal (p = 0, p log p = 0), an all -inf pixel or any NaN gives
@@ -28,6 +29,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <type_traits>
+#include <utility>
 
 #define UDA_HD __host__ __device__ __forceinline__
 // Unrolling hints in __host__ __device__ code (the host compiler does not know the pragma).
@@ -222,19 +225,23 @@ UDA_UNROLL
 
 // Where a thread's tile lies: x = offset of (o, c = 0, i0) in the (outer, C, inner) tensor, map =
 // offset of pixel (o, i0) in the per-pixel map, n valid lanes, ps = elements between lanes (1: planes,
-// C: rows), full = a whole aligned 128-bit tile.
+// C: rows), full = a whole aligned 128-bit tile, ms = map entries between lanes (1, except in staged rows
+// tiles: the block's width, see StagedRows).
 struct TilePos {
   int64_t x, map, ps;
   int n;
   bool full;
+  int64_t ms = 1;
 };
 
 // A tile kernel's geometry: `outer` groups of `inner` pixels. Planes: group o = sample, its pixels
 // contiguous, classes `inner` apart. Rows (the rows layout seen as one group of all P pixels, see
-// tile_geom): pixels C apart, classes contiguous, never vectorised.
+// tile_geom): pixels C apart, classes contiguous; the kernels stage each block's rows through shared
+// memory (StagedRows).
 struct PlanesGeom {
   int64_t outer, C, inner;
-  bool vec;  // all pointers 16-byte aligned and inner % kLanes == 0: every whole tile is one 128-bit pack
+  bool vec;  // planes: all pointers 16-byte aligned and inner % kLanes == 0: every whole tile is one 128-bit
+             // pack. rows: all pointers 16-byte aligned (the staging copies move 128-bit packs)
   bool rows = false;
 
   UDA_HD int64_t cs() const { return rows ? 1 : inner; }  // class stride
@@ -260,11 +267,11 @@ struct PlanesGeom {
 // and inner is a multiple of the lanes), else rows: one group of `outer` pixels.
 template <typename T>
 UDA_HD PlanesGeom tile_geom(int64_t outer, int64_t C, int64_t inner, bool aligned) {
-  if (inner == 1) return PlanesGeom{1, C, outer, false, true};
+  if (inner == 1) return PlanesGeom{1, C, outer, aligned, true};
   return PlanesGeom{outer, C, inner, aligned && inner % kLanes<T> == 0, false};
 }
 
-inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
+UDA_HD bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
 
 // Every 128-bit access goes through as_pack. On the host (tests/cuda/host_check.cu, where a misaligned
 // 16-byte access would silently work) a misaligned one aborts: the vector path must never see one.
@@ -319,7 +326,7 @@ UDA_UNROLL
   }
 UDA_UNROLL
   for (int k = 0; k < V; ++k)
-    if (k < tp.n) p[k] = x[k];
+    if (k < tp.n) p[k * tp.ms] = x[k];
 }
 
 // The output of a forward functor or per-pixel kernel: the per-pixel map (reduction "none"), or, for a
@@ -366,7 +373,7 @@ UDA_UNROLL
     }
   } else {
 UDA_UNROLL
-    for (int k = 0; k < V; ++k) x[k] = k < tp.n ? p[k * stride] : A(0);
+    for (int k = 0; k < V; ++k) x[k] = k < tp.n ? p[k * stride * tp.ms] : A(0);
   }
 }
 
@@ -389,6 +396,11 @@ UDA_UNROLL
     }
   }
   UDA_HD const Pack& at(int c) const { return r[c]; }
+  // Output class c of the tile (p: class 0 of the tile in an output laid out like the input).
+  template <typename T>
+  UDA_HD void store(T* __restrict__ p, int64_t cs, int c, const acc_of<T> (&x)[kLanes<T>], const TilePos& tp) const {
+    store_pack(p + c * cs, x, tp);
+  }
 };
 
 // The class packs of one tile in a shared-memory slab: class c at s[c * stride] (stride = threads of
@@ -417,7 +429,119 @@ UDA_UNROLL
     }
   }
   UDA_HD const Pack& at(int c) const { return s[c * stride]; }
+  template <typename T>
+  UDA_HD void store(T* __restrict__ p, int64_t cs, int c, const acc_of<T> (&x)[kLanes<T>], const TilePos& tp) const {
+    store_pack(p + c * cs, x, tp);
+  }
 };
+
+// ---- Staged rows (channels_last, (N, C)): a block of `threads` threads owns threads * kLanes consecutive
+// pixels, i.e. one contiguous run of threads * kLanes * C elements of each input. The block copies that run
+// into shared memory with 128-bit loads (stage_copy: coalesced, each element read once), every thread then
+// works on its kLanes pixels from there (lane k = pixel tid + k * threads of the block: a warp reads 32
+// consecutive pixels' class c, C elements apart, which is free of bank conflicts for odd C in fp32 and any C
+// in 16-bit types), stores each output class into the place of the input class it just read, and the block
+// copies the staged outputs out with 128-bit stores (rows_flush: slab j's run goes to op.staged(j), the op's
+// output laid out like input j, where the op defines it). Same shared memory as SmemSlab (C packs a thread).
+//
+// Barriers: StagedRows::load ends with one, and the kernel body puts one before rows_flush, so every thread
+// of the block runs the op (threads past the last pixel with n = 0 lanes). On the host (tests/cuda/
+// host_check.cu runs the threads one after the other) thread 0 does each copy alone.
+UDA_HD void block_barrier() {
+#if defined(__CUDA_ARCH__)
+  __syncthreads();
+#endif
+}
+
+// dst[i] = src[i] for i < n, thread tid of `threads`; 128-bit packs when both are 16-byte aligned (batches of
+// 4 loads before their stores), else element by element.
+template <typename T>
+UDA_HD void stage_copy(T* __restrict__ dst, const T* __restrict__ src, int64_t n, int64_t tid, int64_t threads) {
+#if !defined(__CUDA_ARCH__)
+  if (tid != 0) return;
+  threads = 1;
+#endif
+  int64_t done = 0;
+  if (aligned16(dst) && aligned16(src)) {
+    const int64_t np = n / kLanes<T>;
+    const Pack* __restrict__ s = as_pack(src);
+    Pack* __restrict__ d = as_pack(dst);
+    int64_t i = tid;
+    for (; i + 3 * threads < np; i += 4 * threads) {
+      Pack b[4];
+UDA_UNROLL
+      for (int j = 0; j < 4; ++j) b[j] = s[i + j * threads];
+UDA_UNROLL
+      for (int j = 0; j < 4; ++j) d[i + j * threads] = b[j];
+    }
+    for (; i < np; i += threads) d[i] = s[i];
+    done = np * kLanes<T>;
+  }
+  for (int64_t i = done + tid; i < n; i += threads) dst[i] = src[i];
+}
+
+// The staged run of one block: pixels [p0, p0 + pixels) of the rows geometry, elements [p0 * C, ...).
+struct RowsRun {
+  int64_t p0, pixels;
+};
+template <typename T>
+UDA_HD RowsRun rows_run(const PlanesGeom& g, int64_t block, int64_t threads) {
+  const int64_t p0 = block * threads * kLanes<T>, left = g.inner - p0, cap = threads * kLanes<T>;
+  return RowsRun{p0, left < cap ? (left > 0 ? left : 0) : cap};
+}
+
+template <typename T>
+struct StagedRows {
+  static constexpr int kCap = 0, V = kLanes<T>;
+  T* s;  // the block's run of this input: element (pixel q of the block, class c) at s[q * C + c]
+  int64_t tid, threads, elems;  // elems: valid elements of the run
+  int C, n;       // classes; valid lanes of this thread
+
+  // p: the run's first element in global memory (all threads pass the same); cs and tp are not needed.
+  UDA_HD void load(const T* __restrict__ p, int64_t, int, const TilePos&) const {
+    stage_copy(s, p, elems, tid, threads);
+    block_barrier();
+  }
+  UDA_HD Pack at(int c) const {
+    T t[V];
+UDA_UNROLL
+    for (int k = 0; k < V; ++k) t[k] = k < n ? s[(tid + k * threads) * C + c] : Num<T>::store(acc_of<T>(0));
+    Pack u;
+    memcpy(&u, static_cast<const void*>(t), sizeof(Pack));
+    return u;
+  }
+  // Output class c of this thread's pixels into the input's place (the op has read class c already and
+  // never reads it again); rows_flush copies the run out to op.staged(j), so p is not needed.
+  UDA_HD void store(T* __restrict__, int64_t, int c, const acc_of<T> (&x)[V], const TilePos&) const {
+UDA_UNROLL
+    for (int k = 0; k < V; ++k)
+      if (k < n) s[(tid + k * threads) * C + c] = Num<T>::store(x[k]);
+  }
+};
+
+// Ops that write (N, C, *) outputs define staged(j): the output computed in slab j's place (nullptr: none).
+template <typename Op, typename = void>
+struct HasStaged : std::false_type {};
+template <typename Op>
+struct HasStaged<Op, std::void_t<decltype(std::declval<const Op&>().staged(0))>> : std::true_type {};
+
+// After every thread's op and a barrier: copies each staged output run of the block to global memory.
+template <typename Op>
+UDA_HD void rows_flush(const Op& op, Pack* smem, const PlanesGeom& g, int64_t block, int64_t tid, int64_t threads) {
+  using T = typename Op::T;
+  if constexpr (HasStaged<Op>::value) {
+    const RowsRun r = rows_run<T>(g, block, threads);
+UDA_UNROLL
+    for (int j = 0; j < Op::kSlabs; ++j) {
+      T* out = op.staged(j);
+      if (out != nullptr)
+        stage_copy(out + r.p0 * g.C, reinterpret_cast<const T*>(smem + j * g.C * threads), r.pixels * g.C, tid,
+                   threads);
+    }
+  } else {
+    (void)op, (void)smem, (void)g, (void)block, (void)tid, (void)threads;
+  }
+}
 
 // Loads the tile of each input (classes inner apart) into its slab; returns C.
 template <typename S, typename T>
@@ -510,20 +634,39 @@ UDA_UNROLL
 // Per-thread work of a planes kernel: the tile (o, t) of op. smem: the block's slab (SmemSlab only),
 // tid / threads: the thread's column and the block's width in it.
 // Returns what the op returns: a forward op the sum of the values it did not store (MapOut::emit).
+// CB = kStagedRows: the rows geometry through StagedRows (every thread of the block must call it).
+constexpr int kStagedRows = -1;
 template <int CB, typename Op>
 UDA_HD auto planes_thread(const Op& op, const PlanesGeom& g, int64_t o, int64_t t, Pack* smem, int64_t tid,
                           int64_t threads) {
   using T = typename Op::T;
-  const TilePos tp = g.tile<T>(o, t);
-  if constexpr (CB > 0) {
+  if constexpr (CB == kStagedRows) {
+    (void)o;
+    const int64_t block = (t - tid) / threads;
+    const RowsRun r = rows_run<T>(g, block, threads);
+    TilePos tp;
+    tp.x = r.p0 * g.C;  // the run's first element
+    tp.map = r.p0 + tid;
+    tp.ps = g.C;
+    tp.ms = threads;
+    const int64_t lanes = r.pixels > tid ? (r.pixels - tid + threads - 1) / threads : 0;
+    tp.n = lanes < kLanes<T> ? int(lanes) : kLanes<T>;
+    tp.full = false;
+    StagedRows<T> s[Op::kSlabs];
+UDA_UNROLL
+    for (int j = 0; j < Op::kSlabs; ++j)
+      s[j] = StagedRows<T>{reinterpret_cast<T*>(smem + j * g.C * threads), tid, threads, r.pixels * g.C, int(g.C),
+                           tp.n};
+    return op(g, tp, s);
+  } else if constexpr (CB > 0) {
     (void)smem, (void)tid, (void)threads;
     RegSlab<CB> s[Op::kSlabs];
-    return op(g, tp, s);
+    return op(g, g.tile<T>(o, t), s);
   } else {
     SmemSlab s[Op::kSlabs];
 UDA_UNROLL
     for (int j = 0; j < Op::kSlabs; ++j) s[j] = SmemSlab{smem + j * g.C * threads + tid, threads};
-    return op(g, tp, s);
+    return op(g, g.tile<T>(o, t), s);
   }
 }
 
@@ -547,16 +690,18 @@ UDA_HD PlanesPlan plan_planes(const PlanesGeom& g, int64_t smem_optin) {
   using T = typename Op::T;
   PlanesPlan pl;
   // register slabs of at most 16 packs a thread (about 160 registers with the unpacked values and their
-  // exps; 32 packs spill)
+  // exps; 32 packs spill); the rows geometry is always staged (cb = kStagedRows)
   const int cap = 16 / Op::kSlabs;
-  if (sizeof(T) < 8) {
+  if (g.rows) {
+    pl.cb = kStagedRows;
+  } else if (sizeof(T) < 8) {
     for (int cb = 8; cb <= cap; cb *= 2)
       if (g.C <= cb) {
         pl.cb = cb;
         break;
       }
   }
-  if (pl.cb == 0) {
+  if (pl.cb <= 0) {
     const int64_t per_thread = g.C * Op::kSlabs * int64_t(sizeof(Pack));
     while (pl.threads > kMinTileThreads && pl.threads * per_thread > kDefaultSmem) pl.threads /= 2;
     pl.smem = pl.threads * per_thread;
@@ -668,13 +813,21 @@ cudaError_t launch_finish(const acc_t* partials, int64_t n, double scale, acc_t*
 // Body of an op's planes kernel (each op defines its own __global__ <op>_<direction>_planes_kernel<T, CB>
 // around it, so that kernels keep their op's name): blockIdx.x * blockDim.x + threadIdx.x = tile,
 // blockIdx.y = sample (strided past 65535 samples).
+// CB = kStagedRows: one block of the rows geometry (grid (blocks, 1)); every thread runs the op, then the
+// block writes the staged outputs.
 template <int CB, typename Op>
 __device__ __forceinline__ void planes_kernel_body(const Op& op, const PlanesGeom& g) {
   extern __shared__ Pack uda_slab[];
   const int64_t t = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (t >= g.tiles<typename Op::T>()) return;
-  for (int64_t o = blockIdx.y; o < g.outer; o += gridDim.y)
-    planes_thread<CB>(op, g, o, t, uda_slab, threadIdx.x, blockDim.x);
+  if constexpr (CB == kStagedRows) {
+    planes_thread<CB>(op, g, 0, t, uda_slab, threadIdx.x, blockDim.x);
+    __syncthreads();
+    rows_flush(op, uda_slab, g, blockIdx.x, threadIdx.x, blockDim.x);
+  } else {
+    if (t >= g.tiles<typename Op::T>()) return;
+    for (int64_t o = blockIdx.y; o < g.outer; o += gridDim.y)
+      planes_thread<CB>(op, g, o, t, uda_slab, threadIdx.x, blockDim.x);
+  }
 }
 
 // Body of a reduced forward's planes kernel (<op>_forward_partials_planes_kernel: a separate kernel, so
@@ -685,9 +838,13 @@ __device__ __forceinline__ void planes_partials_body(const Op& op, const PlanesG
   extern __shared__ Pack uda_slab[];
   const int64_t t = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   typename Op::acc_t sum = 0;
-  if (t < g.tiles<typename Op::T>())
+  if constexpr (CB == kStagedRows) {
+    static_assert(!HasStaged<Op>::value, "a reduced forward writes no per-class output");
+    sum = planes_thread<CB>(op, g, 0, t, uda_slab, threadIdx.x, blockDim.x);
+  } else if (t < g.tiles<typename Op::T>()) {
     for (int64_t o = blockIdx.y; o < g.outer; o += gridDim.y)
       sum += planes_thread<CB>(op, g, o, t, uda_slab, threadIdx.x, blockDim.x);
+  }
   block_partial(op.out, sum);
 }
 
@@ -729,6 +886,7 @@ cudaError_t launch_planes(const Op& op, int64_t outer, int64_t C, int64_t inner,
   *launched = true;
   const bool reduce = reduce_blocks != nullptr;
   if (reduce) *reduce_blocks = pl.grid_x * pl.grid_y;
+  if (pl.cb == kStagedRows) return launch_planes_kernel(kernel_of(Bucket<kStagedRows>{}), op, g, pl, reduce, stream);
   if constexpr (sizeof(T) < 8) {
     if (pl.cb == 8) return launch_planes_kernel(kernel_of(Bucket<8>{}), op, g, pl, reduce, stream);
     if constexpr (Op::kSlabs == 1) {

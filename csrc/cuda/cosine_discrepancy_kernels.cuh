@@ -95,8 +95,8 @@ UDA_UNROLL
         o1[k] = -gm[k] * (both - cos[k] * e1 * e1 * i11[k]);
         o2[k] = -gm[k] * (both - cos[k] * e2 * e2 * i22[k]);
       }
-      store_pack(g1 + tp.x + c * g.cs(), o1, tp);
-      store_pack(g2 + tp.x + c * g.cs(), o2, tp);
+      s[0].store(g1 + tp.x, g.cs(), c, o1, tp);
+      s[1].store(g2 + tp.x, g.cs(), c, o2, tp);
     });
   }
 };
@@ -135,6 +135,7 @@ struct CosineBackward {
   T* g1;
   T* g2;
   bool aligned() const { return aligned16(grad) && aligned16(z1) && aligned16(z2) && aligned16(g1) && aligned16(g2); }
+  UDA_HD T* staged(int j) const { return j == 0 ? g1 : g2; }  // StagedRows: the output of slab j
 
   template <typename S>
   UDA_HD void operator()(const PlanesGeom& g, const TilePos& tp, S* s) const {

@@ -86,6 +86,7 @@ struct EntropyBackward {
   const T* z;
   T* gz;
   bool aligned() const { return aligned16(grad) && aligned16(z) && aligned16(gz); }
+  UDA_HD T* staged(int j) const { return j == 0 ? gz : nullptr; }  // StagedRows: the output of slab j
 
   template <typename S>
   UDA_HD void operator()(const PlanesGeom& g, const TilePos& tp, S* s) const {
@@ -101,7 +102,7 @@ UDA_UNROLL
       acc_t out[V];
 UDA_UNROLL
       for (int k = 0; k < V; ++k) out[k] = w[k] * mul0(e[0][k] * inv[k], d[0][k] - r[k]);
-      store_pack(gz + tp.x + c * g.cs(), out, tp);
+      s[0].store(gz + tp.x, g.cs(), c, out, tp);
     });
   }
 };

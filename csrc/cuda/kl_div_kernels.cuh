@@ -89,6 +89,7 @@ struct KlDivBackward {
   bool aligned() const {
     return aligned16(grad) && aligned16(x) && aligned16(y) && aligned16(gx) && (gy == nullptr || aligned16(gy));
   }
+  UDA_HD T* staged(int j) const { return j == 0 ? gx : gy; }  // StagedRows: the output of slab j
 
   template <typename S>
   UDA_HD void operator()(const PlanesGeom& g, const TilePos& tp, S* s) const {
@@ -110,8 +111,8 @@ UDA_UNROLL
         ox[k] = w[k] * (e[0][k] * ix[k] - q);
         oy[k] = w[k] * mul0(q, diff0(d[1][k] - ly[k], d[0][k] - lx[k]) - kl[k]);
       }
-      store_pack(gx + tp.x + c * g.cs(), ox, tp);
-      if (gy != nullptr) store_pack(gy + tp.x + c * g.cs(), oy, tp);
+      s[0].store(gx + tp.x, g.cs(), c, ox, tp);
+      if (gy != nullptr) s[1].store(gy + tp.x, g.cs(), c, oy, tp);
     });
   }
 };

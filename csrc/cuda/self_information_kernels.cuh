@@ -48,6 +48,7 @@ struct SelfInformationForward {
   const T* z;
   T* out;
   bool aligned() const { return aligned16(z) && aligned16(out); }
+  UDA_HD T* staged(int j) const { return j == 0 ? out : nullptr; }  // StagedRows: the output of slab j
 
   template <typename S>
   UDA_HD void operator()(const PlanesGeom& g, const TilePos& tp, S* s) const {
@@ -62,7 +63,7 @@ UDA_UNROLL
       acc_t o[V];
 UDA_UNROLL
       for (int k = 0; k < V; ++k) o[k] = w * mul0(e[0][k] * inv[k], d[0][k] - ls[k]);
-      store_pack(out + tp.x + c * g.cs(), o, tp);
+      s[0].store(out + tp.x, g.cs(), c, o, tp);
     });
   }
 };
@@ -79,6 +80,7 @@ struct SelfInformationBackward {
   const T* z;
   T* gz;
   bool aligned() const { return aligned16(grad) && aligned16(z) && aligned16(gz); }
+  UDA_HD T* staged(int j) const { return j == 0 ? gz : nullptr; }  // StagedRows: the output of slab j
 
   template <typename S>
   UDA_HD void operator()(const PlanesGeom& g, const TilePos& tp, S* s) const {
@@ -116,7 +118,7 @@ UDA_UNROLL
       acc_t o[V];
 UDA_UNROLL
       for (int k = 0; k < V; ++k) o[k] = w * (pu[k] - p[k] * su[k]);
-      store_pack(gz + tp.x + c * g.cs(), o, tp);
+      s[0].store(gz + tp.x, g.cs(), c, o, tp);
     });
   }
 };

@@ -101,6 +101,7 @@ struct SymKlBackward {
   T* gb;
   bool detach;
   bool aligned() const { return aligned16(grad) && aligned16(a) && aligned16(b) && aligned16(ga) && aligned16(gb); }
+  UDA_HD T* staged(int j) const { return j == 0 ? ga : gb; }  // StagedRows: the output of slab j
 
   template <typename S>
   UDA_HD void operator()(const PlanesGeom& g, const TilePos& tp, S* s) const {
@@ -128,8 +129,8 @@ UDA_UNROLL
           ob[k] = hg[k] * (mul0(q, -d - B[k]) + q - p);
         }
       }
-      store_pack(ga + tp.x + c * g.cs(), oa, tp);
-      store_pack(gb + tp.x + c * g.cs(), ob, tp);
+      s[0].store(ga + tp.x, g.cs(), c, oa, tp);
+      s[1].store(gb + tp.x, g.cs(), c, ob, tp);
     });
   }
 };

@@ -423,6 +423,7 @@ static double run_planes_host(const Op& op, int64_t outer, int64_t C, int64_t in
   expect(g.rows == (inner == 1) && g.cs() == (inner == 1 ? 1 : inner), "tile_geom", double(g.cs()), double(inner));
   PlanesPlan pl = plan_planes<Op>(g, 227 * 1024);
   expect(pl.ok, "planes plan ok", 0, 1);
+  expect((pl.cb == kStagedRows) == g.rows && (CB == kStagedRows) == g.rows, "rows are staged", CB, pl.cb);
   const int64_t threads = pl.threads, tiles = g.tiles<T>();
   std::vector<Pack> smem(threads * C * Op::kSlabs);
   double total = 0;
@@ -431,7 +432,7 @@ static double run_planes_host(const Op& op, int64_t outer, int64_t C, int64_t in
       S block = S(0);
       for (int64_t tid = 0; tid < threads; ++tid) {
         const int64_t t = bx * threads + tid;
-        if (t >= tiles) continue;
+        if (t >= tiles && CB != kStagedRows) continue;  // staged: every thread of the block runs
         S sum = S(0);
         for (int64_t o = by; o < g.outer; o += pl.grid_y) {
           if constexpr (std::is_void<R>::value)
@@ -441,6 +442,7 @@ static double run_planes_host(const Op& op, int64_t outer, int64_t C, int64_t in
         }
         block += sum;
       }
+      if constexpr (CB == kStagedRows) rows_flush(op, smem.data(), g, bx, 0, threads);
       if (block_sums) block_sums->push_back(double(block));
       total += double(block);
     }
@@ -449,7 +451,11 @@ static double run_planes_host(const Op& op, int64_t outer, int64_t C, int64_t in
 
 // Calls f(Bucket<CB>) for every bucket an op of kSlabs inputs can use for C classes.
 template <int kSlabs, typename F>
-static void each_bucket(int64_t C, F&& f) {
+static void each_bucket(int64_t C, bool rows, F&& f) {
+  if (rows) {  // the rows geometry is always staged (plan_planes)
+    f(Bucket<kStagedRows>{});
+    return;
+  }
   if (C <= 8) f(Bucket<8>{});
   if (kSlabs == 1 && C <= 16) f(Bucket<16>{});
   f(Bucket<0>{});
@@ -458,10 +464,12 @@ static void each_bucket(int64_t C, F&& f) {
 struct PlanesShape {
   int64_t outer, C, inner;
 };
-// inner == 1: the rows layout (channels_last, (N, C)) through the same tile kernels, pixels C apart
-static const PlanesShape kPlanesShapes[] = {{2, 5, 7},  {3, 19, 16}, {1, 3, 9},  {2, 16, 33}, {2, 40, 12},
-                                            {1, 8, 8},  {2, 2, 5},   {3, 7, 24}, {1, 13, 3},  {2, 150, 4},
-                                            {37, 19, 1}, {9, 5, 1},  {1, 2, 1},  {6, 150, 1}, {16, 8, 1}};
+// inner == 1: the rows layout (channels_last, (N, C)) through the staged tile kernels, pixels C apart;
+// (531, 19, 1) and (1100, 3, 1) span several staged blocks in every dtype, the last one partial
+static const PlanesShape kPlanesShapes[] = {{2, 5, 7},   {3, 19, 16}, {1, 3, 9},  {2, 16, 33}, {2, 40, 12},
+                                            {1, 8, 8},   {2, 2, 5},   {3, 7, 24}, {1, 13, 3},  {2, 150, 4},
+                                            {37, 19, 1}, {9, 5, 1},   {1, 2, 1},  {6, 150, 1}, {16, 8, 1},
+                                            {531, 19, 1}, {1100, 3, 1}};
 
 template <typename T>
 static void planes_tolerances(double* rtol, double* atol) {
@@ -502,7 +510,7 @@ static void check_planes_entropy(const char* tname) {
       planes_inputs(rng, s, z, zd);
       Buf<acc_t> grad(P, off, 0);
       for (size_t p = 0; p < P; ++p) grad.p[p] = acc_t(0.5 + 0.01 * double(p % 17));
-      each_bucket<1>(s.C, [&](auto cb) {
+      each_bucket<1>(s.C, s.inner == 1, [&](auto cb) {
         constexpr int CB = decltype(cb)::value;
         Buf<acc_t> out(P, off, kSentinel);
         Buf<T> gz(n, off, kSentinel);
@@ -549,7 +557,7 @@ static void check_planes_op(const char* name, const char* tname, bool has_map, i
       const double atol_s = atol * scale / 3.0;
       Buf<acc_t> aux(P, off, 0);
       for (size_t p = 0; p < P; ++p) aux.p[p] = acc_t(0.3 * double(p % 13) - 1.7);
-      each_bucket<kSlabs>(s.C, [&](auto cb) {
+      each_bucket<kSlabs>(s.C, s.inner == 1, [&](auto cb) {
         constexpr int CB = decltype(cb)::value;
         Buf<acc_t> m(P, off, kSentinel);
         Buf<T> f1(n, off, kSentinel), f2(n, off, kSentinel);
@@ -680,7 +688,7 @@ static void check_reduced(const char* tname) {
       for (double v : partials) sum += v;
       return sum * scale;
     };
-    each_bucket<decltype(make_op(MapOut<acc_t>{nullptr, nullptr}))::kSlabs>(s.C, [&](auto cb) {
+    each_bucket<decltype(make_op(MapOut<acc_t>{nullptr, nullptr}))::kSlabs>(s.C, s.inner == 1, [&](auto cb) {
       constexpr int CB = decltype(cb)::value;
       std::snprintf(what, sizeof what, "%s %s reduced planes CB=%d shape=(%d,%d,%d) off=%d", tname, name, CB,
                     int(s.outer), int(s.C), int(s.inner), off);
