@@ -4,8 +4,8 @@
 #   bash benchmarks/gpu_lease.sh [STAGE...]      default: build tests bench fused (the first run, ~9.5 minutes)
 # Stages:
 #   build     gpu_check.py info,build: the CUDA extension for this GPU
-#   tests     tests/test_cuda.py: every op x dtype x layout against the float64 reference; both backends' fused
-#             reductions
+#   tests     tests/test_cuda.py: every op x dtype x layout against the float64 reference, odd shapes and dims,
+#             channels_last over many staged blocks; both backends' fused reductions
 #   bench     benchmarks/gpu_summary.py at (2, 19, 512, 1024), fp32 and bf16, both layouts (torch.compile columns
 #             while a 40 s budget lasts); writes an AUTO_CUDA table
 #   fused     benchmarks/fused_reduction.py: fused mean vs the map + torch sum
@@ -15,10 +15,12 @@
 #   pixelvec  the K.PIXEL_VEC experiment: Triton bf16 NCHW tests and gpu_summary with UDA_OPS_TRITON_PIXEL_VEC=4
 #             beside the default, one process each
 #   sanitize  compute-sanitizer racecheck and initcheck over the fp32 reference tests of the CUDA kernels
-# The second run (the first one's open questions, and what changed since: the Triton eager path, clan's d), as two
-# calls back to back on the warm machine (the build stays; about 9 + 4 minutes):
-#   bash benchmarks/gpu_lease.sh build diag pixelvec bench      (time limits 200 + 90 + 150 + 150 s; ~6.5 min typical)
-#   bash benchmarks/gpu_lease.sh triton64 sanitize tests        (60 + 240 + 100 s)
+# The second run (the first one's open questions, and what changed since: the CUDA staged-rows kernels for
+# channels_last, the Triton eager path, clan's d), as two calls back to back on the warm machine (the build stays;
+# about 9 + 5 minutes). The staged-rows kernels have never run: their tests come right after the build, and
+# racecheck (their shared memory and barriers) in the second call.
+#   bash benchmarks/gpu_lease.sh build tests diag bench         (time limits 200 + 100 + 90 + 150 s)
+#   bash benchmarks/gpu_lease.sh sanitize pixelvec triton64     (240 + 150 + 60 s)
 # Everything lands in /tmp/gpu-lease, packed at the end into $OUT/gpu-lease.tgz (the device tool brings back at most
 # 8 files); the short tables are also copied to $OUT.
 set -u
@@ -44,7 +46,8 @@ for stage in "$@"; do
   case $stage in
   build) step build 200 $PY benchmarks/gpu_check.py --stages info,build --out "$R/gpu_check" ;;
   tests) step tests 100 $PY -m pytest -p no:cacheprovider -q -rs --maxfail=10 tests/test_cuda.py \
-           -k "matches_reference or (fused_reduction and (native or float32))" --junitxml="$R/tests.xml" ;;
+           -k "matches_reference or shapes_and_dims or staged_blocks or (fused_reduction and (native or float32))" \
+           --junitxml="$R/tests.xml" ;;
   bench) step bench 150 $PY benchmarks/gpu_summary.py --reps 20 --budget-s 40 --shapes 2,19,512,1024 \
            --json "$R/bench.json" --markdown-out "$R/bench.md" --auto-cuda-out "$R/auto_cuda.json" ;;
   fused) for dt in float32 bfloat16; do

@@ -108,6 +108,17 @@ def test_op_shapes_and_dims(op, shape, dim):
     check_cuda_op(op, cpu, cuda, dim=dim)
 
 
+@pytest.mark.parametrize("shape", [(2, 19, 33, 65), (3, 150, 9, 11), (4, 3, 40, 41)], ids=str)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("op", OPS, ids=OP_IDS)
+def test_channels_last_staged_blocks(op, dtype, shape):
+    """channels_last through the staged-rows kernels (common.cuh StagedRows) over many blocks, the last one
+    partial: C = 19 (the shared-memory run of a block at 64 or 128 threads), C = 150 (opt-in shared memory, 32
+    threads), C = 3."""
+    cpu, cuda = make_inputs(op, shape, dtype, layout="channels_last")
+    check_cuda_op(op, cpu, cuda)
+
+
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("op", OPS, ids=OP_IDS)
