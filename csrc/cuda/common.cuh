@@ -437,12 +437,12 @@ UDA_UNROLL
 
 // ---- Staged rows (channels_last, (N, C)): a block of `threads` threads owns threads * kLanes consecutive
 // pixels, i.e. one contiguous run of threads * kLanes * C elements of each input. The block copies that run
-// into shared memory with 128-bit loads (stage_copy: coalesced, each element read once), every thread then
+// into shared memory with 128-bit loads (stage_rows: coalesced, each element read once), every thread then
 // works on its kLanes pixels from there (lane k = pixel tid + k * threads of the block: a warp reads 32
-// consecutive pixels' class c, C elements apart, which is free of bank conflicts for odd C in fp32 and any C
-// in 16-bit types), stores each output class into the place of the input class it just read, and the block
+// consecutive pixels' class c, an odd pitch apart, free of bank conflicts), stores each output class into the place of the input class it just read, and the block
 // copies the staged outputs out with 128-bit stores (rows_flush: slab j's run goes to op.staged(j), the op's
-// output laid out like input j, where the op defines it). Same shared memory as SmemSlab (C packs a thread).
+// output laid out like input j, where the op defines it). Shared memory: C packs a thread as SmemSlab, C + 1 for
+// even C (the rows are padded to an odd pitch, rows_pitch).
 //
 // Barriers: StagedRows::load ends with one, and the kernel body puts one before rows_flush, so every thread
 // of the block runs the op (threads past the last pixel with n = 0 lanes). On the host (tests/cuda/
@@ -490,22 +490,86 @@ UDA_HD RowsRun rows_run(const PlanesGeom& g, int64_t block, int64_t threads) {
   return RowsRun{p0, left < cap ? (left > 0 ? left : 0) : cap};
 }
 
+// Row pitch of a staged run in shared memory: C when C is odd, else C + 1, so that a warp reading 32 rows' class c
+// hits 32 different banks in fp32 (an even pitch p would put them in 32 / gcd(p, 32) banks: 16-way conflicts at
+// C = 16) and at most 2 lanes a bank in 16-bit types.
+UDA_HD int64_t rows_pitch(int64_t C) { return C | 1; }
+
+// Packs of shared memory that one slab of a staged block holds (a thread's kLanes rows at the padded pitch).
+UDA_HD int64_t staged_packs(const PlanesGeom& g, int64_t threads) { return rows_pitch(g.C) * threads; }
+
+// The run of `pixels` rows of C classes at g (global memory) <-> shared memory at pitch ld = rows_pitch(C).
+// Odd C: one contiguous copy (stage_copy). Even C: 128-bit packs from or to global memory, their elements
+// scattered to or gathered from the padded rows one by one (32-bit index arithmetic: a run holds < 2^31
+// elements). out: shared -> global. Thread tid of `threads`; on the host thread 0 does it all.
+template <typename T>
+UDA_HD void stage_rows(T* __restrict__ sm, T* __restrict__ gl, int64_t pixels, int64_t C, bool out, int64_t tid,
+                       int64_t threads) {
+  const int64_t ld = rows_pitch(C);
+  if (ld == C) {
+    if (out)
+      stage_copy(gl, sm, pixels * C, tid, threads);
+    else
+      stage_copy(sm, gl, pixels * C, tid, threads);
+    return;
+  }
+#if !defined(__CUDA_ARCH__)
+  if (tid != 0) return;
+  threads = 1;
+#endif
+  constexpr int V = kLanes<T>;
+  const uint32_t n = static_cast<uint32_t>(pixels * C), c32 = static_cast<uint32_t>(C);
+  uint32_t done = 0;
+  if (aligned16(gl)) {
+    const uint32_t np = n / V;
+    for (uint32_t i = static_cast<uint32_t>(tid); i < np; i += static_cast<uint32_t>(threads)) {
+      uint32_t q = i * V / c32, c = i * V - q * c32;
+      T t[V];
+      Pack u;
+      if (!out) {
+        u = as_pack(gl)[i];
+        memcpy(static_cast<void*>(t), &u, sizeof(Pack));
+      }
+UDA_UNROLL
+      for (int j = 0; j < V; ++j) {
+        if (out)
+          t[j] = sm[q * ld + c];
+        else
+          sm[q * ld + c] = t[j];
+        if (++c == c32) c = 0, ++q;
+      }
+      if (out) {
+        memcpy(&u, static_cast<const void*>(t), sizeof(Pack));
+        as_pack(gl)[i] = u;
+      }
+    }
+    done = np * V;
+  }
+  for (uint32_t e = done + static_cast<uint32_t>(tid); e < n; e += static_cast<uint32_t>(threads)) {
+    const uint32_t q = e / c32, c = e - q * c32;
+    if (out)
+      gl[e] = sm[q * ld + c];
+    else
+      sm[q * ld + c] = gl[e];
+  }
+}
+
 template <typename T>
 struct StagedRows {
   static constexpr int kCap = 0, V = kLanes<T>;
-  T* s;  // the block's run of this input: element (pixel q of the block, class c) at s[q * C + c]
-  int64_t tid, threads, elems;  // elems: valid elements of the run
-  int C, n;       // classes; valid lanes of this thread
+  T* s;  // the block's run of this input: element (pixel q of the block, class c) at s[q * ld + c]
+  int64_t tid, threads, pixels;  // pixels: valid rows of the run
+  int C, ld, n;                  // classes, row pitch (rows_pitch), valid lanes of this thread
 
   // p: the run's first element in global memory (all threads pass the same); cs and tp are not needed.
   UDA_HD void load(const T* __restrict__ p, int64_t, int, const TilePos&) const {
-    stage_copy(s, p, elems, tid, threads);
+    stage_rows(s, const_cast<T*>(p), pixels, C, false, tid, threads);
     block_barrier();
   }
   UDA_HD Pack at(int c) const {
     T t[V];
 UDA_UNROLL
-    for (int k = 0; k < V; ++k) t[k] = k < n ? s[(tid + k * threads) * C + c] : Num<T>::store(acc_of<T>(0));
+    for (int k = 0; k < V; ++k) t[k] = k < n ? s[(tid + k * threads) * ld + c] : Num<T>::store(acc_of<T>(0));
     Pack u;
     memcpy(&u, static_cast<const void*>(t), sizeof(Pack));
     return u;
@@ -515,7 +579,7 @@ UDA_UNROLL
   UDA_HD void store(T* __restrict__, int64_t, int c, const acc_of<T> (&x)[V], const TilePos&) const {
 UDA_UNROLL
     for (int k = 0; k < V; ++k)
-      if (k < n) s[(tid + k * threads) * C + c] = Num<T>::store(x[k]);
+      if (k < n) s[(tid + k * threads) * ld + c] = Num<T>::store(x[k]);
   }
 };
 
@@ -535,8 +599,8 @@ UDA_UNROLL
     for (int j = 0; j < Op::kSlabs; ++j) {
       T* out = op.staged(j);
       if (out != nullptr)
-        stage_copy(out + r.p0 * g.C, reinterpret_cast<const T*>(smem + j * g.C * threads), r.pixels * g.C, tid,
-                   threads);
+        stage_rows(reinterpret_cast<T*>(smem + j * staged_packs(g, threads)), out + r.p0 * g.C, r.pixels, g.C, true,
+                   tid, threads);
     }
   } else {
     (void)op, (void)smem, (void)g, (void)block, (void)tid, (void)threads;
@@ -655,8 +719,8 @@ UDA_HD auto planes_thread(const Op& op, const PlanesGeom& g, int64_t o, int64_t 
     StagedRows<T> s[Op::kSlabs];
 UDA_UNROLL
     for (int j = 0; j < Op::kSlabs; ++j)
-      s[j] = StagedRows<T>{reinterpret_cast<T*>(smem + j * g.C * threads), tid, threads, r.pixels * g.C, int(g.C),
-                           tp.n};
+      s[j] = StagedRows<T>{reinterpret_cast<T*>(smem + j * staged_packs(g, threads)), tid, threads, r.pixels,
+                           int(g.C), int(rows_pitch(g.C)), tp.n};
     return op(g, tp, s);
   } else if constexpr (CB > 0) {
     (void)smem, (void)tid, (void)threads;
@@ -702,7 +766,7 @@ UDA_HD PlanesPlan plan_planes(const PlanesGeom& g, int64_t smem_optin) {
       }
   }
   if (pl.cb <= 0) {
-    const int64_t per_thread = g.C * Op::kSlabs * int64_t(sizeof(Pack));
+    const int64_t per_thread = (g.rows ? rows_pitch(g.C) : g.C) * Op::kSlabs * int64_t(sizeof(Pack));
     while (pl.threads > kMinTileThreads && pl.threads * per_thread > kDefaultSmem) pl.threads /= 2;
     pl.smem = pl.threads * per_thread;
     if (pl.smem > (smem_optin > kDefaultSmem ? smem_optin : kDefaultSmem)) return pl;

@@ -425,7 +425,7 @@ static double run_planes_host(const Op& op, int64_t outer, int64_t C, int64_t in
   expect(pl.ok, "planes plan ok", 0, 1);
   expect((pl.cb == kStagedRows) == g.rows && (CB == kStagedRows) == g.rows, "rows are staged", CB, pl.cb);
   const int64_t threads = pl.threads, tiles = g.tiles<T>();
-  std::vector<Pack> smem(threads * C * Op::kSlabs);
+  std::vector<Pack> smem(staged_packs(g, threads) * Op::kSlabs);  // >= the planes slab (C packs a thread)
   double total = 0;
   for (int64_t by = 0; by < pl.grid_y; ++by)
     for (int64_t bx = 0; bx < pl.grid_x; ++bx) {
@@ -465,11 +465,12 @@ struct PlanesShape {
   int64_t outer, C, inner;
 };
 // inner == 1: the rows layout (channels_last, (N, C)) through the staged tile kernels, pixels C apart;
-// (531, 19, 1) and (1100, 3, 1) span several staged blocks in every dtype, the last one partial
+// (531, 19, 1), (1100, 3, 1), (700, 16, 1) and (300, 10, 1) span several staged blocks in every dtype, the last
+// one partial; even C runs at a padded pitch in shared memory (rows_pitch)
 static const PlanesShape kPlanesShapes[] = {{2, 5, 7},   {3, 19, 16}, {1, 3, 9},  {2, 16, 33}, {2, 40, 12},
                                             {1, 8, 8},   {2, 2, 5},   {3, 7, 24}, {1, 13, 3},  {2, 150, 4},
                                             {37, 19, 1}, {9, 5, 1},   {1, 2, 1},  {6, 150, 1}, {16, 8, 1},
-                                            {531, 19, 1}, {1100, 3, 1}};
+                                            {531, 19, 1}, {1100, 3, 1}, {700, 16, 1}, {300, 10, 1}};
 
 template <typename T>
 static void planes_tolerances(double* rtol, double* atol) {
