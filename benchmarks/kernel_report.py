@@ -23,7 +23,9 @@ Columns (per kernel x dtype; several rows when a kernel has several template ins
   local                LDL + STL instructions (local memory: spills or arrays indexed at run time)
   sass                 static SASS instructions of the kernel (NOPs excluded)
   instr/elem           estimated instructions executed per element, an element being one (pixel, class)
-                       position at C = --classes (default 19, Cityscapes); only for the six pixel losses.
+                       position at C = --classes (default 19, Cityscapes); only for the six pixel losses, and
+                       not for CUDA's staged-rows instantiations (bucket -1: block copies through shared
+                       memory, which the model below does not describe).
 How instr/elem is estimated (static, a model, not a measurement): loops are the SASS back edges. A loop whose
 exit counter steps by an immediate u (``IADD3 R, R, 0x4``) is a loop over classes, run C/u times per pass (at
 least once); a loop without one is (CUDA) the grid-stride loop over pixel tiles, whose body (inner loops
@@ -514,10 +516,10 @@ def cuda_rows(ptxas: str, sass: str, classes: int = 19) -> List[dict]:
         op = loss_op(kernel)
         pix = next((v for k, v in PIXELS_PER_THREAD.items() if re.search(k, kernel)), None)
         a = analyse(instrs, ELEM_BITS.get(dtype, 32), classes, pix)
-        if op is None:
+        row = {"backend": "cuda", "kernel": kernel, "template": ", ".join(targs), "dtype": dtype, "op": op}
+        if op is None or is_staged_rows(row):  # the model knows no staged rows (block copies, shared memory)
             a["instr_per_elem"] = None
-        rows.append({"backend": "cuda", "kernel": kernel, "template": ", ".join(targs), "dtype": dtype,
-                     "op": op, **res.get(mangled, {}), **a})
+        rows.append({**row, **res.get(mangled, {}), **a})
     return sorted(rows, key=lambda r: (r["kernel"], r["dtype"], r["template"]))
 
 

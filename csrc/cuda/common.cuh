@@ -439,10 +439,10 @@ UDA_UNROLL
 // pixels, i.e. one contiguous run of threads * kLanes * C elements of each input. The block copies that run
 // into shared memory with 128-bit loads (stage_rows: coalesced, each element read once), every thread then
 // works on its kLanes pixels from there (lane k = pixel tid + k * threads of the block: a warp reads 32
-// consecutive pixels' class c, an odd pitch apart, free of bank conflicts), stores each output class into the place of the input class it just read, and the block
-// copies the staged outputs out with 128-bit stores (rows_flush: slab j's run goes to op.staged(j), the op's
-// output laid out like input j, where the op defines it). Shared memory: C packs a thread as SmemSlab, C + 1 for
-// even C (the rows are padded to an odd pitch, rows_pitch).
+// consecutive pixels' class c, an odd pitch apart, free of bank conflicts), stores each output class into the
+// place of the input class it just read, and the block copies the staged outputs out with 128-bit stores
+// (rows_flush: slab j's run goes to op.staged(j), the op's output laid out like input j, where the op defines
+// it). Shared memory: C packs a thread as SmemSlab, C + 1 for even C (rows padded to an odd pitch, rows_pitch).
 //
 // Barriers: StagedRows::load ends with one, and the kernel body puts one before rows_flush, so every thread
 // of the block runs the op (threads past the last pixel with n = 0 lanes). On the host (tests/cuda/
@@ -498,7 +498,7 @@ UDA_HD int64_t rows_pitch(int64_t C) { return C | 1; }
 // Packs of shared memory that one slab of a staged block holds (a thread's kLanes rows at the padded pitch).
 UDA_HD int64_t staged_packs(const PlanesGeom& g, int64_t threads) { return rows_pitch(g.C) * threads; }
 
-// The run of `pixels` rows of C classes at g (global memory) <-> shared memory at pitch ld = rows_pitch(C).
+// The run of `pixels` rows of C classes at gl (global memory) <-> sm (shared memory, pitch ld = rows_pitch(C)).
 // Odd C: one contiguous copy (stage_copy). Even C: 128-bit packs from or to global memory, their elements
 // scattered to or gathered from the padded rows one by one (32-bit index arithmetic: a run holds < 2^31
 // elements). out: shared -> global. Thread tid of `threads`; on the host thread 0 does it all.
