@@ -46,7 +46,7 @@ for stage in "$@"; do
   case $stage in
   build) step build 200 $PY benchmarks/gpu_check.py --stages info,build --out "$R/gpu_check" ;;
   tests) step tests 100 $PY -m pytest -p no:cacheprovider -q -rs --maxfail=10 tests/test_cuda.py \
-           -k "matches_reference or shapes_and_dims or staged_blocks or (fused_reduction and (native or float32))" \
+           -k "matches_reference or shapes_and_dims or staged_blocks or warp_per_pixel or (fused_reduction and (native or float32))" \
            --junitxml="$R/tests.xml" ;;
   bench) step bench 150 $PY benchmarks/gpu_summary.py --reps 20 --budget-s 40 --shapes 2,19,512,1024 \
            --json "$R/bench.json" --markdown-out "$R/bench.md" --auto-cuda-out "$R/auto_cuda.json" ;;

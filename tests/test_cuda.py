@@ -119,6 +119,22 @@ def test_channels_last_staged_blocks(op, dtype, shape):
     check_cuda_op(op, cpu, cuda)
 
 
+@pytest.mark.parametrize("shape,layout", [((64, 1000), "contiguous"), ((37, 345), "contiguous"),
+                                          ((2, 600, 3, 5), "channels_last"), ((5, 4097), "contiguous")], ids=str)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("op", OPS, ids=OP_IDS)
+def test_rows_warp_per_pixel(op, dtype, shape, layout):
+    """Rows too wide for the staged slab (C > ~227 for two inputs, ~454 for one): the per-pixel kernels with
+    a warp per row (common.cuh WarpLanes), C below, above and far above a multiple of 32; -inf classes and
+    NaN / all -inf rows stay in their row."""
+    cpu, cuda = make_inputs(op, shape, dtype, layout=layout)
+    check_cuda_op(op, cpu, cuda)
+    if dtype == torch.float32:
+        for kind in ("neg_inf", "nan", "all_neg_inf"):
+            cpu, cuda = make_inputs(op, shape, dtype, kind=kind, layout=layout)
+            assert_close(op.fn(cuda, 1).cpu(), op.ref([x.double() for x in cpu], 1), dtype, msg=f"{op.name}: {kind}")
+
+
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("op", OPS, ids=OP_IDS)

@@ -86,7 +86,7 @@ def test_ptxas_entries_parser():
 
 def test_nvcc_compile_check(tmp_path):
     """compile_check.cu for both targets, compiled concurrently (~1.5 min each); every planes (NCHW) kernel
-    without spills and without a stack frame (no local memory) on both."""
+    without spills and without a stack frame (no local memory) on both, every per-pixel kernel without spills."""
     src = os.path.join("tests", "cuda", "compile_check.cu")
     procs = []
     for arch, std in TARGETS:
@@ -103,6 +103,10 @@ def test_nvcc_compile_check(tmp_path):
         assert len(planes) >= 6 * 2 * 4, sorted(planes)  # six losses, forward and backward, four dtypes
         spilling = {k: v for k, v in planes.items() if v[1] or v[2]}
         assert not spilling, f"planes kernels with local memory (registers, stack, spill): {spilling}"
+        # the per-pixel loss kernels (a warp or a thread per pixel, UDA_ROWS_BOUNDS): no spills either
+        rows = {k: v for k, v in ptxas_entries(out).items() if "_rows_kernel" in k and "channel_impact" not in k}
+        assert len(rows) >= 6 * 2 * 4 * 2, sorted(rows)  # ... for a thread (OneLane) and a warp (WarpLanes)
+        assert not {k: v for k, v in rows.items() if v[2]}, f"per-pixel kernels that spill: {rows}"
 
 
 def test_host_per_pixel_math(tmp_path):

@@ -21,24 +21,25 @@ struct ClanParams {
   double target, lambda_local, epsilon;
 };
 
-template <typename acc_t, typename T>
+template <typename acc_t, typename T, typename L = OneLane>
 UDA_HD acc_t clan_adversarial_pixel(acc_t d, const T* __restrict__ z1, const T* __restrict__ z2, int64_t cs,
-                                    int64_t C, acc_t target, acc_t lam, acc_t eps) {
-  const CosineStats<acc_t> st = cosine_stats<acc_t>(z1, z2, cs, C);
+                                    int64_t C, acc_t target, acc_t lam, acc_t eps, const L& lanes = L()) {
+  const CosineStats<acc_t> st = cosine_stats<acc_t>(z1, z2, cs, C, lanes);
   acc_t l, dl;
   bce_with_logits(d, target, &l, &dl);
   return (eps + lam * (acc_t(1) - st.cos)) * l;
 }
 
 // Returns d/dd; when g1 != nullptr also writes the gradients through the weight map into g1, g2.
-template <typename acc_t, typename T>
+template <typename acc_t, typename T, typename L = OneLane>
 UDA_HD acc_t clan_adversarial_backward_pixel(acc_t d, const T* __restrict__ z1, const T* __restrict__ z2,
                                              int64_t cs, int64_t C, acc_t g, acc_t target, acc_t lam, acc_t eps,
-                                             T* __restrict__ g1, T* __restrict__ g2) {
-  const CosineStats<acc_t> st = cosine_stats<acc_t>(z1, z2, cs, C);
+                                             T* __restrict__ g1, T* __restrict__ g2,
+                                             const L& lanes = L()) {
+  const CosineStats<acc_t> st = cosine_stats<acc_t>(z1, z2, cs, C, lanes);
   acc_t l, dl;
   bce_with_logits(d, target, &l, &dl);
-  if (g1 != nullptr) cosine_grad_pixel(z1, z2, cs, C, st, g * lam * l, g1, g2);
+  if (g1 != nullptr) cosine_grad_pixel(z1, z2, cs, C, st, g * lam * l, g1, g2, lanes);
   return g * (eps + lam * (acc_t(1) - st.cos)) * dl;
 }
 
@@ -132,9 +133,10 @@ __global__ void UDA_TILE_BOUNDS clan_adversarial_backward_planes_kernel(const Cl
   planes_kernel_body<CB>(op, g);
 }
 
-// Per pixel (one thread, classes in a loop): the rows layout, and planes whose slab exceeds shared memory.
-template <typename T>
-__global__ void __launch_bounds__(kPixelThreads)
+// Per pixel, where the tile kernels' slab exceeds shared memory: a warp per pixel in the rows layout (L =
+// WarpLanes), a thread per pixel with the classes in a loop in planes (OneLane); launch_rows picks.
+template <typename T, typename L>
+__global__ void UDA_ROWS_BOUNDS(T)
     clan_adversarial_forward_rows_kernel(const acc_of<T>* __restrict__ d, const T* __restrict__ z1,
                                     const T* __restrict__ z2, MapOut<acc_of<T>> out, PixelGeom geo,
                                     ClanParams prm) {
@@ -142,15 +144,16 @@ __global__ void __launch_bounds__(kPixelThreads)
   const acc_t t = static_cast<acc_t>(prm.target), lam = static_cast<acc_t>(prm.lambda_local),
               eps = static_cast<acc_t>(prm.epsilon);
   acc_t sum = 0;
-  UDA_GRID_STRIDE_LOOP(p, geo.pixels()) {
+  for_each_pixel<L>(geo.pixels(), [&](int64_t p, const L& lanes) {
     const int64_t o = geo.base(p);
-    sum += out.emit(p, clan_adversarial_pixel<acc_t>(d[p], z1 + o, z2 + o, geo.inner, geo.C, t, lam, eps));
-  }
+    const acc_t v = clan_adversarial_pixel<acc_t>(d[p], z1 + o, z2 + o, geo.inner, geo.C, t, lam, eps, lanes);
+    if (lanes.leader()) sum += out.emit(p, v);
+  });
   block_partial(out, sum);
 }
 
-template <typename T>
-__global__ void __launch_bounds__(kPixelThreads)
+template <typename T, typename L>
+__global__ void UDA_ROWS_BOUNDS(T)
     clan_adversarial_backward_rows_kernel(const acc_of<T>* __restrict__ grad, int64_t grad_stride,
                                      const acc_of<T>* __restrict__ d, const T* __restrict__ z1,
                                      const T* __restrict__ z2, acc_of<T>* __restrict__ gd, T* __restrict__ g1,
@@ -158,12 +161,14 @@ __global__ void __launch_bounds__(kPixelThreads)
   using acc_t = acc_of<T>;
   const acc_t t = static_cast<acc_t>(prm.target), lam = static_cast<acc_t>(prm.lambda_local),
               eps = static_cast<acc_t>(prm.epsilon);
-  UDA_GRID_STRIDE_LOOP(p, geo.pixels()) {
+  for_each_pixel<L>(geo.pixels(), [&](int64_t p, const L& lanes) {
     const int64_t o = geo.base(p);
-    gd[p] = clan_adversarial_backward_pixel<acc_t>(d[p], z1 + o, z2 + o, geo.inner, geo.C, grad[p * grad_stride],
-                                                   t, lam, eps, g1 != nullptr ? g1 + o : nullptr,
-                                                   g2 != nullptr ? g2 + o : nullptr);
-  }
+    const acc_t v = clan_adversarial_backward_pixel<acc_t>(d[p], z1 + o, z2 + o, geo.inner, geo.C,
+                                                           grad[p * grad_stride], t, lam, eps,
+                                                           g1 != nullptr ? g1 + o : nullptr,
+                                                           g2 != nullptr ? g2 + o : nullptr, lanes);
+    if (lanes.leader()) gd[p] = v;
+  });
 }
 
 // d: discriminator logits, one acc_t per pixel (P,); gd: (P,) in acc_t.
@@ -182,8 +187,8 @@ cudaError_t launch_clan_adversarial_forward(const acc_of<T>* d, const T* z1, con
       ClanForward<T>{d, z1, z2, mo, acc_t(target), acc_t(lambda_local), acc_t(epsilon)}, out, scale, outer, C,
       inner, stream, [](auto cb) { return clan_adversarial_forward_planes_kernel<T, decltype(cb)::value>; },
       [](auto cb) { return clan_adversarial_forward_partials_planes_kernel<T, decltype(cb)::value>; },
-      [&](unsigned int blocks, size_t smem) {
-        clan_adversarial_forward_rows_kernel<T><<<blocks, kPixelThreads, smem, stream>>>(
+      [&](auto lanes, unsigned int blocks, size_t smem) {
+        clan_adversarial_forward_rows_kernel<T, decltype(lanes)><<<blocks, kPixelThreads, smem, stream>>>(
             d, z1, z2, mo, geo, ClanParams{target, lambda_local, epsilon});
       });
 }
@@ -202,8 +207,10 @@ cudaError_t launch_clan_adversarial_backward(const acc_of<T>* grad, int64_t grad
                                         [](auto cb) { return clan_adversarial_backward_planes_kernel<T, decltype(cb)::value>; });
     if (e != cudaSuccess || launched) return e;
   }
-  clan_adversarial_backward_rows_kernel<T><<<pixel_blocks(geo.pixels()), kPixelThreads, 0, stream>>>(
-      grad, grad_stride, d, z1, z2, gd, g1, g2, geo, ClanParams{target, lambda_local, epsilon});
+  launch_rows(geo.pixels(), inner, [&](auto lanes, unsigned int blocks) {
+    clan_adversarial_backward_rows_kernel<T, decltype(lanes)><<<blocks, kPixelThreads, 0, stream>>>(
+        grad, grad_stride, d, z1, z2, gd, g1, g2, geo, ClanParams{target, lambda_local, epsilon});
+  });
   return cudaGetLastError();
 }
 #endif  // __CUDACC__

@@ -8,8 +8,9 @@
 //    of contiguous pixels with 128-bit loads and stores. Rows layout (inner == 1: channels_last, (N, C)):
 //    the same tile kernels instantiated for StagedRows: a block copies its contiguous run of rows into
 //    shared memory with 128-bit loads, a thread works on kLanes pixels from there, and the block copies
-//    the per-class outputs back with 128-bit stores. Where the slab does not fit in shared memory: one
-//    thread per pixel, class loop inside, the ops' *_rows_kernel.
+//    the per-class outputs back with 128-bit stores. Where the slab does not fit in shared memory (large
+//    C): the ops' per-pixel *_rows_kernel, a warp per pixel in the rows layout (lane l reads classes l,
+//    l + 32, ...: coalesced), a thread per pixel with the class loop inside in planes.
 //  * Arithmetic in acc_t = float (double for double input); loads/stores convert explicitly (the
 //    torch build defines __CUDA_NO_HALF_CONVERSIONS__, so no implicit __half <-> float).
 //  * SPEC section 6: -inf logits are legal (p = 0, p log p = 0), an all -inf pixel or any NaN gives
@@ -148,11 +149,41 @@ struct SoftmaxStats {
   UDA_HD acc_t logp(acc_t x) const { return (x - m) - log_s; }
 };
 
-template <typename acc_t, typename T>
-UDA_HD SoftmaxStats<acc_t> softmax_stats(const T* __restrict__ x, int64_t cs, int64_t C) {
+// The threads that share one pixel of a per-pixel kernel, as each sees its classes: c = first(),
+// first() + step(), ... < C; sum/max combine one value per thread (every thread gets the result).
+// OneLane: a thread per pixel (all classes, nothing to combine). WarpLanes (below): a warp per pixel.
+struct OneLane {
+  static constexpr bool kWarp = false;
+  static UDA_HD int64_t first() { return 0; }
+  static UDA_HD int64_t step() { return 1; }
+  static UDA_HD bool leader() { return true; }
+  template <typename A>
+  static UDA_HD A sum(A v) {
+    return v;
+  }
+  template <typename A>
+  static UDA_HD A max(A v) {
+    return v;
+  }
+};
+
+// The statistics of a pixel from each lane's (m, s) over its own classes: the lanes' max M, and the sum
+// of s * exp(m - M): 0 for a lane that saw only -inf classes, a lane's NaN kept (M = -inf: every class
+// -inf, NaN below anyway).
+template <typename acc_t, typename L>
+UDA_HD void combine_stats(const L& lanes, acc_t& m, acc_t& s) {
+  if constexpr (!std::is_same<L, OneLane>::value) {
+    const acc_t M = lanes.max(m);
+    s = lanes.sum(s * uda_exp(m - M));
+    m = M;
+  }
+}
+
+template <typename acc_t, typename T, typename L = OneLane>
+UDA_HD SoftmaxStats<acc_t> softmax_stats(const T* __restrict__ x, int64_t cs, int64_t C, const L& lanes = L()) {
   const acc_t ninf = neg_inf<acc_t>();
   acc_t m = ninf, s = acc_t(0);
-  for (int64_t c = 0; c < C; ++c) {
+  for (int64_t c = lanes.first(); c < C; c += lanes.step()) {
     const acc_t v = load<acc_t>(x + c * cs);
     if (v > m) {  // new max: rescale the running sum (exp(-inf - v) = 0 for the first finite value)
       s = s * uda_exp(m - v) + acc_t(1);
@@ -161,6 +192,7 @@ UDA_HD SoftmaxStats<acc_t> softmax_stats(const T* __restrict__ x, int64_t cs, in
       s += uda_exp(v - m);
     }
   }
+  combine_stats(lanes, m, s);
   if (m == ninf) s = quiet_nan<acc_t>();  // all classes -inf: NaN, never hidden
   SoftmaxStats<acc_t> st;
   st.m = m;
@@ -741,6 +773,10 @@ constexpr int kTileThreads = 128, kMinTileThreads = 32;
 // (80, 96, 128 or 168 registers) and spills; 224 keeps every bucket spill-free (two 128-thread blocks
 // per SM at the top).
 #define UDA_TILE_BOUNDS __maxnreg__(224)
+// The per-pixel kernels of element type T (kPixelThreads threads a block): __launch_bounds__(256) let
+// ptxas stop at 32 registers and spill the warp-per-pixel kernels' sums; 64 (96 for double) keeps every
+// one spill-free.
+#define UDA_ROWS_BOUNDS(T) __maxnreg__(sizeof(T) == 8 ? 96 : 64)
 constexpr int64_t kMaxGridY = 65535;
 constexpr int64_t kDefaultSmem = 48 * 1024;
 struct PlanesPlan {
@@ -801,6 +837,12 @@ inline unsigned int pixel_blocks(int64_t pixels) {
   return static_cast<unsigned int>(b < 1 ? 1 : b);
 }
 
+// The per-pixel kernels run a warp per pixel in the rows layout (WarpLanes), a thread per pixel in planes.
+UDA_HD bool warp_per_pixel(int64_t inner) { return inner == 1; }
+inline unsigned int rows_blocks(int64_t pixels, int64_t inner) {
+  return pixel_blocks(warp_per_pixel(inner) ? pixels * 32 : pixels);
+}
+
 // A bound on the blocks of a forward launch over (outer, C, inner) in T: the planes grid at its narrowest
 // blocks (kMinTileThreads), or the per-pixel kernel's. The size of a reduced forward's partials buffer.
 template <typename T>
@@ -808,7 +850,7 @@ inline int64_t reduce_blocks_bound(int64_t outer, int64_t C, int64_t inner) {
   const PlanesGeom g = tile_geom<T>(outer, C, inner, false);
   const int64_t planes =
       (g.tiles<T>() + kMinTileThreads - 1) / kMinTileThreads * (g.outer < kMaxGridY ? g.outer : kMaxGridY);
-  const int64_t rows = pixel_blocks(outer * inner);
+  const int64_t rows = rows_blocks(outer * inner, inner);
   return planes > rows ? planes : rows;
 }
 
@@ -827,6 +869,60 @@ __device__ __forceinline__ acc_t warp_sum(acc_t v) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
   return v;
+}
+
+template <typename acc_t>
+__device__ __forceinline__ acc_t warp_max(acc_t v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = uda_max(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+// A warp per pixel (the per-pixel kernels in the rows layout): lane l sees classes l, l + 32, ..., so a
+// warp's load reads 32 consecutive classes of its row (coalesced); sums and maxima by shuffles in a
+// fixed order. Every lane of the warp must reach each sum/max (the pixel loop is the same for the warp).
+struct WarpLanes {
+  static constexpr bool kWarp = true;
+  static constexpr int kSize = 32;
+  int lane;
+  __device__ __forceinline__ int64_t first() const { return lane; }
+  static __device__ __forceinline__ int64_t step() { return kSize; }
+  __device__ __forceinline__ bool leader() const { return lane == 0; }
+  template <typename A>
+  static __device__ __forceinline__ A sum(A v) {
+    return warp_sum(v);
+  }
+  template <typename A>
+  static __device__ __forceinline__ A max(A v) {
+    return warp_max(v);
+  }
+};
+
+// The pixel loop of a per-pixel kernel: f(p, lanes) for each of the kernel's pixels, grid-strided,
+// a thread (L = OneLane) or a warp (L = WarpLanes) per pixel.
+template <typename L, typename F>
+__device__ __forceinline__ void for_each_pixel(int64_t pixels, F&& f) {
+  if constexpr (L::kWarp) {
+    const int64_t stride = static_cast<int64_t>(blockDim.x) * gridDim.x / L::kSize;
+    const L lanes{static_cast<int>(threadIdx.x % L::kSize)};
+    for (int64_t p = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / L::kSize; p < pixels;
+         p += stride)
+      f(p, lanes);
+  } else {
+    UDA_GRID_STRIDE_LOOP(p, pixels) f(p, OneLane{});
+  }
+}
+
+// Launches a per-pixel kernel: f(lanes, blocks) with lanes = WarpLanes{} in the rows layout (inner == 1:
+// the classes of a pixel contiguous, read by a warp) and OneLane{} in planes (consecutive threads read
+// consecutive pixels), blocks = rows_blocks(pixels, inner) of kPixelThreads threads.
+template <typename F>
+void launch_rows(int64_t pixels, int64_t inner, F&& f) {
+  const unsigned int blocks = rows_blocks(pixels, inner);
+  if (warp_per_pixel(inner))
+    f(WarpLanes{0}, blocks);
+  else
+    f(OneLane{}, blocks);
 }
 
 // Sum over a block (blockDim.x a multiple of 32, at most 1024) in a fixed order: warps first, then
@@ -967,7 +1063,7 @@ MapOut<acc_t> map_out(acc_t* out, acc_t* partials) {
 }
 
 // A forward launcher: op's planes kernel (launch_planes: map_kernel_of, or partials_kernel_of when op.out
-// reduces), else its per-pixel kernel, rows(blocks, smem) with blocks = pixel_blocks(P) (the launch
+// reduces), else its per-pixel kernel, rows(lanes, blocks, smem) as launch_rows gives them (the launch
 // itself; errors read here); then, when reducing, launch_finish into result (also for zero pixels: the
 // sum 0, times scale).
 template <typename Op, typename MapKernelOf, typename PartialsKernelOf, typename Rows>
@@ -981,8 +1077,10 @@ cudaError_t launch_forward(const Op& op, typename Op::acc_t* result, double scal
     cudaError_t e = reduce ? launch_planes(op, outer, C, inner, &launched, stream, partials_kernel_of, &blocks)
                            : launch_planes(op, outer, C, inner, &launched, stream, map_kernel_of);
     if (e == cudaSuccess && !launched) {
-      blocks = pixel_blocks(outer * inner);
-      rows(static_cast<unsigned int>(blocks), static_cast<size_t>(reduce ? kReduceSmem : 0));
+      launch_rows(outer * inner, inner, [&](auto lanes, unsigned int b) {
+        blocks = b;
+        rows(lanes, b, static_cast<size_t>(reduce ? kReduceSmem : 0));
+      });
       e = cudaGetLastError();
     }
     if (e != cudaSuccess) return e;

@@ -13,19 +13,22 @@ struct CosineStats {
   acc_t cos, inv12, inv11, inv22;  // cos(p1, p2), 1/(|p1||p2|), 1/|p1|^2, 1/|p2|^2
 };
 
-template <typename acc_t, typename T>
+template <typename acc_t, typename T, typename L = OneLane>
 UDA_HD CosineStats<acc_t> cosine_stats(const T* __restrict__ z1, const T* __restrict__ z2, int64_t cs,
-                                       int64_t C) {
+                                       int64_t C, const L& lanes = L()) {
   CosineStats<acc_t> st;
-  st.s1 = softmax_stats<acc_t>(z1, cs, C);
-  st.s2 = softmax_stats<acc_t>(z2, cs, C);
+  st.s1 = softmax_stats<acc_t>(z1, cs, C, lanes);
+  st.s2 = softmax_stats<acc_t>(z2, cs, C, lanes);
   acc_t d12 = acc_t(0), n11 = acc_t(0), n22 = acc_t(0);
-  for (int64_t c = 0; c < C; ++c) {
+  for (int64_t c = lanes.first(); c < C; c += lanes.step()) {
     const acc_t p1 = st.s1.p(load<acc_t>(z1 + c * cs)), p2 = st.s2.p(load<acc_t>(z2 + c * cs));
     d12 += p1 * p2;
     n11 += p1 * p1;
     n22 += p2 * p2;
   }
+  d12 = lanes.sum(d12);
+  n11 = lanes.sum(n11);
+  n22 = lanes.sum(n22);
   st.inv12 = acc_t(1) / uda_sqrt(n11 * n22);  // |p|^2 >= 1/C: no eps needed
   st.cos = d12 * st.inv12;
   st.inv11 = acc_t(1) / n11;
@@ -35,19 +38,21 @@ UDA_HD CosineStats<acc_t> cosine_stats(const T* __restrict__ z1, const T* __rest
 
 // dL/dz1_j = -gm p1_j (p2_j / (|p1||p2|) - cos p1_j / |p1|^2), symmetrically for z2; gm = dL/dM.
 // (The softmax-Jacobian correction sum_c p1_c dcos/dp1_c is exactly 0 for the cosine.)
-template <typename acc_t, typename T>
+template <typename acc_t, typename T, typename L = OneLane>
 UDA_HD void cosine_grad_pixel(const T* __restrict__ z1, const T* __restrict__ z2, int64_t cs, int64_t C,
-                              const CosineStats<acc_t>& st, acc_t gm, T* __restrict__ g1, T* __restrict__ g2) {
-  for (int64_t c = 0; c < C; ++c) {
+                              const CosineStats<acc_t>& st, acc_t gm, T* __restrict__ g1, T* __restrict__ g2,
+                              const L& lanes = L()) {
+  for (int64_t c = lanes.first(); c < C; c += lanes.step()) {
     const acc_t p1 = st.s1.p(load<acc_t>(z1 + c * cs)), p2 = st.s2.p(load<acc_t>(z2 + c * cs));
     store(g1 + c * cs, -gm * p1 * (p2 * st.inv12 - st.cos * p1 * st.inv11));
     store(g2 + c * cs, -gm * p2 * (p1 * st.inv12 - st.cos * p2 * st.inv22));
   }
 }
 
-template <typename acc_t, typename T>
-UDA_HD acc_t cosine_discrepancy_pixel(const T* __restrict__ z1, const T* __restrict__ z2, int64_t cs, int64_t C) {
-  return acc_t(1) - cosine_stats<acc_t>(z1, z2, cs, C).cos;
+template <typename acc_t, typename T, typename L = OneLane>
+UDA_HD acc_t cosine_discrepancy_pixel(const T* __restrict__ z1, const T* __restrict__ z2, int64_t cs, int64_t C,
+                                      const L& lanes = L()) {
+  return acc_t(1) - cosine_stats<acc_t>(z1, z2, cs, C, lanes).cos;
 }
 
 // ---- planes tiles (common.cuh): with e = exp(x - m) (the 1/S factors cancel in the cosine),
@@ -159,28 +164,30 @@ __global__ void UDA_TILE_BOUNDS cosine_discrepancy_backward_planes_kernel(const 
   planes_kernel_body<CB>(op, g);
 }
 
-// Per pixel (one thread, classes in a loop): the rows layout, and planes whose slab exceeds shared memory.
-template <typename T>
-__global__ void __launch_bounds__(kPixelThreads)
+// Per pixel, where the tile kernels' slab exceeds shared memory: a warp per pixel in the rows layout (L =
+// WarpLanes), a thread per pixel with the classes in a loop in planes (OneLane); launch_rows picks.
+template <typename T, typename L>
+__global__ void UDA_ROWS_BOUNDS(T)
     cosine_discrepancy_forward_rows_kernel(const T* __restrict__ z1, const T* __restrict__ z2,
                                       acc_of<T>* __restrict__ out, PixelGeom geo) {
-  UDA_GRID_STRIDE_LOOP(p, geo.pixels()) {
+  for_each_pixel<L>(geo.pixels(), [&](int64_t p, const L& lanes) {
     const int64_t o = geo.base(p);
-    out[p] = cosine_discrepancy_pixel<acc_of<T>>(z1 + o, z2 + o, geo.inner, geo.C);
-  }
+    const acc_of<T> v = cosine_discrepancy_pixel<acc_of<T>>(z1 + o, z2 + o, geo.inner, geo.C, lanes);
+    if (lanes.leader()) out[p] = v;
+  });
 }
 
-template <typename T>
-__global__ void __launch_bounds__(kPixelThreads)
+template <typename T, typename L>
+__global__ void UDA_ROWS_BOUNDS(T)
     cosine_discrepancy_backward_rows_kernel(const acc_of<T>* __restrict__ grad, int64_t grad_stride,
                                        const T* __restrict__ z1, const T* __restrict__ z2, T* __restrict__ g1,
                                        T* __restrict__ g2, PixelGeom geo) {
   using acc_t = acc_of<T>;
-  UDA_GRID_STRIDE_LOOP(p, geo.pixels()) {
+  for_each_pixel<L>(geo.pixels(), [&](int64_t p, const L& lanes) {
     const int64_t o = geo.base(p);
-    const CosineStats<acc_t> st = cosine_stats<acc_t>(z1 + o, z2 + o, geo.inner, geo.C);
-    cosine_grad_pixel(z1 + o, z2 + o, geo.inner, geo.C, st, grad[p * grad_stride], g1 + o, g2 + o);
-  }
+    const CosineStats<acc_t> st = cosine_stats<acc_t>(z1 + o, z2 + o, geo.inner, geo.C, lanes);
+    cosine_grad_pixel(z1 + o, z2 + o, geo.inner, geo.C, st, grad[p * grad_stride], g1 + o, g2 + o, lanes);
+  });
 }
 
 template <typename T>
@@ -194,8 +201,9 @@ cudaError_t launch_cosine_discrepancy_forward(const T* z1, const T* z2, acc_of<T
                                         [](auto cb) { return cosine_discrepancy_forward_planes_kernel<T, decltype(cb)::value>; });
     if (e != cudaSuccess || launched) return e;
   }
-  cosine_discrepancy_forward_rows_kernel<T><<<pixel_blocks(geo.pixels()), kPixelThreads, 0, stream>>>(z1, z2, out,
-                                                                                                  geo);
+  launch_rows(geo.pixels(), inner, [&](auto lanes, unsigned int blocks) {
+    cosine_discrepancy_forward_rows_kernel<T, decltype(lanes)><<<blocks, kPixelThreads, 0, stream>>>(z1, z2, out, geo);
+  });
   return cudaGetLastError();
 }
 
@@ -211,8 +219,10 @@ cudaError_t launch_cosine_discrepancy_backward(const acc_of<T>* grad, int64_t gr
                                         [](auto cb) { return cosine_discrepancy_backward_planes_kernel<T, decltype(cb)::value>; });
     if (e != cudaSuccess || launched) return e;
   }
-  cosine_discrepancy_backward_rows_kernel<T><<<pixel_blocks(geo.pixels()), kPixelThreads, 0, stream>>>(
-      grad, grad_stride, z1, z2, g1, g2, geo);
+  launch_rows(geo.pixels(), inner, [&](auto lanes, unsigned int blocks) {
+    cosine_discrepancy_backward_rows_kernel<T, decltype(lanes)><<<blocks, kPixelThreads, 0, stream>>>(
+        grad, grad_stride, z1, z2, g1, g2, geo);
+  });
   return cudaGetLastError();
 }
 #endif  // __CUDACC__

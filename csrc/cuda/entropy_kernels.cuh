@@ -8,14 +8,15 @@ namespace uda_ops {
 namespace cuda {
 
 // h = -sum_c p_c log p_c (natural log, not normalised).
-template <typename acc_t, typename T>
-UDA_HD acc_t entropy_nats(const T* __restrict__ z, int64_t cs, int64_t C, const SoftmaxStats<acc_t>& st) {
+template <typename acc_t, typename T, typename L = OneLane>
+UDA_HD acc_t entropy_nats(const T* __restrict__ z, int64_t cs, int64_t C, const SoftmaxStats<acc_t>& st,
+                          const L& lanes = L()) {
   acc_t h = acc_t(0);
-  for (int64_t c = 0; c < C; ++c) {
+  for (int64_t c = lanes.first(); c < C; c += lanes.step()) {
     const acc_t v = load<acc_t>(z + c * cs);
     h -= mul0(st.p(v), st.logp(v));
   }
-  return h;
+  return lanes.sum(h);
 }
 
 template <typename acc_t>
@@ -23,19 +24,20 @@ UDA_HD acc_t inv_log_classes(int64_t C) {
   return acc_t(1) / uda_log(static_cast<acc_t>(C));
 }
 
-template <typename acc_t, typename T>
-UDA_HD acc_t entropy_pixel(const T* __restrict__ z, int64_t cs, int64_t C) {
-  const SoftmaxStats<acc_t> st = softmax_stats<acc_t>(z, cs, C);
-  return entropy_nats(z, cs, C, st) * inv_log_classes<acc_t>(C);
+template <typename acc_t, typename T, typename L = OneLane>
+UDA_HD acc_t entropy_pixel(const T* __restrict__ z, int64_t cs, int64_t C, const L& lanes = L()) {
+  const SoftmaxStats<acc_t> st = softmax_stats<acc_t>(z, cs, C, lanes);
+  return entropy_nats(z, cs, C, st, lanes) * inv_log_classes<acc_t>(C);
 }
 
 // dE/dz_j = -(g p_j / log C)(log p_j + h).
-template <typename acc_t, typename T>
-UDA_HD void entropy_backward_pixel(const T* __restrict__ z, int64_t cs, int64_t C, acc_t g, T* __restrict__ gz) {
-  const SoftmaxStats<acc_t> st = softmax_stats<acc_t>(z, cs, C);
-  const acc_t h = entropy_nats(z, cs, C, st);
+template <typename acc_t, typename T, typename L = OneLane>
+UDA_HD void entropy_backward_pixel(const T* __restrict__ z, int64_t cs, int64_t C, acc_t g, T* __restrict__ gz,
+                                   const L& lanes = L()) {
+  const SoftmaxStats<acc_t> st = softmax_stats<acc_t>(z, cs, C, lanes);
+  const acc_t h = entropy_nats(z, cs, C, st, lanes);
   const acc_t w = -g * inv_log_classes<acc_t>(C);
-  for (int64_t c = 0; c < C; ++c) {
+  for (int64_t c = lanes.first(); c < C; c += lanes.step()) {
     const acc_t v = load<acc_t>(z + c * cs);
     store(gz + c * cs, w * mul0(st.p(v), st.logp(v) + h));
   }
@@ -126,25 +128,27 @@ __global__ void UDA_TILE_BOUNDS
   planes_kernel_body<CB>(op, g);
 }
 
-// Per pixel (one thread, classes in a loop): the rows layout, and planes whose slab exceeds shared memory.
-template <typename T>
-__global__ void __launch_bounds__(kPixelThreads)
+// Per pixel, where the tile kernels' slab exceeds shared memory: a warp per pixel in the rows layout (L =
+// WarpLanes), a thread per pixel with the classes in a loop in planes (OneLane); launch_rows picks.
+template <typename T, typename L>
+__global__ void UDA_ROWS_BOUNDS(T)
     entropy_forward_rows_kernel(const T* __restrict__ z, MapOut<acc_of<T>> out, PixelGeom geo) {
   acc_of<T> sum = 0;
-  UDA_GRID_STRIDE_LOOP(p, geo.pixels()) {
-    sum += out.emit(p, entropy_pixel<acc_of<T>>(z + geo.base(p), geo.inner, geo.C));
-  }
+  for_each_pixel<L>(geo.pixels(), [&](int64_t p, const L& lanes) {
+    const acc_of<T> h = entropy_pixel<acc_of<T>>(z + geo.base(p), geo.inner, geo.C, lanes);
+    if (lanes.leader()) sum += out.emit(p, h);
+  });
   block_partial(out, sum);
 }
 
-template <typename T>
-__global__ void __launch_bounds__(kPixelThreads)
+template <typename T, typename L>
+__global__ void UDA_ROWS_BOUNDS(T)
     entropy_backward_rows_kernel(const acc_of<T>* __restrict__ grad, int64_t grad_stride, const T* __restrict__ z,
                             T* __restrict__ gz, PixelGeom geo) {
-  UDA_GRID_STRIDE_LOOP(p, geo.pixels()) {
+  for_each_pixel<L>(geo.pixels(), [&](int64_t p, const L& lanes) {
     const int64_t o = geo.base(p);
-    entropy_backward_pixel<acc_of<T>>(z + o, geo.inner, geo.C, grad[p * grad_stride], gz + o);
-  }
+    entropy_backward_pixel<acc_of<T>>(z + o, geo.inner, geo.C, grad[p * grad_stride], gz + o, lanes);
+  });
 }
 
 // partials == nullptr: out is the per-pixel map (P,). Else a reduced forward: out is the 0-d result (scale
@@ -159,8 +163,8 @@ cudaError_t launch_entropy_forward(const T* z, acc_of<T>* out, acc_of<T>* partia
       EntropyForward<T>{z, mo}, out, scale, outer, C, inner, stream,
       [](auto cb) { return entropy_forward_planes_kernel<T, decltype(cb)::value>; },
       [](auto cb) { return entropy_forward_partials_planes_kernel<T, decltype(cb)::value>; },
-      [&](unsigned int blocks, size_t smem) {
-        entropy_forward_rows_kernel<T><<<blocks, kPixelThreads, smem, stream>>>(z, mo, geo);
+      [&](auto lanes, unsigned int blocks, size_t smem) {
+        entropy_forward_rows_kernel<T, decltype(lanes)><<<blocks, kPixelThreads, smem, stream>>>(z, mo, geo);
       });
 }
 
@@ -176,8 +180,9 @@ cudaError_t launch_entropy_backward(const acc_of<T>* grad, int64_t grad_stride, 
                       [](auto cb) { return entropy_backward_planes_kernel<T, decltype(cb)::value>; });
     if (e != cudaSuccess || launched) return e;
   }
-  entropy_backward_rows_kernel<T><<<pixel_blocks(geo.pixels()), kPixelThreads, 0, stream>>>(grad, grad_stride, z, gz,
-                                                                                         geo);
+  launch_rows(geo.pixels(), inner, [&](auto lanes, unsigned int blocks) {
+    entropy_backward_rows_kernel<T, decltype(lanes)><<<blocks, kPixelThreads, 0, stream>>>(grad, grad_stride, z, gz, geo);
+  });
   return cudaGetLastError();
 }
 #endif  // __CUDACC__

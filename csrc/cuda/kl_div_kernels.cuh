@@ -8,30 +8,34 @@ namespace uda_ops {
 namespace cuda {
 
 // sum_c q_c (log q_c - log p_c), p = softmax(x) (input), q = softmax(y) (target).
-template <typename acc_t, typename T>
+template <typename acc_t, typename T, typename L = OneLane>
 UDA_HD acc_t kl_div_pixel_stats(const T* __restrict__ x, const T* __restrict__ y, int64_t cs, int64_t C,
-                                const SoftmaxStats<acc_t>& sx, const SoftmaxStats<acc_t>& sy) {
+                                const SoftmaxStats<acc_t>& sx, const SoftmaxStats<acc_t>& sy,
+                                const L& lanes = L()) {
   acc_t kl = acc_t(0);
-  for (int64_t c = 0; c < C; ++c) {
+  for (int64_t c = lanes.first(); c < C; c += lanes.step()) {
     const acc_t xv = load<acc_t>(x + c * cs), yv = load<acc_t>(y + c * cs);
     kl += mul0(sy.p(yv), diff0(sy.logp(yv), sx.logp(xv)));
   }
-  return kl;
+  return lanes.sum(kl);
 }
 
-template <typename acc_t, typename T>
-UDA_HD acc_t kl_div_pixel(const T* __restrict__ x, const T* __restrict__ y, int64_t cs, int64_t C) {
-  const SoftmaxStats<acc_t> sx = softmax_stats<acc_t>(x, cs, C), sy = softmax_stats<acc_t>(y, cs, C);
-  return kl_div_pixel_stats(x, y, cs, C, sx, sy);
+template <typename acc_t, typename T, typename L = OneLane>
+UDA_HD acc_t kl_div_pixel(const T* __restrict__ x, const T* __restrict__ y, int64_t cs, int64_t C,
+                          const L& lanes = L()) {
+  const SoftmaxStats<acc_t> sx = softmax_stats<acc_t>(x, cs, C, lanes),
+                            sy = softmax_stats<acc_t>(y, cs, C, lanes);
+  return kl_div_pixel_stats(x, y, cs, C, sx, sy, lanes);
 }
 
 // d/dinput = g (p - q); when gy != nullptr also d/dtarget_j = g q_j ((log q_j - log p_j) - KL).
-template <typename acc_t, typename T>
+template <typename acc_t, typename T, typename L = OneLane>
 UDA_HD void kl_div_backward_pixel(const T* __restrict__ x, const T* __restrict__ y, int64_t cs, int64_t C,
-                                  acc_t g, T* __restrict__ gx, T* __restrict__ gy) {
-  const SoftmaxStats<acc_t> sx = softmax_stats<acc_t>(x, cs, C), sy = softmax_stats<acc_t>(y, cs, C);
-  const acc_t kl = gy != nullptr ? kl_div_pixel_stats(x, y, cs, C, sx, sy) : acc_t(0);
-  for (int64_t c = 0; c < C; ++c) {
+                                  acc_t g, T* __restrict__ gx, T* __restrict__ gy, const L& lanes = L()) {
+  const SoftmaxStats<acc_t> sx = softmax_stats<acc_t>(x, cs, C, lanes),
+                            sy = softmax_stats<acc_t>(y, cs, C, lanes);
+  const acc_t kl = gy != nullptr ? kl_div_pixel_stats(x, y, cs, C, sx, sy, lanes) : acc_t(0);
+  for (int64_t c = lanes.first(); c < C; c += lanes.step()) {
     const acc_t xv = load<acc_t>(x + c * cs), yv = load<acc_t>(y + c * cs);
     const acc_t q = sy.p(yv);
     store(gx + c * cs, g * (sx.p(xv) - q));
@@ -135,28 +139,30 @@ __global__ void UDA_TILE_BOUNDS kl_div_backward_planes_kernel(const KlDivBackwar
 }
 
 
-// Per pixel (one thread, classes in a loop): the rows layout, and planes whose slab exceeds shared memory.
-template <typename T>
-__global__ void __launch_bounds__(kPixelThreads)
+// Per pixel, where the tile kernels' slab exceeds shared memory: a warp per pixel in the rows layout (L =
+// WarpLanes), a thread per pixel with the classes in a loop in planes (OneLane); launch_rows picks.
+template <typename T, typename L>
+__global__ void UDA_ROWS_BOUNDS(T)
     kl_div_forward_rows_kernel(const T* __restrict__ x, const T* __restrict__ y, MapOut<acc_of<T>> out,
                                PixelGeom geo) {
   acc_of<T> sum = 0;
-  UDA_GRID_STRIDE_LOOP(p, geo.pixels()) {
+  for_each_pixel<L>(geo.pixels(), [&](int64_t p, const L& lanes) {
     const int64_t o = geo.base(p);
-    sum += out.emit(p, kl_div_pixel<acc_of<T>>(x + o, y + o, geo.inner, geo.C));
-  }
+    const acc_of<T> kl = kl_div_pixel<acc_of<T>>(x + o, y + o, geo.inner, geo.C, lanes);
+    if (lanes.leader()) sum += out.emit(p, kl);
+  });
   block_partial(out, sum);
 }
 
-template <typename T>
-__global__ void __launch_bounds__(kPixelThreads)
+template <typename T, typename L>
+__global__ void UDA_ROWS_BOUNDS(T)
     kl_div_backward_rows_kernel(const acc_of<T>* __restrict__ grad, int64_t grad_stride, const T* __restrict__ x,
                            const T* __restrict__ y, T* __restrict__ gx, T* __restrict__ gy, PixelGeom geo) {
-  UDA_GRID_STRIDE_LOOP(p, geo.pixels()) {
+  for_each_pixel<L>(geo.pixels(), [&](int64_t p, const L& lanes) {
     const int64_t o = geo.base(p);
     kl_div_backward_pixel<acc_of<T>>(x + o, y + o, geo.inner, geo.C, grad[p * grad_stride], gx + o,
-                                     gy != nullptr ? gy + o : nullptr);
-  }
+                                     gy != nullptr ? gy + o : nullptr, lanes);
+  });
 }
 
 // partials == nullptr: out is the per-pixel map (P,). Else a reduced forward: out is the 0-d result (scale
@@ -171,8 +177,8 @@ cudaError_t launch_kl_div_forward(const T* x, const T* y, acc_of<T>* out, acc_of
       KlDivForward<T>{x, y, mo}, out, scale, outer, C, inner, stream,
       [](auto cb) { return kl_div_forward_planes_kernel<T, decltype(cb)::value>; },
       [](auto cb) { return kl_div_forward_partials_planes_kernel<T, decltype(cb)::value>; },
-      [&](unsigned int blocks, size_t smem) {
-        kl_div_forward_rows_kernel<T><<<blocks, kPixelThreads, smem, stream>>>(x, y, mo, geo);
+      [&](auto lanes, unsigned int blocks, size_t smem) {
+        kl_div_forward_rows_kernel<T, decltype(lanes)><<<blocks, kPixelThreads, smem, stream>>>(x, y, mo, geo);
       });
 }
 
@@ -188,8 +194,10 @@ cudaError_t launch_kl_div_backward(const acc_of<T>* grad, int64_t grad_stride, c
                                         [](auto cb) { return kl_div_backward_planes_kernel<T, decltype(cb)::value>; });
     if (e != cudaSuccess || launched) return e;
   }
-  kl_div_backward_rows_kernel<T><<<pixel_blocks(geo.pixels()), kPixelThreads, 0, stream>>>(grad, grad_stride, x, y,
-                                                                                        gx, gy, geo);
+  launch_rows(geo.pixels(), inner, [&](auto lanes, unsigned int blocks) {
+    kl_div_backward_rows_kernel<T, decltype(lanes)><<<blocks, kPixelThreads, 0, stream>>>(grad, grad_stride, x, y, gx,
+                                                                                          gy, geo);
+  });
   return cudaGetLastError();
 }
 #endif  // __CUDACC__

@@ -10,11 +10,12 @@
 namespace uda_ops {
 namespace cuda {
 
-template <typename acc_t, typename T>
-UDA_HD void self_information_pixel(const T* __restrict__ z, int64_t cs, int64_t C, T* __restrict__ out) {
-  const SoftmaxStats<acc_t> st = softmax_stats<acc_t>(z, cs, C);
+template <typename acc_t, typename T, typename L = OneLane>
+UDA_HD void self_information_pixel(const T* __restrict__ z, int64_t cs, int64_t C, T* __restrict__ out,
+                                   const L& lanes = L()) {
+  const SoftmaxStats<acc_t> st = softmax_stats<acc_t>(z, cs, C, lanes);
   const acc_t w = -inv_log_classes<acc_t>(C);
-  for (int64_t c = 0; c < C; ++c) {
+  for (int64_t c = lanes.first(); c < C; c += lanes.step()) {
     const acc_t v = load<acc_t>(z + c * cs);
     store(out + c * cs, w * mul0(st.p(v), st.logp(v)));
   }
@@ -22,17 +23,19 @@ UDA_HD void self_information_pixel(const T* __restrict__ z, int64_t cs, int64_t 
 
 // Upstream gradient G read as G[c * gcs] (gcs = cs: a full gradient in the input's layout; gcs = 0:
 // an expanded scalar). With u_c = G_c (1 + log p_c): dL/dz_j = -(1 / log C)(p_j u_j - p_j sum_c p_c u_c).
-template <typename acc_t, typename T, typename G>
+template <typename acc_t, typename T, typename G, typename L = OneLane>
 UDA_HD void self_information_backward_pixel(const T* __restrict__ z, int64_t cs, int64_t C,
-                                            const G* __restrict__ grad, int64_t gcs, T* __restrict__ gz) {
-  const SoftmaxStats<acc_t> st = softmax_stats<acc_t>(z, cs, C);
+                                            const G* __restrict__ grad, int64_t gcs, T* __restrict__ gz,
+                                            const L& lanes = L()) {
+  const SoftmaxStats<acc_t> st = softmax_stats<acc_t>(z, cs, C, lanes);
   acc_t s = acc_t(0);
-  for (int64_t c = 0; c < C; ++c) {
+  for (int64_t c = lanes.first(); c < C; c += lanes.step()) {
     const acc_t v = load<acc_t>(z + c * cs);
     s += mul0(st.p(v), load<acc_t>(grad + c * gcs) * (acc_t(1) + st.logp(v)));
   }
+  s = lanes.sum(s);
   const acc_t w = -inv_log_classes<acc_t>(C);
-  for (int64_t c = 0; c < C; ++c) {
+  for (int64_t c = lanes.first(); c < C; c += lanes.step()) {
     const acc_t v = load<acc_t>(z + c * cs), p = st.p(v);
     const acc_t pu = mul0(p, load<acc_t>(grad + c * gcs) * (acc_t(1) + st.logp(v)));
     store(gz + c * cs, w * (pu - p * s));
@@ -134,27 +137,28 @@ __global__ void UDA_TILE_BOUNDS self_information_backward_planes_kernel(const Se
   planes_kernel_body<CB>(op, g);
 }
 
-// Per pixel (one thread, classes in a loop): the rows layout, and planes whose slab exceeds shared memory.
-template <typename T>
-__global__ void __launch_bounds__(kPixelThreads)
+// Per pixel, where the tile kernels' slab exceeds shared memory: a warp per pixel in the rows layout (L =
+// WarpLanes), a thread per pixel with the classes in a loop in planes (OneLane); launch_rows picks.
+template <typename T, typename L>
+__global__ void UDA_ROWS_BOUNDS(T)
     self_information_forward_rows_kernel(const T* __restrict__ z, T* __restrict__ out, PixelGeom geo) {
-  UDA_GRID_STRIDE_LOOP(p, geo.pixels()) {
+  for_each_pixel<L>(geo.pixels(), [&](int64_t p, const L& lanes) {
     const int64_t o = geo.base(p);
-    self_information_pixel<acc_of<T>>(z + o, geo.inner, geo.C, out + o);
-  }
+    self_information_pixel<acc_of<T>>(z + o, geo.inner, geo.C, out + o, lanes);
+  });
 }
 
 // grad_scalar: `grad` points at one value (an expanded scalar upstream gradient), else at a gradient
 // laid out like z.
-template <typename T, typename G>
-__global__ void __launch_bounds__(kPixelThreads)
+template <typename T, typename G, typename L>
+__global__ void UDA_ROWS_BOUNDS(T)
     self_information_backward_rows_kernel(const G* __restrict__ grad, bool grad_scalar, const T* __restrict__ z,
                                      T* __restrict__ gz, PixelGeom geo) {
-  UDA_GRID_STRIDE_LOOP(p, geo.pixels()) {
+  for_each_pixel<L>(geo.pixels(), [&](int64_t p, const L& lanes) {
     const int64_t o = geo.base(p);
     self_information_backward_pixel<acc_of<T>>(z + o, geo.inner, geo.C, grad_scalar ? grad : grad + o,
-                                               grad_scalar ? 0 : geo.inner, gz + o);
-  }
+                                               grad_scalar ? 0 : geo.inner, gz + o, lanes);
+  });
 }
 
 template <typename T>
@@ -168,7 +172,9 @@ cudaError_t launch_self_information_forward(const T* z, T* out, int64_t outer, i
                                         [](auto cb) { return self_information_forward_planes_kernel<T, decltype(cb)::value>; });
     if (e != cudaSuccess || launched) return e;
   }
-  self_information_forward_rows_kernel<T><<<pixel_blocks(geo.pixels()), kPixelThreads, 0, stream>>>(z, out, geo);
+  launch_rows(geo.pixels(), inner, [&](auto lanes, unsigned int blocks) {
+    self_information_forward_rows_kernel<T, decltype(lanes)><<<blocks, kPixelThreads, 0, stream>>>(z, out, geo);
+  });
   return cudaGetLastError();
 }
 
@@ -190,8 +196,10 @@ cudaError_t launch_self_information_backward(const G* grad, bool grad_scalar, co
                             [](auto cb) { return self_information_backward_planes_kernel<T, true, decltype(cb)::value>; });
     if (e != cudaSuccess || launched) return e;
   }
-  self_information_backward_rows_kernel<T, G><<<pixel_blocks(geo.pixels()), kPixelThreads, 0, stream>>>(
-      grad, grad_scalar, z, gz, geo);
+  launch_rows(geo.pixels(), inner, [&](auto lanes, unsigned int blocks) {
+    self_information_backward_rows_kernel<T, G, decltype(lanes)><<<blocks, kPixelThreads, 0, stream>>>(
+        grad, grad_scalar, z, gz, geo);
+  });
   return cudaGetLastError();
 }
 #endif  // __CUDACC__

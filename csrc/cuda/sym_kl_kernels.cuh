@@ -8,25 +8,29 @@ namespace uda_ops {
 namespace cuda {
 
 // d = 1/2 sum_c (p_c - q_c)(a_c - b_c) for one pixel (classes cs apart).
-template <typename acc_t, typename T>
-UDA_HD acc_t sym_kl_pixel(const T* __restrict__ a, const T* __restrict__ b, int64_t cs, int64_t C) {
-  const SoftmaxStats<acc_t> sa = softmax_stats<acc_t>(a, cs, C), sb = softmax_stats<acc_t>(b, cs, C);
+template <typename acc_t, typename T, typename L = OneLane>
+UDA_HD acc_t sym_kl_pixel(const T* __restrict__ a, const T* __restrict__ b, int64_t cs, int64_t C,
+                          const L& lanes = L()) {
+  const SoftmaxStats<acc_t> sa = softmax_stats<acc_t>(a, cs, C, lanes),
+                            sb = softmax_stats<acc_t>(b, cs, C, lanes);
   acc_t acc = acc_t(0);
-  for (int64_t c = 0; c < C; ++c) {
+  for (int64_t c = lanes.first(); c < C; c += lanes.step()) {
     const acc_t x = load<acc_t>(a + c * cs), y = load<acc_t>(b + c * cs);
     acc += mul0(sa.p(x) - sb.p(y), diff0(x, y));
   }
-  return acc_t(0.5) * acc;
+  return acc_t(0.5) * lanes.sum(acc);
 }
 
 // Gradients w.r.t. a and b for the upstream gradient g of the pixel's value.
-template <typename acc_t, typename T>
+template <typename acc_t, typename T, typename L = OneLane>
 UDA_HD void sym_kl_backward_pixel(const T* __restrict__ a, const T* __restrict__ b, int64_t cs, int64_t C,
-                                  acc_t g, bool detach, T* __restrict__ ga, T* __restrict__ gb) {
-  const SoftmaxStats<acc_t> sa = softmax_stats<acc_t>(a, cs, C), sb = softmax_stats<acc_t>(b, cs, C);
+                                  acc_t g, bool detach, T* __restrict__ ga, T* __restrict__ gb,
+                                  const L& lanes = L()) {
+  const SoftmaxStats<acc_t> sa = softmax_stats<acc_t>(a, cs, C, lanes),
+                            sb = softmax_stats<acc_t>(b, cs, C, lanes);
   const acc_t hg = acc_t(0.5) * g;
   if (detach) {  // ADR code: each direction's target held constant
-    for (int64_t c = 0; c < C; ++c) {
+    for (int64_t c = lanes.first(); c < C; c += lanes.step()) {
       const acc_t d = hg * (sa.p(load<acc_t>(a + c * cs)) - sb.p(load<acc_t>(b + c * cs)));
       store(ga + c * cs, d);
       store(gb + c * cs, -d);
@@ -34,13 +38,15 @@ UDA_HD void sym_kl_backward_pixel(const T* __restrict__ a, const T* __restrict__
     return;
   }
   acc_t s_a = acc_t(0), s_b = acc_t(0);
-  for (int64_t c = 0; c < C; ++c) {
+  for (int64_t c = lanes.first(); c < C; c += lanes.step()) {
     const acc_t x = load<acc_t>(a + c * cs), y = load<acc_t>(b + c * cs);
     const acc_t d = diff0(x, y);
     s_a += mul0(sa.p(x), d);
     s_b -= mul0(sb.p(y), d);
   }
-  for (int64_t c = 0; c < C; ++c) {
+  s_a = lanes.sum(s_a);
+  s_b = lanes.sum(s_b);
+  for (int64_t c = lanes.first(); c < C; c += lanes.step()) {
     const acc_t x = load<acc_t>(a + c * cs), y = load<acc_t>(b + c * cs);
     const acc_t d = diff0(x, y), p = sa.p(x), q = sb.p(y);
     store(ga + c * cs, hg * (mul0(p, d - s_a) + p - q));
@@ -153,29 +159,31 @@ __global__ void UDA_TILE_BOUNDS sym_kl_backward_planes_kernel(const SymKlBackwar
 }
 
 
-// Per pixel (one thread, classes in a loop): the rows layout, and planes whose slab exceeds shared memory.
-template <typename T>
-__global__ void __launch_bounds__(kPixelThreads)
+// Per pixel, where the tile kernels' slab exceeds shared memory: a warp per pixel in the rows layout (L =
+// WarpLanes), a thread per pixel with the classes in a loop in planes (OneLane); launch_rows picks.
+template <typename T, typename L>
+__global__ void UDA_ROWS_BOUNDS(T)
     sym_kl_forward_rows_kernel(const T* __restrict__ a, const T* __restrict__ b, MapOut<acc_of<T>> out,
                                PixelGeom geo) {
   acc_of<T> sum = 0;
-  UDA_GRID_STRIDE_LOOP(p, geo.pixels()) {
+  for_each_pixel<L>(geo.pixels(), [&](int64_t p, const L& lanes) {
     const int64_t o = geo.base(p);
-    sum += out.emit(p, sym_kl_pixel<acc_of<T>>(a + o, b + o, geo.inner, geo.C));
-  }
+    const acc_of<T> v = sym_kl_pixel<acc_of<T>>(a + o, b + o, geo.inner, geo.C, lanes);
+    if (lanes.leader()) sum += out.emit(p, v);
+  });
   block_partial(out, sum);
 }
 
-template <typename T>
-__global__ void __launch_bounds__(kPixelThreads)
+template <typename T, typename L>
+__global__ void UDA_ROWS_BOUNDS(T)
     sym_kl_backward_rows_kernel(const acc_of<T>* __restrict__ grad, int64_t grad_stride, const T* __restrict__ a,
                            const T* __restrict__ b, T* __restrict__ ga, T* __restrict__ gb, PixelGeom geo,
                            bool detach) {
-  UDA_GRID_STRIDE_LOOP(p, geo.pixels()) {
+  for_each_pixel<L>(geo.pixels(), [&](int64_t p, const L& lanes) {
     const int64_t o = geo.base(p);
     sym_kl_backward_pixel<acc_of<T>>(a + o, b + o, geo.inner, geo.C, grad[p * grad_stride], detach, ga + o,
-                                     gb + o);
-  }
+                                     gb + o, lanes);
+  });
 }
 
 // Launchers: raw pointers into the canonical (outer, C, inner) view; out/grad are per pixel (P,),
@@ -192,8 +200,8 @@ cudaError_t launch_sym_kl_forward(const T* a, const T* b, acc_of<T>* out, acc_of
       SymKlForward<T>{a, b, mo}, out, scale, outer, C, inner, stream,
       [](auto cb) { return sym_kl_forward_planes_kernel<T, decltype(cb)::value>; },
       [](auto cb) { return sym_kl_forward_partials_planes_kernel<T, decltype(cb)::value>; },
-      [&](unsigned int blocks, size_t smem) {
-        sym_kl_forward_rows_kernel<T><<<blocks, kPixelThreads, smem, stream>>>(a, b, mo, geo);
+      [&](auto lanes, unsigned int blocks, size_t smem) {
+        sym_kl_forward_rows_kernel<T, decltype(lanes)><<<blocks, kPixelThreads, smem, stream>>>(a, b, mo, geo);
       });
 }
 
@@ -209,8 +217,10 @@ cudaError_t launch_sym_kl_backward(const acc_of<T>* grad, int64_t grad_stride, c
                                         [](auto cb) { return sym_kl_backward_planes_kernel<T, decltype(cb)::value>; });
     if (e != cudaSuccess || launched) return e;
   }
-  sym_kl_backward_rows_kernel<T><<<pixel_blocks(geo.pixels()), kPixelThreads, 0, stream>>>(
-      grad, grad_stride, a, b, ga, gb, geo, detach);
+  launch_rows(geo.pixels(), inner, [&](auto lanes, unsigned int blocks) {
+    sym_kl_backward_rows_kernel<T, decltype(lanes)><<<blocks, kPixelThreads, 0, stream>>>(grad, grad_stride, a, b,
+                                                                                          ga, gb, geo, detach);
+  });
   return cudaGetLastError();
 }
 #endif  // __CUDACC__

@@ -6,9 +6,12 @@
 // the same helpers) against SPEC section 4's test vectors and std::nth_element.
 #include <algorithm>
 #include <cmath>
+#include <condition_variable>
 #include <cstdio>
 #include <functional>
+#include <mutex>
 #include <random>
+#include <thread>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -815,6 +818,176 @@ static void check_rows(const char* tname) {
     }
 }
 
+// ---- warp per pixel: the per-pixel functions with their classes split over lanes -----------------------
+// A simulated warp: n host threads run the same per-pixel function, lane l with classes l, l + n, ...; each
+// sum/max of the lanes meets at a barrier and combines the n values in lane order (the device's WarpLanes
+// shuffles, n = 32). Every lane gets the same result.
+struct LaneExchange {
+  int n;
+  std::vector<double> vals;
+  std::mutex mu;
+  std::condition_variable cv;
+  int arrived = 0;
+  long generation = 0;
+  explicit LaneExchange(int n_) : n(n_), vals(n_) {}
+  void barrier() {
+    std::unique_lock<std::mutex> lk(mu);
+    const long g = generation;
+    if (++arrived == n) {
+      arrived = 0;
+      ++generation;
+      cv.notify_all();
+    } else {
+      cv.wait(lk, [&] { return generation != g; });
+    }
+  }
+  template <typename A, typename F>
+  A combine(int lane, A v, F f) {
+    vals[lane] = double(v);  // exact for float and double
+    barrier();
+    A r = A(vals[0]);
+    for (int l = 1; l < n; ++l) r = f(r, A(vals[l]));
+    barrier();  // nobody writes vals again before all have read them
+    return r;
+  }
+};
+// (__host__ __device__ only because the per-pixel functions are: it runs on the host alone)
+struct SimLanes {
+  static constexpr bool kWarp = true;
+  int lane;
+  LaneExchange* x;
+  UDA_HD int64_t first() const { return lane; }
+  UDA_HD int64_t step() const { return kHost ? x->n : 0; }
+  UDA_HD bool leader() const { return lane == 0; }
+#if defined(__CUDA_ARCH__)
+  static constexpr bool kHost = false;
+  template <typename A>
+  UDA_HD A sum(A v) const {
+    return v;
+  }
+  template <typename A>
+  UDA_HD A max(A v) const {
+    return v;
+  }
+#else
+  static constexpr bool kHost = true;
+  template <typename A>
+  UDA_HD A sum(A v) const {
+    return x->combine(lane, v, [](A a, A b) { return a + b; });
+  }
+  template <typename A>
+  UDA_HD A max(A v) const {
+    return x->combine(lane, v, [](A a, A b) { return uda_max(a, b); });
+  }
+#endif
+};
+
+// f(lanes) -> the pixel's scalar (every lane's must agree); arrays it writes are shared by the lanes.
+template <typename F>
+static std::vector<double> run_warp(int n, F&& f) {
+  LaneExchange x(n);
+  std::vector<double> got(n);
+  std::vector<std::thread> threads;
+  for (int l = 0; l < n; ++l) threads.emplace_back([&, l] { got[l] = f(SimLanes{l, &x}); });
+  for (auto& t : threads) t.join();
+  return got;
+}
+
+// Every per-pixel function run by a simulated warp of n lanes against the same function on one thread
+// (OneLane, itself checked against the float64 formulas above): C below, at and past the warp, lanes with
+// only -inf classes, a NaN on one lane, an all -inf pixel.
+template <typename T>
+static void check_warp_lanes(const char* tname, double rtol, double atol, int kinds_checked = 4) {
+  using acc_t = acc_of<T>;
+  std::mt19937 rng(7);
+  char what[160];
+  const int classes[] = {1, 7, 31, 32, 33, 345, 1000};
+  const char* kinds[] = {"random", "neg_inf lanes", "nan", "all -inf"};
+  for (int C : classes)
+    for (int kind = 0; kind < kinds_checked; ++kind)
+      for (int n : {32, 5}) {
+        auto a = random_logits(rng, C, 3.0), b = random_logits(rng, C, 3.0), gfull = random_logits(rng, C, 1.0);
+        for (int c = 0; c < C; ++c) {
+          if (kind == 1 && c % n < 3 && c != C - 1) a[c] = -INFINITY, b[c] = -INFINITY;  // lanes 0-2: all -inf
+          if (kind == 3) a[c] = -INFINITY;
+        }
+        if (kind == 2) a[C / 2] = NAN;
+        const std::vector<T> A = strided<T>(a, 1), B = strided<T>(b, 1), G = strided<T>(gfull, 1);
+        const acc_t g = acc_t(0.75), d = acc_t(0.3);
+        const acc_t gs = acc_t(1.25);
+        // one case: the scalar it returns, the arrays it writes (two, C each)
+        auto each_case = [&](auto&& run) {
+          run("entropy", [&](const auto& l, T*, T*) { return double(entropy_pixel<acc_t>(A.data(), 1, C, l)); });
+          run("entropy_backward", [&](const auto& l, T* o1, T*) {
+            entropy_backward_pixel<acc_t>(A.data(), 1, C, g, o1, l);
+            return 0.0;
+          });
+          run("kl_div", [&](const auto& l, T*, T*) { return double(kl_div_pixel<acc_t>(A.data(), B.data(), 1, C, l)); });
+          run("kl_div_backward", [&](const auto& l, T* o1, T* o2) {
+            kl_div_backward_pixel<acc_t>(A.data(), B.data(), 1, C, g, o1, o2, l);
+            return 0.0;
+          });
+          run("kl_div_backward no target", [&](const auto& l, T* o1, T*) {
+            kl_div_backward_pixel<acc_t>(A.data(), B.data(), 1, C, g, o1, static_cast<T*>(nullptr), l);
+            return 0.0;
+          });
+          run("sym_kl", [&](const auto& l, T*, T*) { return double(sym_kl_pixel<acc_t>(A.data(), B.data(), 1, C, l)); });
+          for (bool detach : {false, true})
+            run(detach ? "sym_kl_backward detach" : "sym_kl_backward", [&](const auto& l, T* o1, T* o2) {
+              sym_kl_backward_pixel<acc_t>(A.data(), B.data(), 1, C, g, detach, o1, o2, l);
+              return 0.0;
+            });
+          run("self_information", [&](const auto& l, T* o1, T*) {
+            self_information_pixel<acc_t>(A.data(), 1, C, o1, l);
+            return 0.0;
+          });
+          run("self_information_backward full", [&](const auto& l, T* o1, T*) {
+            self_information_backward_pixel<acc_t>(A.data(), 1, C, G.data(), 1, o1, l);
+            return 0.0;
+          });
+          run("self_information_backward scalar", [&](const auto& l, T* o1, T*) {
+            self_information_backward_pixel<acc_t>(A.data(), 1, C, &gs, 0, o1, l);
+            return 0.0;
+          });
+          run("cosine", [&](const auto& l, T*, T*) {
+            return double(cosine_discrepancy_pixel<acc_t>(A.data(), B.data(), 1, C, l));
+          });
+          run("cosine_backward", [&](const auto& l, T* o1, T* o2) {
+            const CosineStats<acc_t> st = cosine_stats<acc_t>(A.data(), B.data(), 1, C, l);
+            cosine_grad_pixel(A.data(), B.data(), 1, C, st, g, o1, o2, l);
+            return 0.0;
+          });
+          run("clan", [&](const auto& l, T*, T*) {
+            return double(clan_adversarial_pixel<acc_t>(d, A.data(), B.data(), 1, C, acc_t(1), acc_t(40), acc_t(0.4), l));
+          });
+          run("clan_backward", [&](const auto& l, T* o1, T* o2) {
+            return double(clan_adversarial_backward_pixel<acc_t>(d, A.data(), B.data(), 1, C, g, acc_t(1), acc_t(40),
+                                                                 acc_t(0.4), o1, o2, l));
+          });
+          run("clan_backward no logits", [&](const auto& l, T*, T*) {
+            return double(clan_adversarial_backward_pixel<acc_t>(d, A.data(), B.data(), 1, C, g, acc_t(1), acc_t(40),
+                                                                 acc_t(0.4), static_cast<T*>(nullptr),
+                                                                 static_cast<T*>(nullptr), l));
+          });
+        };
+        each_case([&](const char* name, auto&& f) {
+          const T fill = Num<T>::store(static_cast<acc_t>(kSentinel));
+          std::vector<T> r1(C, fill), r2(C, fill), w1(C, fill), w2(C, fill);
+          const double want = f(OneLane{}, r1.data(), r2.data());
+          const std::vector<double> got = run_warp(n, [&](const SimLanes& l) { return f(l, w1.data(), w2.data()); });
+          for (int l = 0; l < n; ++l) {
+            std::snprintf(what, sizeof what, "%s warp %s %s C=%d lanes=%d lane=%d", tname, name, kinds[kind], C, n, l);
+            close(what, got[l], want, rtol, atol);
+          }
+          for (int c = 0; c < C; ++c) {
+            std::snprintf(what, sizeof what, "%s warp %s %s C=%d lanes=%d class=%d", tname, name, kinds[kind], C, n, c);
+            close(what, double(Num<T>::load(w1[c])), double(Num<T>::load(r1[c])), rtol, atol);
+            close(what, double(Num<T>::load(w2[c])), double(Num<T>::load(r2[c])), rtol, atol);
+          }
+        });
+      }
+}
+
 // The launch plan: register buckets for small C, the shared-memory slab beyond, fallback when too big.
 static void check_plans() {
   const PlanesGeom g19{2, 19, 64, true}, g8{2, 8, 64, true}, g150{2, 150, 64, true}, g5000{2, 5000, 64, true};
@@ -840,6 +1013,10 @@ int main() {
   check_conversions();
   check_mask();
   check_plans();
+  check_warp_lanes<double>("double", 1e-12, 1e-14);
+  // float: the order of the sums differs; clan's cosine gradient cancels (a few 1e-6 at C = 345)
+  check_warp_lanes<float>("float", 2e-5, 5e-6);
+  check_warp_lanes<__nv_bfloat16>("bf16", 1e-2, 1e-5, 1);  // one bf16 rounding of the stored outputs
   check_planes<float>("float");
   check_planes<double>("double");
   check_planes<__half>("half");
