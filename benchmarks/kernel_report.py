@@ -517,7 +517,8 @@ def cuda_rows(ptxas: str, sass: str, classes: int = 19) -> List[dict]:
         pix = next((v for k, v in PIXELS_PER_THREAD.items() if re.search(k, kernel)), None)
         a = analyse(instrs, ELEM_BITS.get(dtype, 32), classes, pix)
         row = {"backend": "cuda", "kernel": kernel, "template": ", ".join(targs), "dtype": dtype, "op": op}
-        if op is None or is_staged_rows(row):  # the model knows no staged rows (block copies, shared memory)
+        # the model knows no staged rows (block copies, shared memory) and no warp per pixel (classes over lanes)
+        if op is None or is_staged_rows(row) or "WarpLanes" in row["template"]:
             a["instr_per_elem"] = None
         rows.append({**row, **res.get(mangled, {}), **a})
     return sorted(rows, key=lambda r: (r["kernel"], r["dtype"], r["template"]))
