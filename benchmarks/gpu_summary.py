@@ -168,18 +168,31 @@ def auto_cuda_table(rows: List[dict], info: Optional[dict] = None) -> dict:
     fwd for the masks), among rows where both the CUDA and the Triton kernel ran. The times are the CUDA-graph
     replays where a row has both (device time: in a training step the launches queue behind the network's own
     GPU work, so the host's per-call cost overlaps), else the per-call times. On an H200 (2026-11-29) the two
-    disagree: per call the Triton path spends ~0.7-0.9 ms on the host per fwd+bwd, more than its kernels."""
-    ratios: Dict[str, Dict[str, List[float]]] = {}
+    disagree: per call the Triton path spends ~0.7-0.9 ms on the host per fwd+bwd, more than its kernels.
+    Where both class layouts were measured for an (op, dtype) ("planes": NCHW; "rows": channels_last or a 2-D
+    (N, C) shape), its choice is per layout ({"planes": ..., "rows": ...}); else one choice for both."""
+    ratios: Dict[str, Dict[str, Dict[str, List[float]]]] = {}
     for r in rows:
         graphs = isinstance(r.get("cuda_graph_ms"), float) and isinstance(r.get("triton_graph_ms"), float)
         c, t = (r.get("cuda_graph_ms"), r.get("triton_graph_ms")) if graphs else (r.get("cuda_ms"), r.get("triton_ms"))
         if isinstance(c, float) and isinstance(t, float) and r["mode"] == ("fwd" if r["op"] in MASKS else "fwdbwd"):
             name = str(DTYPES[r["dtype"]]).replace("torch.", "")
-            ratios.setdefault(CASE_OP.get(r["op"], r["op"]), {}).setdefault(name, []).append(t / c)
-    geo = {op: {dt: math.exp(sum(map(math.log, v)) / len(v)) for dt, v in by.items()} for op, by in ratios.items()}
+            layout = "rows" if r.get("layout") == "channels_last" or len(r.get("shape") or ()) == 2 else "planes"
+            by = ratios.setdefault(CASE_OP.get(r["op"], r["op"]), {}).setdefault(name, {})
+            by.setdefault(layout, []).append(t / c)
+
+    def gmean(v: List[float]) -> float:
+        return math.exp(sum(map(math.log, v)) / len(v))
+
+    def pick(g: float) -> str:
+        return "triton" if g < 1.0 else "cuda"
+
+    geo = {op: {dt: gmean([x for v in lay.values() for x in v]) for dt, lay in by.items()} for op, by in ratios.items()}
+    by_layout = {op: {dt: {k: gmean(v) for k, v in lay.items()} for dt, lay in by.items()} for op, by in ratios.items()}
+    choices = {op: {dt: ({k: pick(g) for k, g in by_layout[op][dt].items()} if len(by_layout[op][dt]) > 1
+                         else pick(geo[op][dt])) for dt in by} for op, by in ratios.items()}
     return {"source": "benchmarks/gpu_summary.py", "machine": info or {},
-            "triton_over_cuda_ms": geo,
-            "choices": {op: {dt: "triton" if g < 1.0 else "cuda" for dt, g in by.items()} for op, by in geo.items()}}
+            "triton_over_cuda_ms": geo, "triton_over_cuda_ms_by_layout": by_layout, "choices": choices}
 
 
 def table(rows: List[dict], markdown: bool = False) -> str:

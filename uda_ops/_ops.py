@@ -104,17 +104,21 @@ def use_native(op: str, x: Tensor) -> bool:
 # ---------------------------------------------------------------------------------------------------
 # Triton (lazy) and the per-op choice on CUDA tensors
 # ---------------------------------------------------------------------------------------------------
-# "auto" on CUDA tensors: (op, dtype) -> "cuda" | "triton", whichever was faster forward+backward on a GPU
-# (benchmarks/gpu_summary.py --auto-cuda-out, run by `make gpu-check`), loaded at import from the JSON at
-# $UDA_OPS_AUTO_CUDA, else uda_ops/auto_cuda.json; empty when neither exists. An op-wide entry (key `op`)
-# applies to every dtype. A pair missing here gets the default: the CUDA kernel when compiled, else Triton
-# when importable, else the reference. Read with a plain dict lookup at trace time (no graph break).
+# "auto" on CUDA tensors: (op, dtype, layout) or (op, dtype) -> "cuda" | "triton", whichever was faster
+# forward+backward on a GPU (benchmarks/gpu_summary.py --auto-cuda-out, run by `make gpu-check`), loaded at
+# import from the JSON at $UDA_OPS_AUTO_CUDA, else uda_ops/auto_cuda.json; empty when neither exists. The
+# layout is the class axis's: "rows" where its stride is 1 (channels_last, (N, C)), else "planes" (NCHW). A
+# (op, dtype) entry applies to both layouts, an op-wide entry (key `op`) to every dtype. What is missing here
+# gets the default: the CUDA kernel when compiled, else Triton when importable, else the reference. Read with
+# plain dict lookups at trace time (no graph break).
 AUTO_CUDA_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "auto_cuda.json")
 
 
 def load_auto_cuda(path: Optional[str] = None) -> Dict[Any, str]:
-    """The measured table: {"choices": {op: {dtype name: "cuda" | "triton"}}, ...} -> {(op, torch.dtype): choice}.
-    Unknown ops, dtypes or choices are ignored; a missing file gives {}, an unreadable one {} and a warning."""
+    """The measured table: {"choices": {op: {dtype name: choice}}, ...} with choice "cuda" | "triton" (both
+    layouts) or {"planes": ..., "rows": ...} -> {(op, torch.dtype): choice} and {(op, torch.dtype, layout):
+    choice}. Unknown ops, dtypes, layouts or choices are ignored; a missing file gives {}, an unreadable one {}
+    and a warning."""
     path = path or os.environ.get("UDA_OPS_AUTO_CUDA") or AUTO_CUDA_FILE
     try:
         with open(path) as f:
@@ -128,9 +132,24 @@ def load_auto_cuda(path: Optional[str] = None) -> Dict[Any, str]:
     for op, by_dtype in (data.get("choices") or {}).items():
         for name, choice in (by_dtype or {}).items():
             dtype = getattr(torch, str(name), None)
-            if op in OPS and isinstance(dtype, torch.dtype) and choice in ("cuda", "triton"):
+            if op not in OPS or not isinstance(dtype, torch.dtype):
+                continue
+            if isinstance(choice, dict):
+                for layout, c in choice.items():
+                    if layout in LAYOUTS and c in ("cuda", "triton"):
+                        table[(op, dtype, layout)] = c
+            elif choice in ("cuda", "triton"):
                 table[(op, dtype)] = choice
     return table
+
+
+LAYOUTS = ("planes", "rows")
+
+
+def class_layout(x: Tensor, dim: int) -> str:
+    """"rows" where the classes of a pixel are contiguous (stride 1 along `dim`: channels_last, (N, C)),
+    else "planes" (NCHW): the two geometries of the kernels."""
+    return "rows" if x.stride(dim) == 1 else "planes"
 
 
 AUTO_CUDA: Dict[Any, str] = load_auto_cuda()
@@ -193,8 +212,8 @@ def _triton_ops(op: str, x: Tensor):
     return module.EAGER if _plain_eager(x) else torch.ops.uda_ops_triton
 
 
-def _auto_cuda(op: str, dtype: Optional[torch.dtype] = None) -> str:
-    choice = AUTO_CUDA.get((op, dtype), AUTO_CUDA.get(op))
+def _auto_cuda(op: str, dtype: Optional[torch.dtype] = None, layout: Optional[str] = None) -> str:
+    choice = AUTO_CUDA.get((op, dtype, layout), AUTO_CUDA.get((op, dtype), AUTO_CUDA.get(op)))
     if choice == "triton" and _TRITON_FOUND and _TRITON_ERROR is None:
         return "triton"
     if has_kernel(op, "cuda"):
@@ -204,13 +223,13 @@ def _auto_cuda(op: str, dtype: Optional[torch.dtype] = None) -> str:
     return "reference"
 
 
-def kernels(op: str, x: Tensor):
-    """The op namespace that runs `op` on `x` under the current backend: ``torch.ops.uda_ops`` (compiled),
-    ``torch.ops.uda_ops_triton`` (Triton), or None (the eager reference)."""
+def kernels(op: str, x: Tensor, dim: Optional[int] = None):
+    """The op namespace that runs `op` on `x` (class axis `dim`, if it has one) under the current backend:
+    ``torch.ops.uda_ops`` (compiled), ``torch.ops.uda_ops_triton`` (Triton), or None (the eager reference)."""
     if _backend == "triton":
         return _triton_ops(op, x)
     if _backend == "auto" and x.device.type == "cuda":
-        choice = _auto_cuda(op, x.dtype)
+        choice = _auto_cuda(op, x.dtype, None if dim is None else class_layout(x, dim))
         if choice == "triton":
             try:
                 return _triton_ops(op, x)

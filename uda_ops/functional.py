@@ -43,7 +43,7 @@ def sym_kl(a: Tensor, b: Tensor, dim: int = 1, reduction: str = "mean",
     """
     dim = V.pair("sym_kl", ("a", "b"), a, b, dim)
     V.reduction("sym_kl", reduction)
-    ops = _ops.kernels("sym_kl", a)
+    ops = _ops.kernels("sym_kl", a, dim)
     if ops is None:
         return reference.sym_kl(a, b, dim, reduction, bool(detach_targets))
     return ops.sym_kl(a, b, dim, bool(detach_targets), _R[reduction]).to(a.dtype)
@@ -59,7 +59,7 @@ def kl_div(input: Tensor, target: Tensor, dim: int = 1, reduction: str = "mean",
     V.reduction("kl_div", reduction)
     if detach_target:
         target = target.detach()
-    ops = _ops.kernels("kl_div", input)
+    ops = _ops.kernels("kl_div", input, dim)
     if ops is None:
         return reference.kl_div(input, target, dim, reduction)
     return ops.kl_div(input, target, dim, _R[reduction]).to(input.dtype)
@@ -69,7 +69,7 @@ def self_information(z: Tensor, dim: int = 1) -> Tensor:
     """Weighted self-information ``I_c = -p_c log p_c / log C`` (ADVENT Sec. 3.2), same shape as `z`."""
     V.tensor("self_information", "z", z)
     dim = V.class_dim("self_information", "z", z, dim)
-    ops = _ops.kernels("self_information", z)
+    ops = _ops.kernels("self_information", z, dim)
     if ops is None:
         return reference.self_information(z, dim)
     return ops.self_information(z, dim)
@@ -83,7 +83,7 @@ def entropy(z: Tensor, dim: int = 1, reduction: str = "mean") -> Tensor:
     V.tensor("entropy", "z", z)
     dim = V.class_dim("entropy", "z", z, dim)
     V.reduction("entropy", reduction)
-    ops = _ops.kernels("entropy", z)
+    ops = _ops.kernels("entropy", z, dim)
     if ops is None:
         return reference.entropy(z, dim, reduction)
     return ops.entropy(z, dim, _R[reduction]).to(z.dtype)
@@ -120,7 +120,7 @@ def class_ratio_prior_loss(z: Tensor, prior: Tensor, mu: float = 0.5, dim: int =
 def cosine_discrepancy(z1: Tensor, z2: Tensor, dim: int = 1) -> Tensor:
     """``M = 1 - cos(softmax(z1), softmax(z2))`` per pixel, shape ``(N, *)`` (CLAN's discrepancy map)."""
     dim = V.pair("cosine_discrepancy", ("z1", "z2"), z1, z2, dim)
-    ops = _ops.kernels("cosine_discrepancy", z1)
+    ops = _ops.kernels("cosine_discrepancy", z1, dim)
     if ops is None:
         return reference.cosine_discrepancy(z1, z2, dim)
     return ops.cosine_discrepancy(z1, z2, dim).to(z1.dtype)
@@ -151,7 +151,7 @@ def clan_adversarial_loss(d: Tensor, z1: Tensor, z2: Tensor, target: float, lamb
         raise ValueError(f"{op}: `d` is on {d.device}, `z1` on {z1.device}")
     if detach_weight:
         z1, z2 = z1.detach(), z2.detach()
-    ops = _ops.kernels("clan_adversarial", z1)
+    ops = _ops.kernels("clan_adversarial", z1, dim)
     if ops is None:
         return reference.clan_adversarial_loss(d, z1, z2, target, lambda_local, epsilon, dim, reduction)
     loss = ops.clan_adversarial(d.reshape(map_shape), z1, z2, target, lambda_local, epsilon, dim, _R[reduction])
@@ -211,7 +211,7 @@ def channel_adversarial_dropout_mask(grad: Tensor, activation: Optional[Tensor] 
         raise ValueError(f"{op}: `grad` must have shape (N, C, *), got {tuple(grad.shape)}")
     flips = V.flip_budget(op, grad.shape[1], delta, max_flips)
     m0 = V.base_mask(op, base_mask, grad.new_empty(grad.shape[:2]))
-    ops = _ops.kernels(op, grad)
+    ops = _ops.kernels(op, grad, 1)
     if ops is None:
         return reference.channel_adversarial_dropout_mask(grad, activation, None, flips, m0, bool(rescale))
     m0 = None if m0 is None else m0.detach()
