@@ -18,6 +18,8 @@ import uda_ops
 # impl name -> uda_ops backend (None: not a uda_ops impl). "eager"/"compile" are the reference (cases.py).
 UDA_IMPLS = {"cuda": "native", "triton": "triton"}
 GPU_SHAPES = [(2, 19, 512, 1024), (8, 19, 256, 512)]
+# (N, C) classification logits with ImageNet's C: the rows layout past the CUDA staged slab (a warp per row)
+CLS_SHAPES = [(16384, 1000)]
 GPU_DTYPES = [torch.float32, torch.bfloat16]
 
 

@@ -48,7 +48,7 @@ for stage in "$@"; do
   tests) step tests 100 $PY -m pytest -p no:cacheprovider -q -rs --maxfail=10 tests/test_cuda.py \
            -k "matches_reference or shapes_and_dims or staged_blocks or warp_per_pixel or (fused_reduction and (native or float32))" \
            --junitxml="$R/tests.xml" ;;
-  bench) step bench 150 $PY benchmarks/gpu_summary.py --reps 20 --budget-s 40 --shapes 2,19,512,1024 \
+  bench) step bench 150 $PY benchmarks/gpu_summary.py --reps 20 --budget-s 40 --shapes '2,19,512,1024;16384,1000' \
            --json "$R/bench.json" --markdown-out "$R/bench.md" --auto-cuda-out "$R/auto_cuda.json" ;;
   fused) for dt in float32 bfloat16; do
            step "fused-$dt" 15 $PY benchmarks/fused_reduction.py --device cuda --shape 2,19,512,1024 --dtype $dt \

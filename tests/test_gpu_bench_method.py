@@ -58,6 +58,14 @@ def test_run_rows_and_table_on_cpu():
     json.dumps(rows)
 
 
+def test_two_dim_shapes_run_once_whatever_the_layouts():
+    """(N, C) logits have one layout: measured once, not again as "channels_last"."""
+    rows = S.run(["entropy"], [(2, 5, 4, 6), (8, 300)], ["fp32"], ["nchw", "channels_last"], ["fwdbwd"], ["eager"],
+                 CPU, reps=2, graphs=False, log=lambda *_: None)
+    assert [(r["shape"], r["layout"]) for r in rows] == [([2, 5, 4, 6], "nchw"), ([2, 5, 4, 6], "channels_last"),
+                                                         ([8, 300], "nchw")]
+
+
 def test_channels_last_inputs_keep_their_layout_and_grad():
     x = torch.randn(2, 3, 4, 5, requires_grad=True)
     d = torch.randn(2, 1, 4, 5)
