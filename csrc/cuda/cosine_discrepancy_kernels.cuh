@@ -36,16 +36,32 @@ UDA_HD CosineStats<acc_t> cosine_stats(const T* __restrict__ z1, const T* __rest
   return st;
 }
 
-// dL/dz1_j = -gm p1_j (p2_j / (|p1||p2|) - cos p1_j / |p1|^2), symmetrically for z2; gm = dL/dM.
-// (The softmax-Jacobian correction sum_c p1_c dcos/dp1_c is exactly 0 for the cosine.)
+// dL/dz1_j = -gm p1_j (b1_j - sum_c p1_c b1_c), b1 = p2 / (|p1||p2|) - cos p1 / |p1|^2, symmetrically for z2;
+// gm = dL/dM. The softmax-Jacobian term sum_c p1_c b1_c is 0 in exact arithmetic; computed from the same
+// rounded b1 it takes out most of their rounding (b1 cancels where the softmaxes nearly agree): as
+// csrc/cpu/cosine.h.
+template <typename acc_t>
+UDA_HD acc_t cosine_b(acc_t p, acc_t q, acc_t i12, acc_t ci) {
+  return q * i12 - ci * p;  // dcos/dp for this class: ci = cos / |p|^2
+}
+
 template <typename acc_t, typename T, typename L = OneLane>
 UDA_HD void cosine_grad_pixel(const T* __restrict__ z1, const T* __restrict__ z2, int64_t cs, int64_t C,
                               const CosineStats<acc_t>& st, acc_t gm, T* __restrict__ g1, T* __restrict__ g2,
                               const L& lanes = L()) {
+  const acc_t c1 = st.cos * st.inv11, c2 = st.cos * st.inv22;
+  acc_t r1 = acc_t(0), r2 = acc_t(0);
   for (int64_t c = lanes.first(); c < C; c += lanes.step()) {
     const acc_t p1 = st.s1.p(load<acc_t>(z1 + c * cs)), p2 = st.s2.p(load<acc_t>(z2 + c * cs));
-    store(g1 + c * cs, -gm * p1 * (p2 * st.inv12 - st.cos * p1 * st.inv11));
-    store(g2 + c * cs, -gm * p2 * (p1 * st.inv12 - st.cos * p2 * st.inv22));
+    r1 += p1 * cosine_b(p1, p2, st.inv12, c1);
+    r2 += p2 * cosine_b(p2, p1, st.inv12, c2);
+  }
+  r1 = lanes.sum(r1);
+  r2 = lanes.sum(r2);
+  for (int64_t c = lanes.first(); c < C; c += lanes.step()) {
+    const acc_t p1 = st.s1.p(load<acc_t>(z1 + c * cs)), p2 = st.s2.p(load<acc_t>(z2 + c * cs));
+    store(g1 + c * cs, -gm * p1 * (cosine_b(p1, p2, st.inv12, c1) - r1));
+    store(g2 + c * cs, -gm * p2 * (cosine_b(p2, p1, st.inv12, c2) - r2));
   }
 }
 
@@ -55,15 +71,16 @@ UDA_HD acc_t cosine_discrepancy_pixel(const T* __restrict__ z1, const T* __restr
   return acc_t(1) - cosine_stats<acc_t>(z1, z2, cs, C, lanes).cos;
 }
 
-// ---- planes tiles (common.cuh): with e = exp(x - m) (the 1/S factors cancel in the cosine),
-// E12 = sum e1 e2, E11 = sum e1^2, E22 = sum e2^2: cos = E12 / sqrt(E11 E22), and
-// dL/dz1_j = -gm (e1_j e2_j / sqrt(E11 E22) - cos e1_j^2 / E11), symmetrically for z2.
+// ---- planes tiles (common.cuh): with e = exp(x - m) and S = sum e (the 1/S factors cancel in the cosine),
+// E12 = sum e1 e2, E11 = sum e1^2, E22 = sum e2^2: cos = E12 / sqrt(E11 E22), and with
+// b1_j = e2_j / sqrt(E11 E22) - cos e1_j / E11 (S1 times cosine_grad_pixel's b1):
+// dL/dz1_j = -gm e1_j (b1_j - sum_c e1_c b1_c / S1), symmetrically for z2.
 template <typename T>
 struct CosineTile {
   using acc_t = acc_of<T>;
   static constexpr int V = kLanes<T>;
   TileSoftmax<T, 2> st;
-  acc_t cos[V], i12[V], i11[V], i22[V];
+  acc_t cos[V], i12[V], c1[V], c2[V];  // c1 = cos / E11, c2 = cos / E22
 
   template <typename S>
   UDA_HD void compute(int C, const S* s) {
@@ -83,22 +100,35 @@ UDA_UNROLL
       const bool bad = is_nan(st.sum[0][k]) || is_nan(st.sum[1][k]);
       i12[k] = bad ? quiet_nan<acc_t>() : acc_t(1) / uda_sqrt(e11[k] * e22[k]);
       cos[k] = e12[k] * i12[k];
-      i11[k] = acc_t(1) / e11[k];
-      i22[k] = acc_t(1) / e22[k];
+      c1[k] = cos[k] / e11[k];
+      c2[k] = cos[k] / e22[k];
     }
   }
 
-  // Writes the gradients for gm = dL/dM per lane into g1, g2 (class rows of the tile).
+  // Writes the gradients for gm = dL/dM per lane into g1, g2 (class rows of the tile): one pass for the
+  // softmax-Jacobian terms r (0 in exact arithmetic, they take out the rounding of b), one that writes.
   template <typename S>
   UDA_HD void grads(int C, const S* s, const acc_t (&gm)[V], const PlanesGeom& g, const TilePos& tp, T* g1,
                     T* g2) const {
+    acc_t r1[V], r2[V];
+UDA_UNROLL
+    for (int k = 0; k < V; ++k) r1[k] = acc_t(0), r2[k] = acc_t(0);
+    st.exps(C, s, [&](int, const acc_t(&)[2][V], const acc_t(&)[2][V], const acc_t(&e)[2][V]) {
+UDA_UNROLL
+      for (int k = 0; k < V; ++k) {
+        r1[k] += e[0][k] * cosine_b(e[0][k], e[1][k], i12[k], c1[k]);
+        r2[k] += e[1][k] * cosine_b(e[1][k], e[0][k], i12[k], c2[k]);
+      }
+    });
+UDA_UNROLL
+    for (int k = 0; k < V; ++k) r1[k] /= st.sum[0][k], r2[k] /= st.sum[1][k];
     st.exps(C, s, [&](int c, const acc_t(&)[2][V], const acc_t(&)[2][V], const acc_t(&e)[2][V]) {
       acc_t o1[V], o2[V];
 UDA_UNROLL
       for (int k = 0; k < V; ++k) {
-        const acc_t e1 = e[0][k], e2 = e[1][k], both = e1 * e2 * i12[k];
-        o1[k] = -gm[k] * (both - cos[k] * e1 * e1 * i11[k]);
-        o2[k] = -gm[k] * (both - cos[k] * e2 * e2 * i22[k]);
+        const acc_t e1 = e[0][k], e2 = e[1][k];
+        o1[k] = -gm[k] * e1 * (cosine_b(e1, e2, i12[k], c1[k]) - r1[k]);
+        o2[k] = -gm[k] * e2 * (cosine_b(e2, e1, i12[k], c2[k]) - r2[k]);
       }
       s[0].store(g1 + tp.x, g.cs(), c, o1, tp);
       s[1].store(g2 + tp.x, g.cs(), c, o2, tp);
