@@ -39,11 +39,14 @@ UDA_HD CosineStats<acc_t> cosine_stats(const T* __restrict__ z1, const T* __rest
 // dL/dz1_j = -gm p1_j (b1_j - sum_c p1_c b1_c), b1 = p2 / (|p1||p2|) - cos p1 / |p1|^2, symmetrically for z2;
 // gm = dL/dM. The softmax-Jacobian term sum_c p1_c b1_c is 0 in exact arithmetic; computed from the same
 // rounded b1 it takes out most of their rounding (b1 cancels where the softmaxes nearly agree): as
-// csrc/cpu/cosine.h.
+// csrc/cpu/cosine.h. Only for fp32 and fp64 inputs (kCosineJacobian): a half-type gradient is stored with a
+// rounding far above what the term takes out, and in the tile kernels it costs a second pass over the classes.
 template <typename acc_t>
 UDA_HD acc_t cosine_b(acc_t p, acc_t q, acc_t i12, acc_t ci) {
   return q * i12 - ci * p;  // dcos/dp for this class: ci = cos / |p|^2
 }
+template <typename T>
+constexpr bool kCosineJacobian = sizeof(T) >= 4;
 
 template <typename acc_t, typename T, typename L = OneLane>
 UDA_HD void cosine_grad_pixel(const T* __restrict__ z1, const T* __restrict__ z2, int64_t cs, int64_t C,
@@ -51,13 +54,15 @@ UDA_HD void cosine_grad_pixel(const T* __restrict__ z1, const T* __restrict__ z2
                               const L& lanes = L()) {
   const acc_t c1 = st.cos * st.inv11, c2 = st.cos * st.inv22;
   acc_t r1 = acc_t(0), r2 = acc_t(0);
-  for (int64_t c = lanes.first(); c < C; c += lanes.step()) {
-    const acc_t p1 = st.s1.p(load<acc_t>(z1 + c * cs)), p2 = st.s2.p(load<acc_t>(z2 + c * cs));
-    r1 += p1 * cosine_b(p1, p2, st.inv12, c1);
-    r2 += p2 * cosine_b(p2, p1, st.inv12, c2);
+  if constexpr (kCosineJacobian<T>) {
+    for (int64_t c = lanes.first(); c < C; c += lanes.step()) {
+      const acc_t p1 = st.s1.p(load<acc_t>(z1 + c * cs)), p2 = st.s2.p(load<acc_t>(z2 + c * cs));
+      r1 += p1 * cosine_b(p1, p2, st.inv12, c1);
+      r2 += p2 * cosine_b(p2, p1, st.inv12, c2);
+    }
+    r1 = lanes.sum(r1);
+    r2 = lanes.sum(r2);
   }
-  r1 = lanes.sum(r1);
-  r2 = lanes.sum(r2);
   for (int64_t c = lanes.first(); c < C; c += lanes.step()) {
     const acc_t p1 = st.s1.p(load<acc_t>(z1 + c * cs)), p2 = st.s2.p(load<acc_t>(z2 + c * cs));
     store(g1 + c * cs, -gm * p1 * (cosine_b(p1, p2, st.inv12, c1) - r1));
@@ -105,29 +110,31 @@ UDA_UNROLL
     }
   }
 
-  // Writes the gradients for gm = dL/dM per lane into g1, g2 (class rows of the tile): one pass for the
-  // softmax-Jacobian terms r (0 in exact arithmetic, they take out the rounding of b), one that writes.
+  // Writes the gradients for gm = dL/dM per lane into g1, g2 (class rows of the tile). fp32/fp64: first a pass
+  // for the softmax-Jacobian terms r (0 in exact arithmetic, they take out the rounding of b).
   template <typename S>
   UDA_HD void grads(int C, const S* s, const acc_t (&gm)[V], const PlanesGeom& g, const TilePos& tp, T* g1,
                     T* g2) const {
     acc_t r1[V], r2[V];
 UDA_UNROLL
     for (int k = 0; k < V; ++k) r1[k] = acc_t(0), r2[k] = acc_t(0);
-    st.exps(C, s, [&](int, const acc_t(&)[2][V], const acc_t(&)[2][V], const acc_t(&e)[2][V]) {
+    if constexpr (kCosineJacobian<T>) {
+      st.exps(C, s, [&](int, const acc_t(&)[2][V], const acc_t(&)[2][V], const acc_t(&e)[2][V]) {
 UDA_UNROLL
-      for (int k = 0; k < V; ++k) {
-        r1[k] += e[0][k] * cosine_b(e[0][k], e[1][k], i12[k], c1[k]);
-        r2[k] += e[1][k] * cosine_b(e[1][k], e[0][k], i12[k], c2[k]);
-      }
-    });
+        for (int k = 0; k < V; ++k) {
+          r1[k] += e[0][k] * cosine_b(e[0][k], e[1][k], i12[k], c1[k]);
+          r2[k] += e[1][k] * cosine_b(e[1][k], e[0][k], i12[k], c2[k]);
+        }
+      });
 UDA_UNROLL
-    for (int k = 0; k < V; ++k) r1[k] /= st.sum[0][k], r2[k] /= st.sum[1][k];
+      for (int k = 0; k < V; ++k) r1[k] /= st.sum[0][k], r2[k] /= st.sum[1][k];
+    }
     st.exps(C, s, [&](int c, const acc_t(&)[2][V], const acc_t(&)[2][V], const acc_t(&e)[2][V]) {
       acc_t o1[V], o2[V];
 UDA_UNROLL
       for (int k = 0; k < V; ++k) {
         const acc_t e1 = e[0][k], e2 = e[1][k];
-        o1[k] = -gm[k] * e1 * (cosine_b(e1, e2, i12[k], c1[k]) - r1[k]);
+        o1[k] = -gm[k] * e1 * (cosine_b(e1, e2, i12[k], c1[k]) - r1[k]);  // r = 0 folds away for half types
         o2[k] = -gm[k] * e2 * (cosine_b(e2, e1, i12[k], c2[k]) - r2[k]);
       }
       s[0].store(g1 + tp.x, g.cs(), c, o1, tp);

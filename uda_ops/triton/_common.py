@@ -597,7 +597,8 @@ def load_map(ptr, o, q, Q, stride, F64: tl.constexpr):
 # b1_j = e2_j / (|e1||e2|) - cos e1_j / |e1|^2: dM/dz1_j = -e1_j (b1_j - sum_c e1_c b1_c / S1), S1 = sum e1
 # (symmetrically for z2); |e|^2 >= 1. The sum_c e1_c b1_c term (the softmax Jacobian's) is 0 in exact
 # arithmetic; computed from the same rounded b1 it takes out most of their rounding, which b1_j's cancellation
-# would otherwise magnify (as csrc/cpu/cosine.h).
+# would otherwise magnify (as csrc/cpu/cosine.h). Only for fp32 and fp64 inputs (EXACT): a half-type gradient is
+# stored with a rounding far above what the term takes out.
 @triton.jit
 def cosine_step(m1, m2, s12, s11, s22, z1, z2, mask):
     """One chunk of the cosine sums (online); also returns the chunk's exps e1, e2 (w.r.t. the new maxima)."""
@@ -653,6 +654,11 @@ def cosine_stats(z1_ptr, z2_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64: 
     return m1, m2, cos, inv12, inv11, inv22
 
 
+def cosine_exact(dtype: torch.dtype) -> bool:
+    """EXACT of cosine_backward: the softmax-Jacobian term for fp32 and fp64 inputs."""
+    return dtype.itemsize >= 4
+
+
 @triton.jit
 def cosine_b(e, f, inv12, c):
     """b of one tile of input e (f: the other input's exps): f / (|e||f|) - cos e / |e|^2, with c = cos / |e|^2."""
@@ -667,37 +673,46 @@ def cosine_r_tile(e1, e2, inv12, c1, c2):
 
 
 @triton.jit
-def cosine_grad_tile(g1_ptr, g2_ptr, offs, mask, e1, e2, inv12, c1, c2, r1, r2, gm):
-    """Writes gm * dM/dz1 and gm * dM/dz2 of one tile (gm = dL/dM per pixel) from its exps; r1, r2: the
+def cosine_grad_tile(g1_ptr, g2_ptr, offs, mask, e1, e2, inv12, c1, c2, r1, r2, gm, EXACT: tl.constexpr):
+    """Writes gm * dM/dz1 and gm * dM/dz2 of one tile (gm = dL/dM per pixel) from its exps; r1, r2 (EXACT): the
     softmax-Jacobian terms sum_c e_c b_c / S."""
-    store(g1_ptr, offs, -gm[None, :] * e1 * (cosine_b(e1, e2, inv12, c1) - r1[None, :]), mask)
-    store(g2_ptr, offs, -gm[None, :] * e2 * (cosine_b(e2, e1, inv12, c2) - r2[None, :]), mask)
+    b1 = cosine_b(e1, e2, inv12, c1)
+    b2 = cosine_b(e2, e1, inv12, c2)
+    if EXACT:
+        b1 -= r1[None, :]
+        b2 -= r2[None, :]
+    store(g1_ptr, offs, -gm[None, :] * e1 * b1, mask)
+    store(g2_ptr, offs, -gm[None, :] * e2 * b2, mask)
 
 
 @triton.jit
 def cosine_backward(z1_ptr, z2_ptr, g1_ptr, g2_ptr, o, q, Q, C, q_stride, c_stride, o_stride, gm,
-                    F64: tl.constexpr, CB: tl.constexpr, CB2: tl.constexpr, ONE: tl.constexpr, FULL: tl.constexpr):
+                    F64: tl.constexpr, CB: tl.constexpr, CB2: tl.constexpr, ONE: tl.constexpr, FULL: tl.constexpr,
+                    EXACT: tl.constexpr):
     """Writes gm * dM/dz1, gm * dM/dz2 of a pixel tile and returns cos. ONE: one load and one exp per
-    element, gradients from registers; else the online statistics, then each chunk re-read twice (the
-    softmax-Jacobian terms, then the gradients)."""
+    element, gradients from registers; else the online statistics, then each chunk re-read (EXACT: twice, the
+    softmax-Jacobian terms first)."""
     if ONE:
         offs1, mask1, offs2, mask2, e11, e12, e21, e22, m1, m2, s12, s11, s22 = cosine_one(
             z1_ptr, z2_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64, CB, CB2, FULL)
         cos, inv12, inv11, inv22 = cosine_finish(m1, m2, s12, s11, s22)
         c1 = cos * inv11
         c2 = cos * inv22
-        r1, r2, t1, t2 = cosine_r_tile(e11, e21, inv12, c1, c2)
+        r1 = cos
+        r2 = cos
+        if EXACT:
+            r1, r2, t1, t2 = cosine_r_tile(e11, e21, inv12, c1, c2)
+            if CB2 > 0:
+                u1, u2, v1, v2 = cosine_r_tile(e12, e22, inv12, c1, c2)
+                r1 += u1
+                r2 += u2
+                t1 += v1
+                t2 += v2
+            r1 = r1 / t1
+            r2 = r2 / t2
+        cosine_grad_tile(g1_ptr, g2_ptr, offs1, mask1, e11, e21, inv12, c1, c2, r1, r2, gm, EXACT)
         if CB2 > 0:
-            u1, u2, v1, v2 = cosine_r_tile(e12, e22, inv12, c1, c2)
-            r1 += u1
-            r2 += u2
-            t1 += v1
-            t2 += v2
-        r1 = r1 / t1
-        r2 = r2 / t2
-        cosine_grad_tile(g1_ptr, g2_ptr, offs1, mask1, e11, e21, inv12, c1, c2, r1, r2, gm)
-        if CB2 > 0:
-            cosine_grad_tile(g1_ptr, g2_ptr, offs2, mask2, e12, e22, inv12, c1, c2, r1, r2, gm)
+            cosine_grad_tile(g1_ptr, g2_ptr, offs2, mask2, e12, e22, inv12, c1, c2, r1, r2, gm, EXACT)
     else:
         m1, m2, cos, inv12, inv11, inv22 = cosine_stats(z1_ptr, z2_ptr, o, q, Q, C, q_stride, c_stride, o_stride,
                                                         F64, CB, CB2, ONE, FULL)
@@ -705,22 +720,23 @@ def cosine_backward(z1_ptr, z2_ptr, g1_ptr, g2_ptr, o, q, Q, C, q_stride, c_stri
         c2 = cos * inv22
         r1 = tl.zeros_like(cos)
         r2 = tl.zeros_like(cos)
-        t1 = tl.zeros_like(cos)
-        t2 = tl.zeros_like(cos)
+        if EXACT:
+            t1 = tl.zeros_like(cos)
+            t2 = tl.zeros_like(cos)
+            for c0 in range(0, C, CB):
+                offs, mask = tile_offsets(o, q, c0, Q, C, q_stride, c_stride, o_stride, CB)
+                e1 = chunk_exp(load_tile(z1_ptr, offs, mask, F64), m1, mask)
+                e2 = chunk_exp(load_tile(z2_ptr, offs, mask, F64), m2, mask)
+                u1, u2, v1, v2 = cosine_r_tile(e1, e2, inv12, c1, c2)
+                r1 += u1
+                r2 += u2
+                t1 += v1
+                t2 += v2
+            r1 = r1 / t1
+            r2 = r2 / t2
         for c0 in range(0, C, CB):
             offs, mask = tile_offsets(o, q, c0, Q, C, q_stride, c_stride, o_stride, CB)
             e1 = chunk_exp(load_tile(z1_ptr, offs, mask, F64), m1, mask)
             e2 = chunk_exp(load_tile(z2_ptr, offs, mask, F64), m2, mask)
-            u1, u2, v1, v2 = cosine_r_tile(e1, e2, inv12, c1, c2)
-            r1 += u1
-            r2 += u2
-            t1 += v1
-            t2 += v2
-        r1 = r1 / t1
-        r2 = r2 / t2
-        for c0 in range(0, C, CB):
-            offs, mask = tile_offsets(o, q, c0, Q, C, q_stride, c_stride, o_stride, CB)
-            e1 = chunk_exp(load_tile(z1_ptr, offs, mask, F64), m1, mask)
-            e2 = chunk_exp(load_tile(z2_ptr, offs, mask, F64), m2, mask)
-            cosine_grad_tile(g1_ptr, g2_ptr, offs, mask, e1, e2, inv12, c1, c2, r1, r2, gm)
+            cosine_grad_tile(g1_ptr, g2_ptr, offs, mask, e1, e2, inv12, c1, c2, r1, r2, gm, EXACT)
     return cos

@@ -53,6 +53,7 @@ def _specs(dt: str, variants=tuple(VARIANTS), reduce: bool = False):
     from . import clan_adversarial, cosine_discrepancy, entropy, kl_div, self_information, sym_kl
 
     f64 = dt == "fp64"
+    exact = dt in ("fp32", "fp64")  # K.cosine_exact
     T, A = f"*{dt}", "*fp64" if f64 else "*fp32"
     ce = {k: "constexpr" for k in ("F64", "CB", "CB2", "BP", "ONE", "FULL")}
     g = {"g_ptr": A, "g_stride": "i32"}
@@ -75,12 +76,12 @@ def _specs(dt: str, variants=tuple(VARIANTS), reduce: bool = False):
          {"z_ptr": T, "g_ptr": T, "g_o": "i32", "g_q": "i32", "g_c": "i32", "gz_ptr": T}, nlc, {}, 2),
         ("cosine_fwd", cosine_discrepancy._cosine_fwd, {"z1_ptr": T, "z2_ptr": T, "out_ptr": A}, {}, {}, 2),
         ("cosine_bwd", cosine_discrepancy._cosine_bwd, {"z1_ptr": T, "z2_ptr": T, **g, "g1_ptr": T, "g2_ptr": T},
-         {}, {}, 2),
+         {}, {"EXACT": exact}, 2),
         # d in the logits' dtype, as a discriminator under autocast gives it (read as it is); its gradient float32
         ("clan_fwd", clan_adversarial._clan_fwd, {"d_ptr": T, "z1_ptr": T, "z2_ptr": T, "out_ptr": A}, clan, {}, 2),
         ("clan_bwd", clan_adversarial._clan_bwd,
          {"d_ptr": T, "z1_ptr": T, "z2_ptr": T, **g, "gd_ptr": A, "g1_ptr": T, "g2_ptr": T}, clan,
-         {"NEED_LOGITS": True}, 2),
+         {"NEED_LOGITS": True, "EXACT": exact}, 2),
     ]
     out = []
     for variant in variants:

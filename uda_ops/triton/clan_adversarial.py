@@ -42,7 +42,8 @@ def _clan_fwd(d_ptr, z1_ptr, z2_ptr, out_ptr, Q, NQ, C, q_stride, c_stride, o_st
 @triton.jit
 def _clan_bwd(d_ptr, z1_ptr, z2_ptr, g_ptr, g_stride, gd_ptr, g1_ptr, g2_ptr, Q, NQ, C, q_stride, c_stride,
               o_stride, t_hi, t_lo, lam_hi, lam_lo, eps_hi, eps_lo, NEED_LOGITS: tl.constexpr, F64: tl.constexpr,
-              CB: tl.constexpr, CB2: tl.constexpr, BP: tl.constexpr, ONE: tl.constexpr, FULL: tl.constexpr):
+              CB: tl.constexpr, CB2: tl.constexpr, BP: tl.constexpr, ONE: tl.constexpr, FULL: tl.constexpr,
+              EXACT: tl.constexpr):
     o, q = K.tile_pixels(NQ, BP)
     target, lam, eps = K.scalar(t_hi, t_lo, F64), K.scalar(lam_hi, lam_lo, F64), K.scalar(eps_hi, eps_lo, F64)
     d = K.load_map(d_ptr, o, q, Q, 1, F64)
@@ -50,7 +51,7 @@ def _clan_bwd(d_ptr, z1_ptr, z2_ptr, g_ptr, g_stride, gd_ptr, g1_ptr, g2_ptr, Q,
     loss, dloss = _bce_with_logits(d, target)
     if NEED_LOGITS:
         cos = K.cosine_backward(z1_ptr, z2_ptr, g1_ptr, g2_ptr, o, q, Q, C, q_stride, c_stride, o_stride,
-                                g * lam * loss, F64, CB, CB2, ONE, FULL)
+                                g * lam * loss, F64, CB, CB2, ONE, FULL, EXACT)
     else:
         m1, m2, cos, inv12, inv11, inv22 = K.cosine_stats(z1_ptr, z2_ptr, o, q, Q, C, q_stride, c_stride,
                                                           o_stride, F64, CB, CB2, ONE, FULL)
@@ -98,7 +99,8 @@ def clan_adversarial_backward(grad: Tensor, d: Tensor, z1: Tensor, z2: Tensor, t
         T = K.tile_config(L, z1.dtype, inputs=2)
         K.launch(_clan_bwd, T.grid, dc, ac, bc, g, gs, gd, g1 if need_logit_grads else gd,
                  g2 if need_logit_grads else gd, *T.args, *K.f64_args(target, lambda_local, epsilon),
-                 NEED_LOGITS=bool(need_logit_grads), F64=z1.dtype == torch.float64, **T.meta)
+                 NEED_LOGITS=bool(need_logit_grads), F64=z1.dtype == torch.float64,
+                 EXACT=K.cosine_exact(z1.dtype), **T.meta)
     return (gd if gd.dtype == d.dtype else gd.to(d.dtype)), g1, g2
 
 

@@ -25,11 +25,11 @@ def _cosine_fwd(z1_ptr, z2_ptr, out_ptr, Q, NQ, C, q_stride, c_stride, o_stride,
 @triton.jit
 def _cosine_bwd(z1_ptr, z2_ptr, g_ptr, g_stride, g1_ptr, g2_ptr, Q, NQ, C, q_stride, c_stride, o_stride,
                 F64: tl.constexpr, CB: tl.constexpr, CB2: tl.constexpr, BP: tl.constexpr, ONE: tl.constexpr,
-                FULL: tl.constexpr):
+                FULL: tl.constexpr, EXACT: tl.constexpr):
     o, q = K.tile_pixels(NQ, BP)
     g = K.load_map(g_ptr, o, q, Q, g_stride, F64)
     K.cosine_backward(z1_ptr, z2_ptr, g1_ptr, g2_ptr, o, q, Q, C, q_stride, c_stride, o_stride, g, F64, CB, CB2,
-                      ONE, FULL)
+                      ONE, FULL, EXACT)
 
 
 @K.op("cosine_discrepancy")
@@ -57,7 +57,8 @@ def cosine_discrepancy_backward(grad: Tensor, z1: Tensor, z2: Tensor, dim: int) 
     g1, g2 = K.empty_in_layout(z1, dim, L, z1.dtype), K.empty_in_layout(z1, dim, L, z1.dtype)
     if L.pixels:
         T = K.tile_config(L, z1.dtype, inputs=2)
-        K.launch(_cosine_bwd, T.grid, ac, bc, g, gs, g1, g2, *T.args, F64=z1.dtype == torch.float64, **T.meta)
+        K.launch(_cosine_bwd, T.grid, ac, bc, g, gs, g1, g2, *T.args, F64=z1.dtype == torch.float64,
+                 EXACT=K.cosine_exact(z1.dtype), **T.meta)
     return g1, g2
 
 
