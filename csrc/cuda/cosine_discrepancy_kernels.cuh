@@ -85,7 +85,7 @@ struct CosineTile {
   using acc_t = acc_of<T>;
   static constexpr int V = kLanes<T>;
   TileSoftmax<T, 2> st;
-  acc_t cos[V], i12[V], c1[V], c2[V];  // c1 = cos / E11, c2 = cos / E22
+  acc_t cos[V], i12[V], i11[V], i22[V];  // i11 = 1 / E11, i22 = 1 / E22
 
   template <typename S>
   UDA_HD void compute(int C, const S* s) {
@@ -105,20 +105,21 @@ UDA_UNROLL
       const bool bad = is_nan(st.sum[0][k]) || is_nan(st.sum[1][k]);
       i12[k] = bad ? quiet_nan<acc_t>() : acc_t(1) / uda_sqrt(e11[k] * e22[k]);
       cos[k] = e12[k] * i12[k];
-      c1[k] = cos[k] / e11[k];
-      c2[k] = cos[k] / e22[k];
+      i11[k] = acc_t(1) / e11[k];
+      i22[k] = acc_t(1) / e22[k];
     }
   }
 
-  // Writes the gradients for gm = dL/dM per lane into g1, g2 (class rows of the tile). fp32/fp64: first a pass
-  // for the softmax-Jacobian terms r (0 in exact arithmetic, they take out the rounding of b).
+  // Writes the gradients for gm = dL/dM per lane into g1, g2 (class rows of the tile). fp32/fp64: a first pass
+  // for the softmax-Jacobian terms r (0 in exact arithmetic, they take out the rounding of b); half types: the
+  // closed form, b written directly.
   template <typename S>
   UDA_HD void grads(int C, const S* s, const acc_t (&gm)[V], const PlanesGeom& g, const TilePos& tp, T* g1,
                     T* g2) const {
-    acc_t r1[V], r2[V];
-UDA_UNROLL
-    for (int k = 0; k < V; ++k) r1[k] = acc_t(0), r2[k] = acc_t(0);
     if constexpr (kCosineJacobian<T>) {
+      acc_t c1[V], c2[V], r1[V], r2[V];
+UDA_UNROLL
+      for (int k = 0; k < V; ++k) c1[k] = cos[k] * i11[k], c2[k] = cos[k] * i22[k], r1[k] = r2[k] = acc_t(0);
       st.exps(C, s, [&](int, const acc_t(&)[2][V], const acc_t(&)[2][V], const acc_t(&e)[2][V]) {
 UDA_UNROLL
         for (int k = 0; k < V; ++k) {
@@ -128,18 +129,30 @@ UDA_UNROLL
       });
 UDA_UNROLL
       for (int k = 0; k < V; ++k) r1[k] /= st.sum[0][k], r2[k] /= st.sum[1][k];
-    }
-    st.exps(C, s, [&](int c, const acc_t(&)[2][V], const acc_t(&)[2][V], const acc_t(&e)[2][V]) {
-      acc_t o1[V], o2[V];
+      st.exps(C, s, [&](int c, const acc_t(&)[2][V], const acc_t(&)[2][V], const acc_t(&e)[2][V]) {
+        acc_t o1[V], o2[V];
 UDA_UNROLL
-      for (int k = 0; k < V; ++k) {
-        const acc_t e1 = e[0][k], e2 = e[1][k];
-        o1[k] = -gm[k] * e1 * (cosine_b(e1, e2, i12[k], c1[k]) - r1[k]);  // r = 0 folds away for half types
-        o2[k] = -gm[k] * e2 * (cosine_b(e2, e1, i12[k], c2[k]) - r2[k]);
-      }
-      s[0].store(g1 + tp.x, g.cs(), c, o1, tp);
-      s[1].store(g2 + tp.x, g.cs(), c, o2, tp);
-    });
+        for (int k = 0; k < V; ++k) {
+          const acc_t e1 = e[0][k], e2 = e[1][k];
+          o1[k] = -gm[k] * e1 * (cosine_b(e1, e2, i12[k], c1[k]) - r1[k]);
+          o2[k] = -gm[k] * e2 * (cosine_b(e2, e1, i12[k], c2[k]) - r2[k]);
+        }
+        s[0].store(g1 + tp.x, g.cs(), c, o1, tp);
+        s[1].store(g2 + tp.x, g.cs(), c, o2, tp);
+      });
+    } else {
+      st.exps(C, s, [&](int c, const acc_t(&)[2][V], const acc_t(&)[2][V], const acc_t(&e)[2][V]) {
+        acc_t o1[V], o2[V];
+UDA_UNROLL
+        for (int k = 0; k < V; ++k) {
+          const acc_t e1 = e[0][k], e2 = e[1][k], both = e1 * e2 * i12[k];
+          o1[k] = -gm[k] * (both - cos[k] * e1 * e1 * i11[k]);
+          o2[k] = -gm[k] * (both - cos[k] * e2 * e2 * i22[k]);
+        }
+        s[0].store(g1 + tp.x, g.cs(), c, o1, tp);
+        s[1].store(g2 + tp.x, g.cs(), c, o2, tp);
+      });
+    }
   }
 };
 
