@@ -666,10 +666,11 @@ def cosine_b(e, f, inv12, c):
 
 
 @triton.jit
-def cosine_r_tile(e1, e2, inv12, c1, c2):
-    """One tile's share of sum_c e1_c b1_c, sum_c e2_c b2_c, S1 and S2."""
-    return (tl.sum(e1 * cosine_b(e1, e2, inv12, c1), axis=0), tl.sum(e2 * cosine_b(e2, e1, inv12, c2), axis=0),
-            tl.sum(e1, axis=0), tl.sum(e2, axis=0))
+def cosine_r_add(r1, r2, t1, t2, e1, e2, inv12, c1, c2):
+    """r1, r2, t1, t2 plus one tile's share of sum_c e1_c b1_c, sum_c e2_c b2_c, S1 and S2."""
+    r1 += tl.sum(e1 * cosine_b(e1, e2, inv12, c1), axis=0)
+    r2 += tl.sum(e2 * cosine_b(e2, e1, inv12, c2), axis=0)
+    return r1, r2, t1 + tl.sum(e1, axis=0), t2 + tl.sum(e2, axis=0)
 
 
 @triton.jit
@@ -696,44 +697,33 @@ def cosine_backward(z1_ptr, z2_ptr, g1_ptr, g2_ptr, o, q, Q, C, q_stride, c_stri
         offs1, mask1, offs2, mask2, e11, e12, e21, e22, m1, m2, s12, s11, s22 = cosine_one(
             z1_ptr, z2_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64, CB, CB2, FULL)
         cos, inv12, inv11, inv22 = cosine_finish(m1, m2, s12, s11, s22)
-        c1 = cos * inv11
-        c2 = cos * inv22
-        r1 = cos
-        r2 = cos
-        if EXACT:
-            r1, r2, t1, t2 = cosine_r_tile(e11, e21, inv12, c1, c2)
-            if CB2 > 0:
-                u1, u2, v1, v2 = cosine_r_tile(e12, e22, inv12, c1, c2)
-                r1 += u1
-                r2 += u2
-                t1 += v1
-                t2 += v2
-            r1 = r1 / t1
-            r2 = r2 / t2
-        cosine_grad_tile(g1_ptr, g2_ptr, offs1, mask1, e11, e21, inv12, c1, c2, r1, r2, gm, EXACT)
-        if CB2 > 0:
-            cosine_grad_tile(g1_ptr, g2_ptr, offs2, mask2, e12, e22, inv12, c1, c2, r1, r2, gm, EXACT)
     else:
         m1, m2, cos, inv12, inv11, inv22 = cosine_stats(z1_ptr, z2_ptr, o, q, Q, C, q_stride, c_stride, o_stride,
                                                         F64, CB, CB2, ONE, FULL)
-        c1 = cos * inv11
-        c2 = cos * inv22
-        r1 = tl.zeros_like(cos)
-        r2 = tl.zeros_like(cos)
-        if EXACT:
-            t1 = tl.zeros_like(cos)
-            t2 = tl.zeros_like(cos)
+    c1 = cos * inv11
+    c2 = cos * inv22
+    r1 = tl.zeros_like(cos)
+    r2 = tl.zeros_like(cos)
+    if EXACT:
+        t1 = tl.zeros_like(cos)
+        t2 = tl.zeros_like(cos)
+        if ONE:
+            r1, r2, t1, t2 = cosine_r_add(r1, r2, t1, t2, e11, e21, inv12, c1, c2)
+            if CB2 > 0:
+                r1, r2, t1, t2 = cosine_r_add(r1, r2, t1, t2, e12, e22, inv12, c1, c2)
+        else:
             for c0 in range(0, C, CB):
                 offs, mask = tile_offsets(o, q, c0, Q, C, q_stride, c_stride, o_stride, CB)
                 e1 = chunk_exp(load_tile(z1_ptr, offs, mask, F64), m1, mask)
                 e2 = chunk_exp(load_tile(z2_ptr, offs, mask, F64), m2, mask)
-                u1, u2, v1, v2 = cosine_r_tile(e1, e2, inv12, c1, c2)
-                r1 += u1
-                r2 += u2
-                t1 += v1
-                t2 += v2
-            r1 = r1 / t1
-            r2 = r2 / t2
+                r1, r2, t1, t2 = cosine_r_add(r1, r2, t1, t2, e1, e2, inv12, c1, c2)
+        r1 = r1 / t1
+        r2 = r2 / t2
+    if ONE:
+        cosine_grad_tile(g1_ptr, g2_ptr, offs1, mask1, e11, e21, inv12, c1, c2, r1, r2, gm, EXACT)
+        if CB2 > 0:
+            cosine_grad_tile(g1_ptr, g2_ptr, offs2, mask2, e12, e22, inv12, c1, c2, r1, r2, gm, EXACT)
+    else:
         for c0 in range(0, C, CB):
             offs, mask = tile_offsets(o, q, c0, Q, C, q_stride, c_stride, o_stride, CB)
             e1 = chunk_exp(load_tile(z1_ptr, offs, mask, F64), m1, mask)
