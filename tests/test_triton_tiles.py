@@ -44,7 +44,7 @@ def test_class_buckets_and_tails(triton_backend, op, shape, dim, layout):
 @pytest.mark.parametrize("shape,layout,kind", [
     ((2, 7, 3, 5), "contiguous", "neg_inf"),     # planes 4 + 4: tile 2 has a padded class
     ((2, 33, 2, 3), "contiguous", "random"),     # planes 32 + 1
-    ((2, 3, 4, 4), "channels_last", "neg_inf"),  # rows 2 + 1, pixel-major
+    ((2, 3, 4, 4), "channels_last", "neg_inf"),  # rows 2 + 1, staged
     ((5, 32), "contiguous", "random"),           # rows, C a power of two: one tile, no tile 2
     ((6, 33), "contiguous", "neg_inf"),          # rows past MAX_SPLIT: one masked tile of 64 along the lanes
 ])
@@ -54,7 +54,7 @@ def test_split_tiles(triton_backend, op, shape, layout, kind):
     xs = op.make(shape, torch.float32, layout=layout, kind=kind)
     L = K.class_layout(xs[-1], 1)
     T = K.tile_config(L, torch.float32)
-    assert T.FULL == (0 if L.inner == 1 and L.classes > K.MAX_SPLIT["rows"] else 2 if L.inner == 1 else 1)
+    assert T.FULL == (0 if L.inner == 1 and L.classes > K.MAX_SPLIT["rows"] else 3 if L.inner == 1 else 1)
     check_op(op, xs, dim=1)
 
 
@@ -113,13 +113,19 @@ def test_tile_table():
             for inputs in (1, 2):
                 T = K.tile_config(K.Layout(layout.outer, C, layout.inner, rows), torch.float32, inputs=inputs)
                 warps = K.NUM_WARPS if rows else 1
-                assert T.ONE and T.FULL == (2 if rows else 1) and T.meta["num_warps"] == warps
+                assert T.ONE and T.FULL == (3 if rows else 1) and T.meta["num_warps"] == warps
                 assert T.CB <= C <= T.CB + T.CB2 and (T.CB2 == 0) == (T.CB == C), (C, T)
                 assert T.CB & (T.CB - 1) == 0 and T.CB2 & (T.CB2 - 1) == 0 and T.CB2 <= T.CB
                 budget = K.ONE_ELEMENTS * warps
-                assert (T.CB + T.CB2) * T.BP * inputs <= budget < 2 * (T.CB + T.CB2) * T.BP * inputs
+                assert (T.CB + T.CB2) * T.BP * inputs <= budget
+                if rows:  # the flat block: the least power of two >= BP * C, within STAGE_ELEMENTS
+                    flat = T.BP * T.CB * (2 if T.CB2 else 1)
+                    assert flat == K.pow2_ceil(T.BP * C) and T.meta["SC"] == C
+                    assert flat <= K.STAGE_ELEMENTS < 2 * flat or budget < 2 * (T.CB + T.CB2) * T.BP * inputs
+                else:
+                    assert budget < 2 * (T.CB + T.CB2) * T.BP * inputs
     rows19 = K.tile_config(K.Layout(2 * 512 * 1024, 19, 1, True), torch.float32, inputs=2)
-    assert rows19.meta == {"CB": 16, "CB2": 4, "BP": 256, "ONE": True, "FULL": 2, "num_warps": 4}
+    assert rows19.meta == {"CB": 16, "CB2": 4, "BP": 128, "ONE": True, "FULL": 3, "num_warps": 4, "SC": 19}
     big = K.tile_config(K.Layout(2, 150, 4096, False), torch.float16, inputs=2)
     assert big.CB == K.MAX_CB["planes"] and not big.meta["ONE"] and big.CB * big.BP == K.TILE_ELEMENTS["planes"] // 2
     assert big.meta["num_warps"] == K.NUM_WARPS and big.CB2 == 0 and not big.FULL
@@ -132,7 +138,7 @@ def test_tile_table():
 
 
 def _aot_report(tmp_path, pixel_vec: str, *args: str, timeout: int = 900):
-    """The --report lines of the planes loss kernels from `python -m uda_ops.triton.aot_check` (fp32 and bf16, sm_90,
+    """The --report lines of the loss kernels from `python -m uda_ops.triton.aot_check` (fp32 and bf16, sm_90,
     no GPU) with UDA_OPS_TRITON_PIXEL_VEC=pixel_vec; asserts that every kernel compiled."""
     import subprocess
     import sys
@@ -142,7 +148,7 @@ def _aot_report(tmp_path, pixel_vec: str, *args: str, timeout: int = 900):
                        capture_output=True, text=True, env=env,
                        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), timeout=timeout)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    return [ln for ln in r.stdout.splitlines() if "@planes" in ln]
+    return [ln for ln in r.stdout.splitlines() if "@planes" in ln or "@rows" in ln]
 
 
 def test_nchw_loss_kernels_load_128_bits(tmp_path):
@@ -151,7 +157,7 @@ def test_nchw_loss_kernels_load_128_bits(tmp_path):
     as the upstream gradient), with no spills, and exponentiates with ex2.approx.ftz (K.exp, which the
     interpreter tests cannot reach)."""
     import re
-    lines = _aot_report(tmp_path, "0", "--variants", "planes19,planes150")
+    lines = [ln for ln in _aot_report(tmp_path, "0", "--variants", "planes19,planes150") if "@planes" in ln]
     assert len(lines) == 2 * 2 * 13, lines
     for ln in lines:
         loads = dict((k, int(v)) for k, v in re.findall(r"([\w.]+)x(\d+)", ln.split("ld.global[")[1].split("]")[0]))
@@ -161,6 +167,26 @@ def test_nchw_loss_kernels_load_128_bits(tmp_path):
         assert vec > 0 and loads.get("b16", 0) <= ("clan" in ln) and sum(loads.values()) <= vec * per_vec, ln
         assert "spill_stores=0" in ln, ln
         assert int(re.search(r"ex2\.ftz=(\d+)", ln).group(1)) > 0, ln  # K.exp's fast path, not tl.exp
+
+
+# The rows kernels that write a per-class tensor (each backward, self_information's forward)
+ROWS_WRITERS = ("_bwd", "self_information_fwd")
+
+
+def test_staged_rows_kernels_move_128_bits(tmp_path):
+    """Staged rows (channels_last, C = 19) compiled for sm_90: each input's run is read with 128-bit loads (the
+    only scalar loads are per-pixel maps: the upstream gradient, clan's d), each per-class output is written with
+    128-bit stores, nothing spills. The in-place rows tiles (FULL = 2) read element by element."""
+    import re
+    lines = _aot_report(tmp_path, "0", "--variants", "rows19")
+    assert len(lines) == 2 * 13, lines
+    for ln in lines:
+        fields = {k: re.search(k + r"\[([^\]]*)\]", ln).group(1) for k in ("ld.global", "st.global")}
+        loads, stores = ({k: int(v) for k, v in re.findall(r"([\w.]+)x(\d+)", f)} for f in fields.values())
+        assert loads.pop("v4.b32", 0) > 0 and sum(loads.values()) <= 2, ln
+        if any(w in ln for w in ROWS_WRITERS):
+            assert stores.pop("v4.b32", 0) > 0 and sum(stores.values()) <= 1, ln
+        assert "spill_stores=0" in ln, ln
 
 
 def test_pixel_vec_experiment_narrows_only_16_bit_split_tiles(tmp_path):
@@ -202,3 +228,55 @@ def test_one_tile_step_and_chunks_c19(triton_backend, op, kind, monkeypatch):
             assert torch.equal(a, b)
     if kind in ("nan", "all_neg_inf"):
         assert results[True, "contiguous"][0].any()
+
+
+# Rows of C <= MAX_SPLIT["rows"] classes: staged through a flat block (FULL = 3, the default) and read in place
+# (FULL = 2, UDA_OPS_TRITON_ROWS_STAGED=0). Row counts: one partial program, several full programs and a partial
+# tail (BP = 128 rows at C = 19 in fp32), and (N, C) logits.
+STAGED_SHAPES = [
+    ((2, 19, 3, 5), "channels_last"),    # 30 rows: one partial run
+    ((1, 19, 13, 23), "channels_last"),  # 299 rows: two full runs and a tail of 43
+    ((3, 3, 7, 11), "channels_last"),    # C = 3: tiles of 2 + 1 classes
+    ((2, 16, 9, 9), "channels_last"),    # C = 16: one tile, no tile 2
+    ((257, 32), "contiguous"),           # (N, C) logits, C = MAX_SPLIT: one tile of 32
+    ((5, 2), "contiguous"),              # C = 2
+]
+
+
+@pytest.mark.parametrize("staged", [True, False], ids=["staged", "in_place"])
+@pytest.mark.parametrize("op", OPS, ids=OP_IDS)
+@pytest.mark.parametrize("shape,layout", STAGED_SHAPES, ids=[f"{s}-{l}" for s, l in STAGED_SHAPES])
+def test_rows_staged_and_in_place(triton_backend, op, shape, layout, staged, monkeypatch):
+    """Every op, value and gradients, against the float64 reference through both rows paths."""
+    monkeypatch.setattr(K, "ROWS_STAGED", staged)
+    xs = op.make(shape, torch.float32, layout=layout)
+    T = K.tile_config(K.class_layout(xs[-1], 1), torch.float32)
+    assert T.FULL == (3 if staged else 2)
+    check_op(op, xs, dim=1)
+
+
+@pytest.mark.parametrize("op", OPS, ids=OP_IDS)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16], ids=str)
+@pytest.mark.parametrize("kind", ["random", "neg_inf", "nan", "all_neg_inf"])
+def test_rows_staged_dtypes_and_extremes(triton_backend, op, dtype, kind):
+    """Staged rows in the interpreter's other dtypes (16-bit blocks; float64's smaller runs; bfloat16 runs in the
+    GPU tests) and with -inf, NaN and all -inf rows over several programs: NaN exactly where the reference has it."""
+    xs = op.make((1, 19, 11, 29), dtype, layout="channels_last", kind=kind)
+    assert K.tile_config(K.class_layout(xs[-1], 1), dtype).FULL == 3
+    check_op(op, xs, dim=1)
+
+
+@pytest.mark.parametrize("grad", ["channels_last", "contiguous", "expanded"])
+def test_rows_staged_self_information_gradient_layouts(triton_backend, grad):
+    """self_information's backward with staged z: an upstream gradient dense in z's rows layout is staged too
+    (G_ROWS), any other is read through its strides (an expanded one in place)."""
+    import uda_ops
+    from uda_ops import reference
+    z = torch.randn(1, 19, 13, 23).to(memory_format=torch.channels_last)
+    g = torch.randn(z.shape)
+    g = {"channels_last": g.to(memory_format=torch.channels_last), "contiguous": g,
+         "expanded": torch.tensor(0.7).expand(z.shape)}[grad]
+    x, y = z.clone().requires_grad_(True), z.double().requires_grad_(True)
+    uda_ops.self_information(x).backward(g)
+    reference.self_information(y).backward(g.double())
+    torch.testing.assert_close(x.grad.double(), y.grad, rtol=2e-5, atol=2e-6)

@@ -14,10 +14,16 @@ registers; the statistics are taken in one step (the max, then plain sums, no ru
 Up to C = 64 (planes) or 32 (rows) the classes are split into two power-of-two tiles, CB = the largest power
 of two <= C and CB2 = next_pow2(C - CB) (C = 19: 16 + 4, not one tile of 32 with 13 padded classes), so tile 1
 has no padded class and no class mask (FULL). Planes (FULL = 1) run one warp per program, so that the classes
-of a pixel sit in a few lanes of one warp (warp shuffles, no shared memory); rows (FULL = 2) mark the tile
-offsets non-contiguous (tl.max_contiguous 1), so that Triton lays the tile out pixel-major: each thread owns
-all the classes of its pixels (scalar loads; the bytes of a row are shared through L1) and reduces them in
-registers. Larger rows keep one masked tile of next_pow2(C) classes along the lanes (CB2 = 0, FULL = 0).
+of a pixel sit in a few lanes of one warp (warp shuffles, no shared memory). Rows are staged (FULL = 3): the
+program's BP rows are one contiguous run of BP * C elements, read with 128-bit loads as a flat block of F =
+next_pow2(BP * C) (`staged_flat`) and rearranged into the [classes x BP] tiles by tl.gather, which goes
+through shared memory (`load_one`); the tiles are laid out pixel-major, each thread owning all the classes of
+its pixels, and the gradients go back the same way (`store_one`: a gather into a flat block, 128-bit stores).
+C is a compile-time constant there (SC), so the run's length and the index arithmetic are constants. FULL = 2
+(UDA_OPS_TRITON_ROWS_STAGED=0, kept for the GPU comparison) reads the same tiles straight from global memory,
+offsets marked non-contiguous (tl.max_contiguous 1) for the pixel-major layout: scalar loads C elements apart,
+the bytes of a row shared through L1. Larger rows keep one masked tile of next_pow2(C) classes along the lanes
+(CB2 = 0, FULL = 0).
 Larger planes are walked in chunks of CB classes with an online max/sum (`softmax_step`, `rescale`; forward:
 one read; backward: a second read of each chunk to write the gradients).
 
@@ -241,7 +247,8 @@ def reduce_output(out: Tensor, reduction: int, pixels: int) -> Tensor:
 class Tile:
     """Launch geometry of a loss kernel: Q pixels per group, G groups (samples for planes, 1 for rows), the
     element strides of a pixel, a class and a group, BP pixels per program; ONE (C fits): tile 1 of CB classes
-    (FULL: all of them real; 1 planes, 2 rows) and tile 2 of CB2 (0: none); else chunks of CB classes."""
+    (FULL: all of them real; 1 planes, 3 rows staged, 2 rows read in place) and tile 2 of CB2 (0: none); else
+    chunks of CB classes."""
     Q: int
     G: int
     C: int
@@ -272,8 +279,11 @@ class Tile:
 
     @cached_property
     def meta(self):
-        return {"CB": self.CB, "CB2": self.CB2, "BP": self.BP, "ONE": self.ONE, "FULL": self.FULL,
+        meta = {"CB": self.CB, "CB2": self.CB2, "BP": self.BP, "ONE": self.ONE, "FULL": self.FULL,
                 "num_warps": tile_warps(self.FULL)}
+        if self.FULL == 3:  # staged rows: C a compile-time constant (one compilation per class count <= 32)
+            meta["SC"] = self.C
+        return meta
 
 
 # Elements of one input tile per program, per layout (in flight per program: small enough that the chip's
@@ -283,6 +293,10 @@ class Tile:
 # thread: fp32 sym_kl at C = 19 on planes is 16 + 4 classes x 4 pixels x 2 inputs, in 128 registers without
 # spills; float64 a quarter of that), up to MAX_SPLIT classes.
 TILE_ELEMENTS = {"planes": 4096, "rows": 2048}
+# Staged rows (FULL = 3): at most STAGE_ELEMENTS elements in a program's flat block (F = next_pow2(BP * C), 32
+# fp32 registers a thread at 4 warps, and 16 KB of shared memory for each gather), and whether rows are staged.
+STAGE_ELEMENTS = 4096
+ROWS_STAGED = os.environ.get("UDA_OPS_TRITON_ROWS_STAGED", "1") not in ("", "0")
 ONE_ELEMENTS = 2560
 MAX_CB = {"planes": 64, "rows": 1024}
 MAX_SPLIT = {"planes": 64, "rows": 32}
@@ -304,7 +318,8 @@ def tile_config(L: Layout, dtype: torch.dtype, inputs: int = 1) -> Tile:
     half the elements, a quarter in the split tiles) and the number of class tiles the op reads at once
     (`inputs`, which divides the element budget). Cached per key; the budgets above are part of the key, so a
     test that changes them gets fresh tiles."""
-    budgets = (ONE_ELEMENTS, NUM_WARPS, *TILE_ELEMENTS.values(), *MAX_CB.values(), *MAX_SPLIT.values())
+    budgets = (ONE_ELEMENTS, NUM_WARPS, STAGE_ELEMENTS, ROWS_STAGED, *TILE_ELEMENTS.values(), *MAX_CB.values(),
+               *MAX_SPLIT.values())
     return _tile_config(L, dtype, inputs, budgets)
 
 
@@ -321,9 +336,11 @@ def _tile_config(L: Layout, dtype: torch.dtype, inputs: int, budgets: tuple) -> 
     if L.classes <= min(MAX_SPLIT[kind], MAX_CB[kind]):
         cb = _pow2_floor(L.classes)
         cb2 = pow2_ceil(L.classes - cb) if L.classes > cb else 0
-        full = 2 if rows else 1
+        full = (3 if ROWS_STAGED else 2) if rows else 1
         per_warp = ONE_ELEMENTS // inputs // f64 ** 2 // (cb + cb2)  # pixels (float64: a quarter, no spills)
         bp = min(_pow2_floor(per_warp * tile_warps(full)), q_max)
+        if full == 3:  # the flat block: F = BP * CB * (2 if CB2 else 1) elements (staged_flat)
+            bp = min(bp, _pow2_floor(max(1, STAGE_ELEMENTS // f64 // (cb * (2 if cb2 else 1)))))
         return Tile(Q, G, L.classes, qs, cs, os_, cb, bp, CB2=cb2, FULL=full)
     cb = min(pow2_ceil(L.classes), MAX_CB[kind])
     bp = max(1, min(TILE_ELEMENTS[kind] // inputs // f64 // cb, q_max))
@@ -416,34 +433,108 @@ def tile_offsets(o, q, c0, Q, C, q_stride, c_stride, o_stride, CB: tl.constexpr)
 def one_offsets(o, q, Q, C, q_stride, c_stride, o_stride, CB: tl.constexpr, CB2: tl.constexpr,
                 FULL: tl.constexpr):
     """ONE: offsets and masks of tile 1 (classes 0..CB-1; FULL: all real, its mask is the pixel mask) and of
-    tile 2 (classes CB..CB+CB2-1; with CB2 = 0 there is none and tile 1's are returned twice). FULL = 2 (rows):
-    offsets marked non-contiguous, for the pixel-major layout (see the module docstring)."""
-    offs1, mask1 = tile_offsets(o, q, 0, Q, C, q_stride, c_stride, o_stride, CB)
-    if FULL:
+    tile 2 (classes CB..CB+CB2-1; with CB2 = 0 there is none and tile 1's are returned twice). FULL = 3 (staged
+    rows): the offsets are int32 indices into the program's flat block (pixel p, class c at p * C + c; tile 2's
+    padded classes point at class C - 1), for load_one and store_one. FULL = 2 (rows in place): offsets marked
+    non-contiguous, for the pixel-major layout (see the module docstring)."""
+    if FULL == 3:
+        p = tl.arange(0, q.shape[0]) * C
+        offs1 = p[None, :] + tl.arange(0, CB)[:, None]
         mask1 = (q < Q)[None, :]
-    if CB2 > 0:
-        offs2, mask2 = tile_offsets(o, q, CB, Q, C, q_stride, c_stride, o_stride, CB2)
+        if CB2 > 0:
+            c2 = CB + tl.arange(0, CB2)
+            offs2 = p[None, :] + tl.minimum(c2, C - 1)[:, None]
+            mask2 = (c2 < C)[:, None] & mask1
+        else:
+            offs2 = offs1
+            mask2 = mask1
     else:
-        offs2 = offs1
-        mask2 = mask1
-    if FULL == 2:
-        offs1 = tl.max_contiguous(offs1, [1, 1])
-        offs2 = tl.max_contiguous(offs2, [1, 1])
-    if FULL == 1 and PIXEL_VEC > 0:
-        offs1 = tl.max_contiguous(offs1, [1, PIXEL_VEC])
-        offs2 = tl.max_contiguous(offs2, [1, PIXEL_VEC])
+        offs1, mask1 = tile_offsets(o, q, 0, Q, C, q_stride, c_stride, o_stride, CB)
+        if FULL:
+            mask1 = (q < Q)[None, :]
+        if CB2 > 0:
+            offs2, mask2 = tile_offsets(o, q, CB, Q, C, q_stride, c_stride, o_stride, CB2)
+        else:
+            offs2 = offs1
+            mask2 = mask1
+        if FULL == 2:
+            offs1 = tl.max_contiguous(offs1, [1, 1])
+            offs2 = tl.max_contiguous(offs2, [1, 1])
+        if FULL == 1 and PIXEL_VEC > 0:
+            offs1 = tl.max_contiguous(offs1, [1, PIXEL_VEC])
+            offs2 = tl.max_contiguous(offs2, [1, PIXEL_VEC])
     return offs1, mask1, offs2, mask2
 
 
 @triton.jit
-def load_one(ptr, offs1, mask1, offs2, mask2, F64: tl.constexpr, CB2: tl.constexpr):
-    """ONE: both tiles of one input (tile 2 is tile 1 when CB2 = 0)."""
-    z1 = load_tile(ptr, offs1, mask1, F64)
-    if CB2 > 0:
-        z2 = load_tile(ptr, offs2, mask2, F64)
+def staged_flat(ptr, Q, C, BP: tl.constexpr, F: tl.constexpr):
+    """Staged rows: this program's run of BP rows (BP * C contiguous elements from row pid * BP) as a flat block of
+    F >= BP * C elements, 0 past the run. A full run's length is a constant multiple of BP, so Triton issues
+    128-bit loads; only the last program's partial run is read element by element."""
+    q0 = tl.program_id(0).to(tl.int64) * BP
+    i = tl.arange(0, F).to(tl.int64)  # int64 offsets throughout (tests/test_large.py)
+    if q0 + BP <= Q:
+        flat = tl.load(ptr + (q0 * C + i), mask=i < BP * C, other=0.0)
     else:
-        z2 = z1
+        flat = tl.load(ptr + (q0 * C + i), mask=i < (Q - q0) * C, other=0.0)
+    return flat
+
+
+@triton.jit
+def staged_tile(flat, idx):
+    """The [classes x BP] tile of a staged flat block at the int32 indices `idx` (one_offsets, FULL = 3)."""
+    n: tl.constexpr = idx.shape[0] * idx.shape[1]
+    return tl.reshape(tl.gather(flat, tl.reshape(idx, [n]), 0), [idx.shape[0], idx.shape[1]])
+
+
+@triton.jit
+def load_one(ptr, offs1, mask1, offs2, mask2, Q, C, F64: tl.constexpr, CB2: tl.constexpr, FULL: tl.constexpr):
+    """ONE: both tiles of one input (tile 2 is tile 1 when CB2 = 0); FULL = 3: through the flat block."""
+    if FULL == 3:
+        BP: tl.constexpr = offs1.shape[1]
+        F: tl.constexpr = BP * offs1.shape[0] * (2 if CB2 > 0 else 1)
+        flat = staged_flat(ptr, Q, C, BP, F)
+        z1 = to_acc(staged_tile(flat, offs1), F64)
+        if CB2 > 0:
+            z2 = to_acc(staged_tile(flat, offs2), F64)
+        else:
+            z2 = z1
+    else:
+        z1 = load_tile(ptr, offs1, mask1, F64)
+        if CB2 > 0:
+            z2 = load_tile(ptr, offs2, mask2, F64)
+        else:
+            z2 = z1
     return z1, z2
+
+
+@triton.jit
+def store_one(ptr, offs1, v1, mask1, offs2, v2, mask2, Q, C, CB2: tl.constexpr, FULL: tl.constexpr):
+    """ONE: writes both tiles of one per-class output (v2 ignored when CB2 = 0). FULL = 3: the tiles are gathered
+    into the flat block of the program's run (element i = row i // C, class i % C) and stored with 128-bit
+    stores."""
+    if FULL == 3:
+        CB: tl.constexpr = v1.shape[0]
+        BP: tl.constexpr = v1.shape[1]
+        F: tl.constexpr = BP * CB * (2 if CB2 > 0 else 1)
+        dt = ptr.dtype.element_ty
+        i = tl.arange(0, F)
+        p = tl.minimum(i // C, BP - 1)  # elements past the run (p >= BP) are not stored
+        c = i - p * C
+        w = tl.gather(tl.reshape(v1.to(dt), [CB * BP]), tl.minimum(c, CB - 1) * BP + p, 0)
+        if CB2 > 0:
+            w2 = tl.gather(tl.reshape(v2.to(dt), [CB2 * BP]), tl.minimum(tl.maximum(c - CB, 0), CB2 - 1) * BP + p, 0)
+            w = tl.where(c < CB, w, w2)
+        q0 = tl.program_id(0).to(tl.int64) * BP
+        offs = q0 * C + i.to(tl.int64)
+        if q0 + BP <= Q:
+            tl.store(ptr + offs, w, mask=i < BP * C)
+        else:
+            tl.store(ptr + offs, w, mask=i < (Q - q0) * C)
+    else:
+        store(ptr, offs1, v1, mask1)
+        if CB2 > 0:
+            store(ptr, offs2, v2, mask2)
 
 
 @triton.jit
@@ -616,8 +707,8 @@ def cosine_one(z1_ptr, z2_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64: tl
     """ONE: both class tiles of both predictions, one read and one exp per element: the cosine sums in one
     step (no running maxima, no rescale), the exps and the tiles' offsets and masks. Names: e<input><tile>."""
     offs1, mask1, offs2, mask2 = one_offsets(o, q, Q, C, q_stride, c_stride, o_stride, CB, CB2, FULL)
-    a1, a2 = load_one(z1_ptr, offs1, mask1, offs2, mask2, F64, CB2)
-    b1, b2 = load_one(z2_ptr, offs1, mask1, offs2, mask2, F64, CB2)
+    a1, a2 = load_one(z1_ptr, offs1, mask1, offs2, mask2, Q, C, F64, CB2, FULL)
+    b1, b2 = load_one(z2_ptr, offs1, mask1, offs2, mask2, Q, C, F64, CB2, FULL)
     m1, e11, e12 = softmax_one(a1, mask1, a2, mask2, CB2, FULL)
     m2, e21, e22 = softmax_one(b1, mask1, b2, mask2, CB2, FULL)
     s12 = sum2(e11 * e21, e12 * e22, CB2)
@@ -674,16 +765,15 @@ def cosine_r_add(r1, r2, t1, t2, e1, e2, inv12, c1, c2):
 
 
 @triton.jit
-def cosine_grad_tile(g1_ptr, g2_ptr, offs, mask, e1, e2, inv12, c1, c2, r1, r2, gm, EXACT: tl.constexpr):
-    """Writes gm * dM/dz1 and gm * dM/dz2 of one tile (gm = dL/dM per pixel) from its exps; r1, r2 (EXACT): the
+def cosine_grad_tile(e1, e2, inv12, c1, c2, r1, r2, gm, EXACT: tl.constexpr):
+    """gm * dM/dz1 and gm * dM/dz2 of one tile (gm = dL/dM per pixel) from its exps; r1, r2 (EXACT): the
     softmax-Jacobian terms sum_c e_c b_c / S."""
     b1 = cosine_b(e1, e2, inv12, c1)
     b2 = cosine_b(e2, e1, inv12, c2)
     if EXACT:
         b1 -= r1[None, :]
         b2 -= r2[None, :]
-    store(g1_ptr, offs, -gm[None, :] * e1 * b1, mask)
-    store(g2_ptr, offs, -gm[None, :] * e2 * b2, mask)
+    return -gm[None, :] * e1 * b1, -gm[None, :] * e2 * b2
 
 
 @triton.jit
@@ -720,13 +810,18 @@ def cosine_backward(z1_ptr, z2_ptr, g1_ptr, g2_ptr, o, q, Q, C, q_stride, c_stri
         r1 = r1 / t1
         r2 = r2 / t2
     if ONE:
-        cosine_grad_tile(g1_ptr, g2_ptr, offs1, mask1, e11, e21, inv12, c1, c2, r1, r2, gm, EXACT)
+        d11, d21 = cosine_grad_tile(e11, e21, inv12, c1, c2, r1, r2, gm, EXACT)
+        d12, d22 = d11, d21
         if CB2 > 0:
-            cosine_grad_tile(g1_ptr, g2_ptr, offs2, mask2, e12, e22, inv12, c1, c2, r1, r2, gm, EXACT)
+            d12, d22 = cosine_grad_tile(e12, e22, inv12, c1, c2, r1, r2, gm, EXACT)
+        store_one(g1_ptr, offs1, d11, mask1, offs2, d12, mask2, Q, C, CB2, FULL)
+        store_one(g2_ptr, offs1, d21, mask1, offs2, d22, mask2, Q, C, CB2, FULL)
     else:
         for c0 in range(0, C, CB):
             offs, mask = tile_offsets(o, q, c0, Q, C, q_stride, c_stride, o_stride, CB)
             e1 = chunk_exp(load_tile(z1_ptr, offs, mask, F64), m1, mask)
             e2 = chunk_exp(load_tile(z2_ptr, offs, mask, F64), m2, mask)
-            cosine_grad_tile(g1_ptr, g2_ptr, offs, mask, e1, e2, inv12, c1, c2, r1, r2, gm, EXACT)
+            d1, d2 = cosine_grad_tile(e1, e2, inv12, c1, c2, r1, r2, gm, EXACT)
+            store(g1_ptr, offs, d1, mask)
+            store(g2_ptr, offs, d2, mask)
     return cos

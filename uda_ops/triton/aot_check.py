@@ -39,6 +39,7 @@ def _tile(variant: str, inputs: int, f64: bool):
     T = K.tile_config(K.Layout(outer, C, inner, inner == 1), torch.float64 if f64 else torch.float32, inputs)
     sig = {"Q": "i32", "NQ": "i32", "C": "i32", "q_stride": "i32", "c_stride": "i32", "o_stride": "i32"}
     const = {k: T.meta[k] for k in ("CB", "CB2", "BP", "ONE", "FULL")}
+    const["SC"] = T.meta.get("SC", 0)  # staged rows: C at compile time
     unit = "c_stride" if inner == 1 else "q_stride"
     sig[unit] = "constexpr"
     const[unit] = 1
@@ -55,7 +56,7 @@ def _specs(dt: str, variants=tuple(VARIANTS), reduce: bool = False):
     f64 = dt == "fp64"
     exact = dt in ("fp32", "fp64")  # K.cosine_exact
     T, A = f"*{dt}", "*fp64" if f64 else "*fp32"
-    ce = {k: "constexpr" for k in ("F64", "CB", "CB2", "BP", "ONE", "FULL")}
+    ce = {k: "constexpr" for k in ("F64", "CB", "CB2", "BP", "ONE", "FULL", "SC")}
     g = {"g_ptr": A, "g_stride": "i32"}
     clan = {k: "fp32" for k in ("t_hi", "t_lo", "lam_hi", "lam_lo", "eps_hi", "eps_lo")}  # K.f64_args
     nlc = {"nlc_hi": "fp32", "nlc_lo": "fp32"}
@@ -91,7 +92,8 @@ def _specs(dt: str, variants=tuple(VARIANTS), reduce: bool = False):
             if "g_q" in sig:  # a dense upstream gradient: unit pixel (planes) or class (rows) stride
                 unit = "g_c" if variant.startswith("rows") else "g_q"
                 sig[unit] = "constexpr"
-                extra = {**extra, unit: 1}
+                sig["G_ROWS"] = "constexpr"  # rows: dense in z's layout, staged like z
+                extra = {**extra, unit: 1, "G_ROWS": variant.startswith("rows")}
             reduces = [False]
             if "REDUCE" in fn.arg_names:  # a forward loss kernel: the map path, and with --reduce the fused one
                 sig["REDUCE"] = "constexpr"

@@ -29,7 +29,9 @@ def _bce_with_logits(d, t):
 @triton.jit
 def _clan_fwd(d_ptr, z1_ptr, z2_ptr, out_ptr, Q, NQ, C, q_stride, c_stride, o_stride, t_hi, t_lo, lam_hi, lam_lo,
               eps_hi, eps_lo, F64: tl.constexpr, CB: tl.constexpr, CB2: tl.constexpr, BP: tl.constexpr,
-              ONE: tl.constexpr, FULL: tl.constexpr, REDUCE: tl.constexpr = False):
+              ONE: tl.constexpr, FULL: tl.constexpr, REDUCE: tl.constexpr = False, SC: tl.constexpr = 0):
+    if SC > 0:  # staged rows: C at compile time
+        C = SC
     o, q = K.tile_pixels(NQ, BP)
     target, lam, eps = K.scalar(t_hi, t_lo, F64), K.scalar(lam_hi, lam_lo, F64), K.scalar(eps_hi, eps_lo, F64)
     d = K.load_map(d_ptr, o, q, Q, 1, F64)
@@ -43,7 +45,9 @@ def _clan_fwd(d_ptr, z1_ptr, z2_ptr, out_ptr, Q, NQ, C, q_stride, c_stride, o_st
 def _clan_bwd(d_ptr, z1_ptr, z2_ptr, g_ptr, g_stride, gd_ptr, g1_ptr, g2_ptr, Q, NQ, C, q_stride, c_stride,
               o_stride, t_hi, t_lo, lam_hi, lam_lo, eps_hi, eps_lo, NEED_LOGITS: tl.constexpr, F64: tl.constexpr,
               CB: tl.constexpr, CB2: tl.constexpr, BP: tl.constexpr, ONE: tl.constexpr, FULL: tl.constexpr,
-              EXACT: tl.constexpr):
+              EXACT: tl.constexpr, SC: tl.constexpr = 0):
+    if SC > 0:  # staged rows: C at compile time
+        C = SC
     o, q = K.tile_pixels(NQ, BP)
     target, lam, eps = K.scalar(t_hi, t_lo, F64), K.scalar(lam_hi, lam_lo, F64), K.scalar(eps_hi, eps_lo, F64)
     d = K.load_map(d_ptr, o, q, Q, 1, F64)

@@ -15,7 +15,10 @@ from . import _common as K
 
 @triton.jit
 def _cosine_fwd(z1_ptr, z2_ptr, out_ptr, Q, NQ, C, q_stride, c_stride, o_stride, F64: tl.constexpr,
-                CB: tl.constexpr, CB2: tl.constexpr, BP: tl.constexpr, ONE: tl.constexpr, FULL: tl.constexpr):
+                CB: tl.constexpr, CB2: tl.constexpr, BP: tl.constexpr, ONE: tl.constexpr, FULL: tl.constexpr,
+                SC: tl.constexpr = 0):
+    if SC > 0:  # staged rows: C at compile time
+        C = SC
     o, q = K.tile_pixels(NQ, BP)
     m1, m2, cos, inv12, inv11, inv22 = K.cosine_stats(z1_ptr, z2_ptr, o, q, Q, C, q_stride, c_stride, o_stride,
                                                       F64, CB, CB2, ONE, FULL)
@@ -25,7 +28,9 @@ def _cosine_fwd(z1_ptr, z2_ptr, out_ptr, Q, NQ, C, q_stride, c_stride, o_stride,
 @triton.jit
 def _cosine_bwd(z1_ptr, z2_ptr, g_ptr, g_stride, g1_ptr, g2_ptr, Q, NQ, C, q_stride, c_stride, o_stride,
                 F64: tl.constexpr, CB: tl.constexpr, CB2: tl.constexpr, BP: tl.constexpr, ONE: tl.constexpr,
-                FULL: tl.constexpr, EXACT: tl.constexpr):
+                FULL: tl.constexpr, EXACT: tl.constexpr, SC: tl.constexpr = 0):
+    if SC > 0:  # staged rows: C at compile time
+        C = SC
     o, q = K.tile_pixels(NQ, BP)
     g = K.load_map(g_ptr, o, q, Q, g_stride, F64)
     K.cosine_backward(z1_ptr, z2_ptr, g1_ptr, g2_ptr, o, q, Q, C, q_stride, c_stride, o_stride, g, F64, CB, CB2,

@@ -31,7 +31,7 @@ def _plogp_one(z_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64: tl.constexp
     """ONE: both class tiles, one read and one exp per element; max, exp-sum and t = sum_c mul0(e_c, z_c - max)
     in one step. Returns the tiles too (offsets, masks, z - max, exps)."""
     offs1, mask1, offs2, mask2 = K.one_offsets(o, q, Q, C, q_stride, c_stride, o_stride, CB, CB2, FULL)
-    z1, z2 = K.load_one(z_ptr, offs1, mask1, offs2, mask2, F64, CB2)
+    z1, z2 = K.load_one(z_ptr, offs1, mask1, offs2, mask2, Q, C, F64, CB2, FULL)
     m, e1, e2 = K.softmax_one(z1, mask1, z2, mask2, CB2, FULL)
     y1 = z1 - m[None, :]
     y2 = z2 - m[None, :]
@@ -60,7 +60,9 @@ def _plogp_stats(z_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64: tl.conste
 @triton.jit
 def _entropy_fwd(z_ptr, out_ptr, Q, NQ, C, q_stride, c_stride, o_stride, nlc_hi, nlc_lo, F64: tl.constexpr,
                  CB: tl.constexpr, CB2: tl.constexpr, BP: tl.constexpr, ONE: tl.constexpr, FULL: tl.constexpr,
-                 REDUCE: tl.constexpr = False):
+                 REDUCE: tl.constexpr = False, SC: tl.constexpr = 0):
+    if SC > 0:  # staged rows: C at compile time
+        C = SC
     o, q = K.tile_pixels(NQ, BP)
     neg_inv_log_c = K.scalar(nlc_hi, nlc_lo, F64)
     m, s, t = _plogp_stats(z_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64, CB, CB2, ONE, FULL)
@@ -68,32 +70,36 @@ def _entropy_fwd(z_ptr, out_ptr, Q, NQ, C, q_stride, c_stride, o_stride, nlc_hi,
 
 
 @triton.jit
-def _entropy_grad(gz_ptr, offs, mask, y, e, inv, th, g):
+def _entropy_grad(y, e, inv, th, g):
     """dE/dz_j = g p_j (log p_j - sum_c p_c log p_c) = g p_j (y_j - th) of one tile from its exps e and
     y = z - max (the log exp-sums cancel; g = -dL/dE / log C per pixel, inv = 1 / exp-sum, th = t * inv)."""
-    K.store(gz_ptr, offs, g[None, :] * K.mul0(e * inv[None, :], y - th[None, :]), mask)
+    return g[None, :] * K.mul0(e * inv[None, :], y - th[None, :])
 
 
 @triton.jit
 def _entropy_bwd(z_ptr, g_ptr, g_stride, gz_ptr, Q, NQ, C, q_stride, c_stride, o_stride, nlc_hi, nlc_lo,
                  F64: tl.constexpr, CB: tl.constexpr, CB2: tl.constexpr, BP: tl.constexpr, ONE: tl.constexpr,
-                 FULL: tl.constexpr):
+                 FULL: tl.constexpr, SC: tl.constexpr = 0):
+    if SC > 0:  # staged rows: C at compile time
+        C = SC
     o, q = K.tile_pixels(NQ, BP)
     g = K.scalar(nlc_hi, nlc_lo, F64) * K.load_map(g_ptr, o, q, Q, g_stride, F64)
     if ONE:  # one load, one exp per element; the gradient from registers
         offs1, mask1, offs2, mask2, y1, y2, e1, e2, m, s, t = _plogp_one(z_ptr, o, q, Q, C, q_stride, c_stride,
                                                                          o_stride, F64, CB, CB2, FULL)
         inv = K.inv_sum(m, s)
-        _entropy_grad(gz_ptr, offs1, mask1, y1, e1, inv, t * inv, g)
+        d1 = _entropy_grad(y1, e1, inv, t * inv, g)
+        d2 = d1
         if CB2 > 0:
-            _entropy_grad(gz_ptr, offs2, mask2, y2, e2, inv, t * inv, g)
+            d2 = _entropy_grad(y2, e2, inv, t * inv, g)
+        K.store_one(gz_ptr, offs1, d1, mask1, offs2, d2, mask2, Q, C, CB2, FULL)
     else:
         m, s, t = _plogp_stats(z_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64, CB, CB2, ONE, FULL)
         inv = K.inv_sum(m, s)
         for c0 in range(0, C, CB):
             offs, mask = K.tile_offsets(o, q, c0, Q, C, q_stride, c_stride, o_stride, CB)
             z = K.load_tile(z_ptr, offs, mask, F64)
-            _entropy_grad(gz_ptr, offs, mask, K.diff0(z, m[None, :]), K.chunk_exp(z, m, mask), inv, t * inv, g)
+            K.store(gz_ptr, offs, _entropy_grad(K.diff0(z, m[None, :]), K.chunk_exp(z, m, mask), inv, t * inv, g), mask)
 
 
 @K.op("entropy")

@@ -37,8 +37,8 @@ def _kl_one(x_ptr, y_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64: tl.cons
     """ONE: both class tiles of both inputs, one read and one exp per element; maxima, exp-sums and
     t = sum_c mul0(e^y'_c, y'_c - x'_c) in one step (no shift, no rescale). Returns the tiles too."""
     offs1, mask1, offs2, mask2 = K.one_offsets(o, q, Q, C, q_stride, c_stride, o_stride, CB, CB2, FULL)
-    x1, x2 = K.load_one(x_ptr, offs1, mask1, offs2, mask2, F64, CB2)
-    y1, y2 = K.load_one(y_ptr, offs1, mask1, offs2, mask2, F64, CB2)
+    x1, x2 = K.load_one(x_ptr, offs1, mask1, offs2, mask2, Q, C, F64, CB2, FULL)
+    y1, y2 = K.load_one(y_ptr, offs1, mask1, offs2, mask2, Q, C, F64, CB2, FULL)
     mx, ex1, ex2 = K.softmax_one(x1, mask1, x2, mask2, CB2, FULL)
     my, ey1, ey2 = K.softmax_one(y1, mask1, y2, mask2, CB2, FULL)
     t = K.sum2(K.mul0(ey1, (y1 - my[None, :]) - (x1 - mx[None, :])),
@@ -86,7 +86,9 @@ def _kl_stats(x_ptr, y_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64: tl.co
 @triton.jit
 def _kl_div_fwd(x_ptr, y_ptr, out_ptr, Q, NQ, C, q_stride, c_stride, o_stride, F64: tl.constexpr,
                 CB: tl.constexpr, CB2: tl.constexpr, BP: tl.constexpr, ONE: tl.constexpr, FULL: tl.constexpr,
-                REDUCE: tl.constexpr = False):
+                REDUCE: tl.constexpr = False, SC: tl.constexpr = 0):
+    if SC > 0:  # staged rows: C at compile time
+        C = SC
     o, q = K.tile_pixels(NQ, BP)
     mx, sx, my, sy, t = _kl_stats(x_ptr, y_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64, CB, CB2, ONE, FULL)
     ix, iy, ty, kl = _kl_finish(mx, sx, my, sy, t)
@@ -94,36 +96,48 @@ def _kl_div_fwd(x_ptr, y_ptr, out_ptr, Q, NQ, C, q_stride, c_stride, o_stride, F
 
 
 @triton.jit
-def _kl_grad(gx_ptr, gy_ptr, offs, mask, x, y, ex, ey, mx, my, ix, iy, ty, g, NEED_TARGET: tl.constexpr):
+def _kl_grad(x, y, ex, ey, mx, my, ix, iy, ty, g, NEED_TARGET: tl.constexpr):
+    """One tile of the gradients (dx, dy; dy = dx when not NEED_TARGET, unused)."""
     p = ex * ix[None, :]
     q = ey * iy[None, :]
-    K.store(gx_ptr, offs, g[None, :] * (p - q), mask)
+    dx = g[None, :] * (p - q)
+    dy = dx
     if NEED_TARGET:
         # q (log q - log p - KL) = q ((y' - x') - ty): the log-sums cancel; q = 0 where y' = -inf
-        K.store(gy_ptr, offs, g[None, :] * K.mul0(q, ((y - my[None, :]) - (x - mx[None, :])) - ty[None, :]), mask)
+        dy = g[None, :] * K.mul0(q, ((y - my[None, :]) - (x - mx[None, :])) - ty[None, :])
+    return dx, dy
 
 
 @triton.jit
 def _kl_div_bwd(x_ptr, y_ptr, g_ptr, g_stride, gx_ptr, gy_ptr, Q, NQ, C, q_stride, c_stride, o_stride,
                 NEED_TARGET: tl.constexpr, F64: tl.constexpr, CB: tl.constexpr, CB2: tl.constexpr,
-                BP: tl.constexpr, ONE: tl.constexpr, FULL: tl.constexpr):
+                BP: tl.constexpr, ONE: tl.constexpr, FULL: tl.constexpr, SC: tl.constexpr = 0):
+    if SC > 0:  # staged rows: C at compile time
+        C = SC
     o, q = K.tile_pixels(NQ, BP)
     g = K.load_map(g_ptr, o, q, Q, g_stride, F64)
     if ONE:  # one load, one exp per element; gradients from registers
         (offs1, mask1, offs2, mask2, x1, x2, y1, y2, ex1, ex2, ey1, ey2,
          mx, sx, my, sy, t) = _kl_one(x_ptr, y_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64, CB, CB2, FULL)
         ix, iy, ty, kl = _kl_finish(mx, sx, my, sy, t)
-        _kl_grad(gx_ptr, gy_ptr, offs1, mask1, x1, y1, ex1, ey1, mx, my, ix, iy, ty, g, NEED_TARGET)
+        dx1, dy1 = _kl_grad(x1, y1, ex1, ey1, mx, my, ix, iy, ty, g, NEED_TARGET)
+        dx2, dy2 = dx1, dy1
         if CB2 > 0:
-            _kl_grad(gx_ptr, gy_ptr, offs2, mask2, x2, y2, ex2, ey2, mx, my, ix, iy, ty, g, NEED_TARGET)
+            dx2, dy2 = _kl_grad(x2, y2, ex2, ey2, mx, my, ix, iy, ty, g, NEED_TARGET)
+        K.store_one(gx_ptr, offs1, dx1, mask1, offs2, dx2, mask2, Q, C, CB2, FULL)
+        if NEED_TARGET:
+            K.store_one(gy_ptr, offs1, dy1, mask1, offs2, dy2, mask2, Q, C, CB2, FULL)
     else:
         mx, sx, my, sy, t = _kl_stats(x_ptr, y_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64, CB, CB2, ONE,
                                       FULL)
         ix, iy, ty, kl = _kl_finish(mx, sx, my, sy, t)
         for c0 in range(0, C, CB):
             offs, mask, x, y = K.load_pair(x_ptr, y_ptr, o, q, c0, Q, C, q_stride, c_stride, o_stride, F64, CB)
-            _kl_grad(gx_ptr, gy_ptr, offs, mask, x, y, K.chunk_exp(x, mx, mask), K.chunk_exp(y, my, mask), mx, my,
-                     ix, iy, ty, g, NEED_TARGET)
+            dx, dy = _kl_grad(x, y, K.chunk_exp(x, mx, mask), K.chunk_exp(y, my, mask), mx, my, ix, iy, ty, g,
+                              NEED_TARGET)
+            K.store(gx_ptr, offs, dx, mask)
+            if NEED_TARGET:
+                K.store(gy_ptr, offs, dy, mask)
 
 
 @K.op("kl_div")

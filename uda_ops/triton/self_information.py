@@ -32,32 +32,36 @@ def _lse_stats(z_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64: tl.constexp
 
 
 @triton.jit
-def _si_tile(out_ptr, offs, mask, z, e, m, s, neg_inv_log_c):
+def _si_tile(z, e, m, s, neg_inv_log_c):
     inv = K.inv_sum(m, s)
     lp = (z - m[None, :]) - tl.log(s)[None, :]
-    K.store(out_ptr, offs, neg_inv_log_c * K.mul0(e * inv[None, :], lp), mask)
+    return neg_inv_log_c * K.mul0(e * inv[None, :], lp)
 
 
 @triton.jit
 def _self_information_fwd(z_ptr, out_ptr, Q, NQ, C, q_stride, c_stride, o_stride, nlc_hi, nlc_lo,
                           F64: tl.constexpr, CB: tl.constexpr, CB2: tl.constexpr, BP: tl.constexpr,
-                          ONE: tl.constexpr, FULL: tl.constexpr):
+                          ONE: tl.constexpr, FULL: tl.constexpr, SC: tl.constexpr = 0):
+    if SC > 0:  # staged rows: C at compile time
+        C = SC
     o, q = K.tile_pixels(NQ, BP)
     neg_inv_log_c = K.scalar(nlc_hi, nlc_lo, F64)
     if ONE:  # one load, one exp per element, written from registers
         offs1, mask1, offs2, mask2 = K.one_offsets(o, q, Q, C, q_stride, c_stride, o_stride, CB, CB2, FULL)
-        z1, z2 = K.load_one(z_ptr, offs1, mask1, offs2, mask2, F64, CB2)
+        z1, z2 = K.load_one(z_ptr, offs1, mask1, offs2, mask2, Q, C, F64, CB2, FULL)
         m, e1, e2 = K.softmax_one(z1, mask1, z2, mask2, CB2, FULL)
         s = K.sum2(e1, e2, CB2)
-        _si_tile(out_ptr, offs1, mask1, z1, e1, m, s, neg_inv_log_c)
+        v1 = _si_tile(z1, e1, m, s, neg_inv_log_c)
+        v2 = v1
         if CB2 > 0:
-            _si_tile(out_ptr, offs2, mask2, z2, e2, m, s, neg_inv_log_c)
+            v2 = _si_tile(z2, e2, m, s, neg_inv_log_c)
+        K.store_one(out_ptr, offs1, v1, mask1, offs2, v2, mask2, Q, C, CB2, FULL)
     else:
         m, s = _lse_stats(z_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64, CB)
         for c0 in range(0, C, CB):
             offs, mask = K.tile_offsets(o, q, c0, Q, C, q_stride, c_stride, o_stride, CB)
             z = K.load_tile(z_ptr, offs, mask, F64)
-            _si_tile(out_ptr, offs, mask, z, K.chunk_exp(z, m, mask), m, s, neg_inv_log_c)
+            K.store(out_ptr, offs, _si_tile(z, K.chunk_exp(z, m, mask), m, s, neg_inv_log_c), mask)
 
 
 @triton.jit
@@ -78,27 +82,34 @@ def _si_bwd_sums(z, g, e, m):
 
 
 @triton.jit
-def _si_bwd_tile(gz_ptr, offs, mask, z, g, e, m, s, t1, t2, neg_inv_log_c):
+def _si_bwd_tile(z, g, e, m, s, t1, t2, neg_inv_log_c):
     inv = K.inv_sum(m, s)
     ls = tl.log(s)
     pu = (t1 - ls * t2) * inv  # sum_c p_c u_c
     lp = (z - m[None, :]) - ls[None, :]
     pc = e * inv[None, :]
-    K.store(gz_ptr, offs, neg_inv_log_c * (K.mul0(pc, g * (1.0 + lp)) - pc * pu[None, :]), mask)
+    return neg_inv_log_c * (K.mul0(pc, g * (1.0 + lp)) - pc * pu[None, :])
 
 
 @triton.jit
 def _self_information_bwd(z_ptr, g_ptr, g_o, g_q, g_c, gz_ptr, Q, NQ, C, q_stride, c_stride, o_stride,
                           nlc_hi, nlc_lo, F64: tl.constexpr, CB: tl.constexpr, CB2: tl.constexpr, BP: tl.constexpr,
-                          ONE: tl.constexpr, FULL: tl.constexpr):
-    """The upstream gradient G is read through its own (group, pixel, class) strides (0 for an expanded one)."""
+                          ONE: tl.constexpr, FULL: tl.constexpr, SC: tl.constexpr = 0, G_ROWS: tl.constexpr = False):
+    """The upstream gradient G is read through its own (group, pixel, class) strides (0 for an expanded one);
+    G_ROWS (staged rows only): G is dense in z's rows layout and is staged like z."""
+    if SC > 0:  # staged rows: C at compile time
+        C = SC
     o, q = K.tile_pixels(NQ, BP)
     neg_inv_log_c = K.scalar(nlc_hi, nlc_lo, F64)
     if ONE:  # one load of z and G, one exp per element; the gradient from registers
         offs1, mask1, offs2, mask2 = K.one_offsets(o, q, Q, C, q_stride, c_stride, o_stride, CB, CB2, FULL)
-        goffs1, _, goffs2, _ = K.one_offsets(o, q, Q, C, g_q, g_c, g_o, CB, CB2, FULL)
-        z1, z2 = K.load_one(z_ptr, offs1, mask1, offs2, mask2, F64, CB2)
-        g1, g2 = K.load_one(g_ptr, goffs1, mask1, goffs2, mask2, F64, CB2)
+        z1, z2 = K.load_one(z_ptr, offs1, mask1, offs2, mask2, Q, C, F64, CB2, FULL)
+        if FULL == 3 and not G_ROWS:  # staged z, G read in place through its strides (expanded: 0)
+            goffs1, _, goffs2, _ = K.one_offsets(o, q, Q, C, g_q, g_c, g_o, CB, CB2, 2)
+            g1, g2 = K.load_one(g_ptr, goffs1, mask1, goffs2, mask2, Q, C, F64, CB2, 2)
+        else:
+            goffs1, _, goffs2, _ = K.one_offsets(o, q, Q, C, g_q, g_c, g_o, CB, CB2, FULL)
+            g1, g2 = K.load_one(g_ptr, goffs1, mask1, goffs2, mask2, Q, C, F64, CB2, FULL)
         m, e1, e2 = K.softmax_one(z1, mask1, z2, mask2, CB2, FULL)
         s = K.sum2(e1, e2, CB2)
         t1, t2 = _si_bwd_sums(z1, g1, e1, m)
@@ -106,9 +117,11 @@ def _self_information_bwd(z_ptr, g_ptr, g_o, g_q, g_c, gz_ptr, Q, NQ, C, q_strid
             u1, u2 = _si_bwd_sums(z2, g2, e2, m)
             t1 += u1
             t2 += u2
-        _si_bwd_tile(gz_ptr, offs1, mask1, z1, g1, e1, m, s, t1, t2, neg_inv_log_c)
+        d1 = _si_bwd_tile(z1, g1, e1, m, s, t1, t2, neg_inv_log_c)
+        d2 = d1
         if CB2 > 0:
-            _si_bwd_tile(gz_ptr, offs2, mask2, z2, g2, e2, m, s, t1, t2, neg_inv_log_c)
+            d2 = _si_bwd_tile(z2, g2, e2, m, s, t1, t2, neg_inv_log_c)
+        K.store_one(gz_ptr, offs1, d1, mask1, offs2, d2, mask2, Q, C, CB2, FULL)
     else:
         m = K.neg_inf(q, F64)
         s = tl.zeros_like(m)
@@ -123,8 +136,8 @@ def _self_information_bwd(z_ptr, g_ptr, g_o, g_q, g_c, gz_ptr, Q, NQ, C, q_strid
             offs, mask = K.tile_offsets(o, q, c0, Q, C, q_stride, c_stride, o_stride, CB)
             goffs, _ = K.tile_offsets(o, q, c0, Q, C, g_q, g_c, g_o, CB)
             z = K.load_tile(z_ptr, offs, mask, F64)
-            _si_bwd_tile(gz_ptr, offs, mask, z, K.load_tile(g_ptr, goffs, mask, F64), K.chunk_exp(z, m, mask), m, s,
-                         t1, t2, neg_inv_log_c)
+            K.store(gz_ptr, offs, _si_bwd_tile(z, K.load_tile(g_ptr, goffs, mask, F64), K.chunk_exp(z, m, mask), m, s,
+                                               t1, t2, neg_inv_log_c), mask)
 
 
 @K.op("self_information")
@@ -157,8 +170,8 @@ def self_information_backward(grad: Tensor, z: Tensor, dim: int) -> Tensor:
         T = K.tile_config(L, z.dtype, inputs=2)
         g_o, g_q = (0, g_so) if L.inner == 1 else (g_so, g_si)  # the (group, pixel) strides of T's geometry
         K.launch(_self_information_bwd, T.grid, zc, gv, g_o, g_q, g_sc, gz, *T.args,
-                 *K.f64_args(-1.0 / math.log(L.classes)),
-                 F64=z.dtype == torch.float64, **T.meta)
+                 *K.f64_args(-1.0 / math.log(L.classes)), F64=z.dtype == torch.float64,
+                 G_ROWS=T.FULL == 3 and (g_q, g_sc) == (L.classes, 1), **T.meta)
     return gz
 
 

@@ -41,8 +41,8 @@ def _pair_one(a_ptr, b_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64: tl.co
     """ONE: both class tiles of both predictions, one read and one exp per element; the statistics in one
     step. Returns the tiles (offsets, masks, logits, exps: <input><tile>) and ma, sa, ta, mb, sb, tb."""
     offs1, mask1, offs2, mask2 = K.one_offsets(o, q, Q, C, q_stride, c_stride, o_stride, CB, CB2, FULL)
-    a1, a2 = K.load_one(a_ptr, offs1, mask1, offs2, mask2, F64, CB2)
-    b1, b2 = K.load_one(b_ptr, offs1, mask1, offs2, mask2, F64, CB2)
+    a1, a2 = K.load_one(a_ptr, offs1, mask1, offs2, mask2, Q, C, F64, CB2, FULL)
+    b1, b2 = K.load_one(b_ptr, offs1, mask1, offs2, mask2, Q, C, F64, CB2, FULL)
     ma, ea1, ea2 = K.softmax_one(a1, mask1, a2, mask2, CB2, FULL)
     mb, eb1, eb2 = K.softmax_one(b1, mask1, b2, mask2, CB2, FULL)
     sa, ta, sb, tb = _pair_sums(a1, b1, ea1, eb1)
@@ -77,7 +77,9 @@ def _pair_stats(a_ptr, b_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64: tl.
 @triton.jit
 def _sym_kl_fwd(a_ptr, b_ptr, out_ptr, Q, NQ, C, q_stride, c_stride, o_stride, F64: tl.constexpr,
                 CB: tl.constexpr, CB2: tl.constexpr, BP: tl.constexpr, ONE: tl.constexpr, FULL: tl.constexpr,
-                REDUCE: tl.constexpr = False):
+                REDUCE: tl.constexpr = False, SC: tl.constexpr = 0):
+    if SC > 0:  # staged rows: C at compile time
+        C = SC
     o, q = K.tile_pixels(NQ, BP)
     ma, sa, ta, mb, sb, tb = _pair_stats(a_ptr, b_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64, CB, CB2, ONE,
                                          FULL)
@@ -85,8 +87,8 @@ def _sym_kl_fwd(a_ptr, b_ptr, out_ptr, Q, NQ, C, q_stride, c_stride, o_stride, F
 
 
 @triton.jit
-def _sym_kl_grad(ga_ptr, gb_ptr, offs, mask, a, b, ea, eb, ia, ib, ta, tb, hg, DETACH: tl.constexpr):
-    """One tile of the gradients from its exps; ia, ib = 1/exp-sums, ta, tb = sum p (a - b), sum q (a - b)."""
+def _sym_kl_grad(a, b, ea, eb, ia, ib, ta, tb, hg, DETACH: tl.constexpr):
+    """One tile of the gradients (da, db) from its exps; ia, ib = 1/exp-sums, ta, tb = sum p (a - b), sum q (a - b)."""
     pa = ea * ia[None, :]
     pb = eb * ib[None, :]
     if DETACH:
@@ -96,14 +98,15 @@ def _sym_kl_grad(ga_ptr, gb_ptr, offs, mask, a, b, ea, eb, ia, ib, ta, tb, hg, D
         d = a - b  # NaN where both are -inf: pa = pb = 0 there, and mul0 gives 0
         da = hg[None, :] * (K.mul0(pa, d - ta[None, :]) + pa - pb)
         db = hg[None, :] * (K.mul0(pb, tb[None, :] - d) + pb - pa)
-    K.store(ga_ptr, offs, da, mask)
-    K.store(gb_ptr, offs, db, mask)
+    return da, db
 
 
 @triton.jit
 def _sym_kl_bwd(a_ptr, b_ptr, g_ptr, g_stride, ga_ptr, gb_ptr, Q, NQ, C, q_stride, c_stride, o_stride,
                 DETACH: tl.constexpr, F64: tl.constexpr, CB: tl.constexpr, CB2: tl.constexpr, BP: tl.constexpr,
-                ONE: tl.constexpr, FULL: tl.constexpr):
+                ONE: tl.constexpr, FULL: tl.constexpr, SC: tl.constexpr = 0):
+    if SC > 0:  # staged rows: C at compile time
+        C = SC
     o, q = K.tile_pixels(NQ, BP)
     hg = 0.5 * K.load_map(g_ptr, o, q, Q, g_stride, F64)
     if ONE:  # one load, one exp per element; gradients from registers
@@ -111,9 +114,12 @@ def _sym_kl_bwd(a_ptr, b_ptr, g_ptr, g_stride, ga_ptr, gb_ptr, Q, NQ, C, q_strid
          ma, sa, ta, mb, sb, tb) = _pair_one(a_ptr, b_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64, CB, CB2, FULL)
         ia = K.inv_sum(ma, sa)
         ib = K.inv_sum(mb, sb)
-        _sym_kl_grad(ga_ptr, gb_ptr, offs1, mask1, a1, b1, ea1, eb1, ia, ib, ta * ia, tb * ib, hg, DETACH)
+        da1, db1 = _sym_kl_grad(a1, b1, ea1, eb1, ia, ib, ta * ia, tb * ib, hg, DETACH)
+        da2, db2 = da1, db1
         if CB2 > 0:
-            _sym_kl_grad(ga_ptr, gb_ptr, offs2, mask2, a2, b2, ea2, eb2, ia, ib, ta * ia, tb * ib, hg, DETACH)
+            da2, db2 = _sym_kl_grad(a2, b2, ea2, eb2, ia, ib, ta * ia, tb * ib, hg, DETACH)
+        K.store_one(ga_ptr, offs1, da1, mask1, offs2, da2, mask2, Q, C, CB2, FULL)
+        K.store_one(gb_ptr, offs1, db1, mask1, offs2, db2, mask2, Q, C, CB2, FULL)
     else:
         ma, sa, ta, mb, sb, tb = _pair_stats(a_ptr, b_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64, CB, CB2,
                                              ONE, FULL)
@@ -121,8 +127,10 @@ def _sym_kl_bwd(a_ptr, b_ptr, g_ptr, g_stride, ga_ptr, gb_ptr, Q, NQ, C, q_strid
         ib = K.inv_sum(mb, sb)
         for c0 in range(0, C, CB):
             offs, mask, a, b = K.load_pair(a_ptr, b_ptr, o, q, c0, Q, C, q_stride, c_stride, o_stride, F64, CB)
-            _sym_kl_grad(ga_ptr, gb_ptr, offs, mask, a, b, K.chunk_exp(a, ma, mask), K.chunk_exp(b, mb, mask),
-                         ia, ib, ta * ia, tb * ib, hg, DETACH)
+            da, db = _sym_kl_grad(a, b, K.chunk_exp(a, ma, mask), K.chunk_exp(b, mb, mask), ia, ib, ta * ia, tb * ib,
+                                  hg, DETACH)
+            K.store(ga_ptr, offs, da, mask)
+            K.store(gb_ptr, offs, db, mask)
 
 
 @K.op("sym_kl")
