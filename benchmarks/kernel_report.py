@@ -4,6 +4,8 @@ and stores, and instructions per element, for every CUDA kernel (nvcc alone, sm_
 
     python benchmarks/kernel_report.py --label old-abc1234   # benchmarks/results/kernel-report-<label>.json/.md
     python benchmarks/kernel_report.py --no-triton --print      # CUDA only, table on stdout
+    python benchmarks/kernel_report.py --no-cuda --label X      # Triton only (any Triton: run it from that venv)
+    python benchmarks/kernel_report.py --rows-table A.json B.json   # Triton rows kernels of reports side by side
 
 CUDA: ``tests/cuda/compile_check.cu`` (which instantiates every launcher of ``csrc/cuda/*_kernels.cuh`` for
 float, double, __half and __nv_bfloat16) is compiled once to a cubin with the extension's flags (setup.py's
@@ -633,6 +635,31 @@ def write_md(path: str, report: dict, baseline: Optional[dict] = None) -> str:
     return table
 
 
+def rows_table(reports: List[dict], dtypes=("fp32", "bf16")) -> str:
+    """Markdown: the Triton rows-layout loss kernels (``@rows19``) of several reports side by side (e.g. staged vs
+    in place, Triton 3.6 vs 3.9): per report, registers, spilled bytes, global load and store widths and
+    instructions per element."""
+    def key(r):
+        return r["kernel"], r["dtype"]
+    cols = [{key(r): r for r in rep["rows"] if r.get("backend") == "triton" and "@rows" in r["kernel"]}
+            for rep in reports]
+    names = [f"{rep['info']['label']} (triton {rep['info'].get('triton')})" for rep in reports]
+    out = ["| kernel | dtype | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(reports),
+           "| | | " + " | ".join("regs / spill B / ld / st / instr/elem" for _ in reports) + " |"]
+    for k in sorted({k for c in cols for k in c if k[1] in dtypes}, key=lambda k: (k[0].split("@")[0], k[1])):
+        cells = []
+        for c in cols:
+            r = c.get(k)
+            if r is None or "error" in r:
+                cells.append("-" if r is None else "compile error")
+                continue
+            ipe = r.get("instr_per_elem")
+            cells.append(f"{r.get('regs', '?')} / {r.get('spill_stores', 0) + r.get('spill_loads', 0)} / "
+                         f"{widths(r['ld'])} / {widths(r['st'])} / {'-' if ipe is None else f'{ipe:.0f}'}")
+        out.append(f"| {k[0]} | {k[1]} | " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
 def git_label(prefix: str, rev: str = "HEAD") -> str:
     try:
         h = subprocess.run(["git", "rev-parse", "--short", rev], cwd=ROOT, capture_output=True, text=True,
@@ -649,6 +676,9 @@ def main(argv=None) -> int:
     ap.add_argument("--arch", default="sm_90")
     ap.add_argument("--classes", type=int, default=19, help="C for instructions per element (default 19)")
     ap.add_argument("--no-triton", action="store_true")
+    ap.add_argument("--no-cuda", action="store_true", help="Triton kernels only (e.g. under another Triton)")
+    ap.add_argument("--rows-table", nargs="+", metavar="JSON",
+                    help="print the Triton rows-layout kernels of these reports side by side; no compile")
     ap.add_argument("--triton-dtypes", default="fp32,bf16")
     ap.add_argument("--print", action="store_true", help="print the markdown table")
     ap.add_argument("--rev", help="report the kernels of this git revision (csrc/, tests/cuda, uda_ops/ of that "
@@ -668,6 +698,9 @@ def main(argv=None) -> int:
             with open(args.out_md, "w") as f:
                 f.write(text)
         return 0
+    if args.rows_table:
+        print(rows_table([json.load(open(p)) for p in args.rows_table]))
+        return 0
     missing = tools_missing(triton=not args.no_triton)
     if missing:
         print(f"kernel_report: missing tools {missing}; nothing written", file=sys.stderr)
@@ -682,8 +715,10 @@ def main(argv=None) -> int:
             archive = subprocess.run(["git", "archive", args.rev, "csrc", "tests/cuda", "uda_ops"], cwd=ROOT,
                                      capture_output=True, check=True).stdout
             subprocess.run(["tar", "-x", "-C", root], input=archive, check=True)
-        ptxas, sass = compile_cuda(work, args.arch, root=root)
-        rows = cuda_rows(ptxas, sass, args.classes)
+        rows = []
+        if not args.no_cuda:
+            ptxas, sass = compile_cuda(work, args.arch, root=root)
+            rows = cuda_rows(ptxas, sass, args.classes)
         if not args.no_triton:
             rows += triton_rows(args.triton_dtypes.split(","), int(args.arch.split("_")[1]), args.classes, work,
                                 root)
@@ -694,6 +729,7 @@ def main(argv=None) -> int:
         rev = subprocess.run(["git", "rev-parse", args.rev], cwd=ROOT, capture_output=True, text=True,
                              check=True).stdout.strip()
     info = {"label": label, "rev": rev, "arch": args.arch, "classes": args.classes,
+            "env": {k: v for k, v in os.environ.items() if k.startswith("UDA_OPS_TRITON_")},
             "date": dt.date.today().isoformat(),
             "nvcc": subprocess.run([find_tool("nvcc"), "--version"], capture_output=True,
                                    text=True).stdout.strip().splitlines()[-1],
