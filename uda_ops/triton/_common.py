@@ -293,8 +293,9 @@ class Tile:
 # thread: fp32 sym_kl at C = 19 on planes is 16 + 4 classes x 4 pixels x 2 inputs, in 128 registers without
 # spills; float64 a quarter of that), up to MAX_SPLIT classes.
 TILE_ELEMENTS = {"planes": 4096, "rows": 2048}
-# Staged rows (FULL = 3): at most STAGE_ELEMENTS elements in a program's flat block (F = next_pow2(BP * C), 32
-# fp32 registers a thread at 4 warps, and 16 KB of shared memory for each gather), and whether rows are staged.
+# Staged rows (FULL = 3): at most STAGE_ELEMENTS elements in a program's flat block (F = next_pow2(BP * C): 32
+# fp32 registers a thread at 4 warps, and 16 KB of shared memory, one buffer that all its gathers reuse), and
+# whether rows are staged (UDA_OPS_TRITON_ROWS_STAGED=0: read in place, FULL = 2).
 STAGE_ELEMENTS = 4096
 ROWS_STAGED = os.environ.get("UDA_OPS_TRITON_ROWS_STAGED", "1") not in ("", "0")
 ONE_ELEMENTS = 2560
