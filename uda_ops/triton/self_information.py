@@ -104,12 +104,10 @@ def _self_information_bwd(z_ptr, g_ptr, g_o, g_q, g_c, gz_ptr, Q, NQ, C, q_strid
     if ONE:  # one load of z and G, one exp per element; the gradient from registers
         offs1, mask1, offs2, mask2 = K.one_offsets(o, q, Q, C, q_stride, c_stride, o_stride, CB, CB2, FULL)
         z1, z2 = K.load_one(z_ptr, offs1, mask1, offs2, mask2, Q, C, F64, CB2, FULL)
-        if FULL == 3 and not G_ROWS:  # staged z, G read in place through its strides (expanded: 0)
-            goffs1, _, goffs2, _ = K.one_offsets(o, q, Q, C, g_q, g_c, g_o, CB, CB2, 2)
-            g1, g2 = K.load_one(g_ptr, goffs1, mask1, goffs2, mask2, Q, C, F64, CB2, 2)
-        else:
-            goffs1, _, goffs2, _ = K.one_offsets(o, q, Q, C, g_q, g_c, g_o, CB, CB2, FULL)
-            g1, g2 = K.load_one(g_ptr, goffs1, mask1, goffs2, mask2, Q, C, F64, CB2, FULL)
+        # staged z, G not dense in its layout: G read in place through its strides (expanded: 0)
+        GF: tl.constexpr = 2 if FULL == 3 and not G_ROWS else FULL
+        goffs1, _, goffs2, _ = K.one_offsets(o, q, Q, C, g_q, g_c, g_o, CB, CB2, GF)
+        g1, g2 = K.load_one(g_ptr, goffs1, mask1, goffs2, mask2, Q, C, F64, CB2, GF)
         m, e1, e2 = K.softmax_one(z1, mask1, z2, mask2, CB2, FULL)
         s = K.sum2(e1, e2, CB2)
         t1, t2 = _si_bwd_sums(z1, g1, e1, m)
