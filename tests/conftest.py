@@ -204,3 +204,17 @@ def backend():
     before = uda_ops.get_backend()
     yield uda_ops.set_backend
     uda_ops.set_backend(before)
+
+
+def check_first_order_only(op: Op) -> None:
+    """With create_graph=True the op's gradient equals the plain one, and differentiating that gradient raises: the
+    backward ops are fused kernels without a derivative, so second derivatives must not come back silently zero or
+    None (the reference backend, an autograd graph, has them)."""
+    xs = [x.requires_grad_(True) for x in op.make((2, 4, 3, 5), torch.float64)]
+    w = torch.rand(op.fn(xs, 1).shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    plain = torch.autograd.grad((op.fn(xs, 1) * w).sum(), xs)
+    grads = torch.autograd.grad((op.fn(xs, 1) * w).sum(), xs, create_graph=True)
+    for g, p in zip(grads, plain):
+        assert g.requires_grad and torch.equal(g.detach(), p)
+    with pytest.raises(RuntimeError, match="no second-order gradient"):
+        torch.autograd.grad(sum((g * g).sum() for g in grads), xs, allow_unused=True)

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 import uda_ops
-from conftest import BACKWARDS, CLAN_ARGS, OP_IDS, OPS, check_backward_gradient_errors, logits, requires_ext
+from conftest import (BACKWARDS, CLAN_ARGS, OP_IDS, OPS, check_backward_gradient_errors, check_first_order_only, logits,
+                      requires_ext)
 
 pytestmark = requires_ext
 
@@ -102,3 +103,19 @@ def test_backward_ops_reject_integer_or_misshaped_gradients(name):
     """The CPU backward ops (csrc/layout.h check_grad_dtype, pixel_grad): an int64 upstream gradient or one of the
     wrong shape raises; the CUDA ops run the same check in tests/test_cuda.py, the Triton ones in test_triton_fixes."""
     check_backward_gradient_errors(torch.ops.uda_ops, name)
+
+
+@pytest.mark.parametrize("op", OPS, ids=OP_IDS)
+def test_double_backward_raises(op):
+    """The native kernels: first-order gradients under create_graph=True, and a clear error for the second order."""
+    check_first_order_only(op)
+
+
+@pytest.mark.parametrize("op", OPS, ids=OP_IDS)
+def test_reference_has_second_order_gradients(op, backend):
+    """What the error above stands in for: the reference backend's second derivatives (nonzero)."""
+    backend("reference")
+    xs = [x.requires_grad_(True) for x in op.make((2, 4, 3, 5), torch.float64)]
+    grads = torch.autograd.grad(op.fn(xs, 1).sum(), xs, create_graph=True)
+    second = torch.autograd.grad(sum((g * g).sum() for g in grads), xs, allow_unused=True)
+    assert any(s is not None and s.abs().max() > 0 for s in second)

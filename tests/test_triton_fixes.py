@@ -16,7 +16,8 @@ import triton.language as tl  # noqa: E402
 
 import uda_ops  # noqa: E402
 from uda_ops import reference  # noqa: E402
-from conftest import BACKWARDS, OP_IDS, OPS, assert_close, check_backward_gradient_errors, logits  # noqa: E402
+from conftest import (BACKWARDS, OP_IDS, OPS, assert_close, check_backward_gradient_errors,  # noqa: E402
+                      check_first_order_only, logits)
 
 TT = pytest.importorskip("uda_ops.triton")
 from uda_ops.triton import _common as K  # noqa: E402
@@ -265,7 +266,7 @@ def test_backward_ops_reject_integer_or_misshaped_gradients(name):
 def test_eager_path_matches_the_custom_ops(triton_backend, op, reduction, monkeypatch):
     """A plain eager call runs the op's autograd.Function (K.EAGER), whose forward and backward call the op bodies
     directly: the same values and gradients, to the bit, as the custom ops (UDA_OPS_TRITON_EAGER=0); the fused mean
-    included. Double backward raises, as with the custom ops (once_differentiable: the gradient is not silently
+    included. Double backward raises, as with the custom ops (_ops.first_order: the backward is not silently
     taken as a constant)."""
     from uda_ops import _ops
     from conftest import run_with_grad
@@ -288,8 +289,17 @@ def test_eager_path_matches_the_custom_ops(triton_backend, op, reduction, monkey
     monkeypatch.setattr(_ops, "TRITON_EAGER", True)
     x = xs[-1].detach().double().requires_grad_()
     (g,) = torch.autograd.grad(uda_ops.entropy(x), x, create_graph=True)
-    with pytest.raises(RuntimeError, match="does not require grad|twice"):
+    with pytest.raises(RuntimeError, match="no second-order gradient"):
         g.sum().backward()
+
+
+@pytest.mark.parametrize("op", OPS, ids=OP_IDS)
+@pytest.mark.parametrize("eager", [True, False], ids=["eager_path", "custom_ops"])
+def test_double_backward_raises(triton_backend, op, eager, monkeypatch):
+    """Both Triton paths: first-order gradients under create_graph=True, and a clear error for the second order."""
+    from uda_ops import _ops
+    monkeypatch.setattr(_ops, "TRITON_EAGER", eager)
+    check_first_order_only(op)
 
 
 def test_eager_path_only_for_plain_eager_calls(triton_backend):

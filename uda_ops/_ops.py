@@ -325,6 +325,42 @@ def _like_layout(x: Tensor, dim: int, dtype: Optional[torch.dtype] = None) -> Te
     return x.new_empty(x.shape, dtype=dtype)
 
 
+class _NoSecondOrder(torch.autograd.Function):
+    """The identity on a backward's first `n` tensors (its gradients), whose own backward raises (first_order). The
+    rest (the op's saved inputs, the upstream gradients) only link it into the graph: differentiating the
+    gradients with respect to them has to pass through it."""
+
+    @staticmethod
+    def forward(ctx, op: str, n: int, *tensors: Tensor):
+        ctx.op = op
+        return tuple(t.view_as(t) for t in tensors[:n])
+
+    @staticmethod
+    def backward(ctx, *grads):
+        raise RuntimeError(f"uda_ops.{ctx.op}: no second-order gradient (its backward is a fused kernel without a "
+                           "derivative of its own); for double backward use uda_ops.set_backend('reference')")
+
+
+def first_order(op: str, formula):
+    """Backward formula `formula(ctx, *grads)` of op `op`, as a first-order gradient only. Where autograd records
+    the backward (create_graph=True), the formula runs unrecorded and its gradients pass through _NoSecondOrder, so
+    differentiating them again raises. Without it the backward ops, which have no autograd kernel, would be taken
+    as constants: second derivatives silently zero or None. Traced backwards (torch.compile, make_fx) are left
+    as they are."""
+    def backward(ctx, *grads):
+        if not torch.is_grad_enabled() or torch.compiler.is_compiling() or _in_dispatch_mode():
+            return formula(ctx, *grads)
+        with torch.no_grad():
+            out = formula(ctx, *grads)
+        out = list(out) if isinstance(out, tuple) else [out]
+        idx = [i for i, g in enumerate(out) if isinstance(g, Tensor)]
+        links = [t for t in (*ctx.saved_tensors, *grads) if isinstance(t, Tensor)]
+        for i, g in zip(idx, _NoSecondOrder.apply(op, len(idx), *(out[i] for i in idx), *links)):
+            out[i] = g
+        return tuple(out) if len(out) > 1 else out[0]
+    return backward
+
+
 def save_inputs(n_tensors: int):
     """setup_context for register_autograd that saves the first `n_tensors` inputs for backward and keeps
     the remaining (non-tensor) arguments as ``ctx.args``: every backward recomputes from the inputs."""
@@ -436,12 +472,13 @@ def _register() -> None:
         return gd, (g1 if need else None), (g2 if need else None), None, None, None, None, None
 
     reg = torch.library.register_autograd
-    reg(lib + "sym_kl", sym_kl_bwd, setup_context=save_inputs(2))
-    reg(lib + "kl_div", kl_div_bwd, setup_context=save_inputs(2))
-    reg(lib + "entropy", entropy_bwd, setup_context=save_inputs(1))
-    reg(lib + "self_information", self_information_bwd, setup_context=save_inputs(1))
-    reg(lib + "cosine_discrepancy", cosine_bwd, setup_context=save_inputs(2))
-    reg(lib + "clan_adversarial", clan_bwd, setup_context=save_inputs(3))
+    reg(lib + "sym_kl", first_order("sym_kl", sym_kl_bwd), setup_context=save_inputs(2))
+    reg(lib + "kl_div", first_order("kl_div", kl_div_bwd), setup_context=save_inputs(2))
+    reg(lib + "entropy", first_order("entropy", entropy_bwd), setup_context=save_inputs(1))
+    reg(lib + "self_information", first_order("self_information", self_information_bwd),
+        setup_context=save_inputs(1))
+    reg(lib + "cosine_discrepancy", first_order("cosine_discrepancy", cosine_bwd), setup_context=save_inputs(2))
+    reg(lib + "clan_adversarial", first_order("clan_adversarial", clan_bwd), setup_context=save_inputs(3))
 
 
 if _C is not None:

@@ -188,9 +188,11 @@ def op(name: str):
 def autograd(custom_op, backward, setup_context, backward_op) -> None:
     """custom_op.register_autograd(backward, setup_context), and its EAGER entry = an autograd.Function with the same
     setup_context and backward formula. The formula takes the backward op as its `bwd` keyword (default: the
-    custom op `backward_op`, which the compiled graphs need); the eager backward passes its body instead."""
-    custom_op.register_autograd(backward, setup_context=setup_context)
+    custom op `backward_op`, which the compiled graphs need); the eager backward passes its body instead. Both are
+    first-order only (_ops.first_order: differentiating their gradients raises)."""
     (name, body), (_, bwd) = BODIES[custom_op], BODIES[backward_op]
+    custom_op.register_autograd(_ops.first_order(name, backward), setup_context=setup_context)
+    eager_backward = _ops.first_order(name, lambda ctx, grad: backward(ctx, grad, bwd=bwd))
 
     class Eager(torch.autograd.Function):
         @staticmethod
@@ -201,10 +203,7 @@ def autograd(custom_op, backward, setup_context, backward_op) -> None:
         def setup_context(ctx, inputs, output):
             setup_context(ctx, inputs, output)
 
-        @staticmethod
-        @torch.autograd.function.once_differentiable
-        def backward(ctx, grad):
-            return backward(ctx, grad, bwd=bwd)
+        backward = staticmethod(eager_backward)
 
     Eager.__name__ = Eager.__qualname__ = f"Eager_{name}"
     setattr(EAGER, name, Eager.apply)
