@@ -88,3 +88,19 @@ def test_mask_search_properties(n, u, frac, seed, rescale, with_base):
     if rescale and flips:
         kept = out != 0
         assert torch.allclose(out.sum(1)[kept.any(1)], torch.full_like(out.sum(1)[kept.any(1)], float(u)))
+
+
+@pytest.mark.parametrize("dtype,s", [(torch.float32, 1e4), (torch.float32, 1e7), (torch.float64, 1e17),
+                                     (torch.bfloat16, 3e38)], ids=["fp32-1e4", "fp32-1e7", "fp64-1e17", "bf16-3e38"])
+def test_reference_exact_at_any_logit_magnitude(dtype, s):
+    """The reference takes log p from the largest logit (log_softmax), so a tie between two huge logits keeps its
+    log 2 at any magnitude: z - logsumexp(z) rounded it away (fp32 entropy 6e-5 off at 1e4; float64, the tests'
+    oracle, 0 at 1e17 and so across bf16's range)."""
+    z = torch.tensor([[s, s, 0.0]], dtype=dtype)
+    y = torch.tensor([[s, 0.0, 0.0]], dtype=dtype)
+    log2, log3 = math.log(2), math.log(3)
+    tol = {torch.float32: 1e-6, torch.float64: 1e-12, torch.bfloat16: 1e-2}[dtype]
+    close = lambda a, b: torch.testing.assert_close(a.double(), torch.tensor(b, dtype=torch.float64), rtol=tol, atol=0)
+    close(reference.entropy(z, reduction="none"), [log2 / log3])
+    close(reference.self_information(z), [[log2 / 2 / log3, log2 / 2 / log3, 0.0]])
+    close(reference.kl_div(z, y, reduction="none"), [log2])  # q = (1, 0, 0), p = (1/2, 1/2, 0)
