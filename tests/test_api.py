@@ -46,12 +46,45 @@ Z = torch.randn(2, 5, 3, 4)
     (lambda: uda_ops.entropy_ranking_loss(Z, ratio=2.0), ValueError, ["`ratio`"]),
     (lambda: uda_ops.weight_discrepancy_loss([torch.ones(3)], [torch.ones(4)]), ValueError, ["same", "3", "4"]),
     (lambda: uda_ops.set_backend("cuda-magic"), ValueError, ["backend", "cuda-magic"]),
+    # NaN passes every range comparison; infinities are no weight or probability
+    (lambda: uda_ops.adversarial_dropout_mask(torch.randn(2, 4), delta=float("nan")), ValueError, ["`delta`", "nan"]),
+    (lambda: uda_ops.clan_adversarial_loss(torch.randn(2, 3, 4), Z, Z, float("nan")), ValueError, ["`target`"]),
+    (lambda: uda_ops.clan_adversarial_loss(torch.randn(2, 3, 4), Z, Z, 1.0, lambda_local=float("inf")), ValueError,
+     ["`lambda_local`", "finite"]),
+    (lambda: uda_ops.clan_adversarial_loss(torch.randn(2, 3, 4), Z, Z, 1.0, epsilon=float("nan")), ValueError,
+     ["`epsilon`"]),
+    (lambda: uda_ops.entropy_ranking_loss(Z, ratio=float("nan")), ValueError, ["`ratio`"]),
+    # the ranking and prior losses rank and average per sample: axis 0 is the batch, never the class axis
+    (lambda: uda_ops.entropy_ranking_loss(torch.randn(5), dim=0), ValueError, ["batch", "dim=0"]),
+    (lambda: uda_ops.class_ratio_prior_loss(torch.randn(5, 3), torch.ones(5) / 5, dim=0), ValueError,
+     ["batch", "dim=0"]),
 ])
 def test_bad_input_is_a_clear_error(call, exc, words):
     with pytest.raises(exc) as info:
         call()
     for w in words:
         assert w in str(info.value), f"{w!r} missing from: {info.value}"
+
+
+@pytest.mark.parametrize("backend_name", ["auto", "reference"])
+def test_flip_budget_past_the_units_flips_every_candidate(backend_name, backend):
+    """max_flips beyond the row's units (even past int64) means every candidate unit, on every backend."""
+    backend(backend_name)
+    j = torch.randn(3, 6, generator=torch.Generator().manual_seed(0))
+    every = uda_ops.adversarial_dropout_mask(j, max_flips=6)
+    for flips in (7, 2 ** 63 - 1, 10 ** 20):
+        assert torch.equal(uda_ops.adversarial_dropout_mask(j, max_flips=flips), every)
+    g, h = torch.randn(2, 4, 3, 3), torch.randn(2, 4, 3, 3)
+    assert torch.equal(uda_ops.channel_adversarial_dropout_mask(g, h, max_flips=10 ** 20),
+                       uda_ops.channel_adversarial_dropout_mask(g, h, max_flips=4))
+
+
+@pytest.mark.parametrize("shape", [(0, 5, 3, 4), (2, 5, 0, 4)], ids=["no_samples", "no_pixels"])
+def test_prior_and_ranking_losses_on_empty_inputs(shape):
+    """No samples or no pixels: NaN (a mean over nothing), like the "mean" reductions, not a reshape error."""
+    z = torch.randn(shape)
+    assert torch.isnan(uda_ops.class_ratio_prior_loss(z, torch.ones(5) / 5))
+    assert torch.isnan(uda_ops.entropy_ranking_loss(z))
 
 
 @requires_ext

@@ -1,6 +1,7 @@
 """Argument checks for the public API: one clear ValueError/TypeError naming the argument, before any kernel."""
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Optional, Sequence
 
@@ -61,14 +62,28 @@ def reduction(op: str, value) -> str:
 
 
 def real(op: str, name: str, value, lo: Optional[float] = None, hi: Optional[float] = None) -> float:
-    if isinstance(value, Tensor) and value.numel() == 1 and not torch.compiler.is_compiling():
+    """A finite real number (a one-element tensor is read with .item(), outside torch.compile), in [lo, hi]."""
+    if isinstance(value, Tensor) and value.numel() == 1:
+        if torch.compiler.is_compiling():
+            raise TypeError(f"{op}: `{name}` must be a Python number under torch.compile, got a Tensor")
         value = value.item()
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{op}: `{name}` must be a real number, got {type(value).__name__}")
     value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{op}: `{name}` must be a finite number, got {value}")
     if (lo is not None and value < lo) or (hi is not None and value > hi):
         raise ValueError(f"{op}: `{name}` must lie in [{lo}, {hi}], got {value}")
     return value
+
+
+def batch_class_dim(op: str, name: str, x: Tensor, dim) -> int:
+    """class_dim for the losses that work per sample: axis 0 is the batch, so the class axis is another one."""
+    dim = class_dim(op, name, x, dim)
+    if dim == 0:
+        raise ValueError(f"{op}: `{name}` must be (N, C, *) with its batch on axis 0 and its classes on another, "
+                         f"got dim=0 for shape {tuple(x.shape)}")
+    return dim
 
 
 def flip_budget(op: str, units: int, delta, max_flips) -> int:
@@ -81,7 +96,7 @@ def flip_budget(op: str, units: int, delta, max_flips) -> int:
         return int(float(units) * delta)
     if isinstance(max_flips, bool) or not isinstance(max_flips, numbers.Integral) or max_flips < 0:
         raise ValueError(f"{op}: `max_flips` must be a non-negative int, got {max_flips!r}")
-    return int(max_flips)
+    return min(int(max_flips), units)  # a row has `units` candidates at most (and the kernels take an int64)
 
 
 def base_mask(op: str, mask, like: Tensor) -> Optional[Tensor]:

@@ -92,7 +92,7 @@ def entropy(z: Tensor, dim: int = 1, reduction: str = "mean") -> Tensor:
 def entropy_ranking_loss(z: Tensor, ratio: float = 0.3, dim: int = 1) -> Tensor:
     """Entropy minimised only on the `ratio` highest-entropy pixels of each sample (ADVENT Sec. 4.3)."""
     V.tensor("entropy_ranking_loss", "z", z)
-    dim = V.class_dim("entropy_ranking_loss", "z", z, dim)
+    dim = V.batch_class_dim("entropy_ranking_loss", "z", z, dim)
     ratio = V.real("entropy_ranking_loss", "ratio", ratio, 0.0, 1.0)
     if z.shape[0] == 0:
         return z.new_tensor(float("nan"))
@@ -108,7 +108,7 @@ def class_ratio_prior_loss(z: Tensor, prior: Tensor, mu: float = 0.5, dim: int =
     `prior` is the l1-normalised histogram of source label pixels per class, shape ``(C,)``.
     """
     V.tensor("class_ratio_prior_loss", "z", z)
-    dim = V.class_dim("class_ratio_prior_loss", "z", z, dim)
+    dim = V.batch_class_dim("class_ratio_prior_loss", "z", z, dim)
     V.tensor("class_ratio_prior_loss", "prior", prior)
     if prior.shape != (z.shape[dim],):
         raise ValueError(f"class_ratio_prior_loss: `prior` must have shape ({z.shape[dim]},), "

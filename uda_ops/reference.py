@@ -40,6 +40,11 @@ def _acc(x: Tensor) -> Tensor:
     return x if x.dtype == torch.float64 else x.float()
 
 
+def _pixels(z: Tensor, dim: int) -> int:
+    """Pixels per sample of (N, C, *) logits with classes at `dim` (explicit: a reshape's -1 fails when N = 0)."""
+    return math.prod(s for i, s in enumerate(z.shape) if i not in (0, dim % z.dim()))
+
+
 def reduce(map_: Tensor, reduction: str) -> Tensor:
     """Reduce a per-pixel map: ``mean`` divides by the number of pixels (NaN for none), as torch does."""
     if reduction == "none":
@@ -111,14 +116,14 @@ def entropy(z: Tensor, dim: int = 1, reduction: str = "mean") -> Tensor:
 
 def entropy_ranking_loss(z: Tensor, ratio: float = 0.3, dim: int = 1) -> Tensor:
     """Mean entropy over the ``ratio`` highest-entropy pixels of each sample (ADVENT Sec. 4.3)."""
-    e = _acc(entropy(z, dim=dim, reduction="none")).reshape(z.shape[0], -1)
+    e = _acc(entropy(z, dim=dim, reduction="none")).reshape(z.shape[0], _pixels(z, dim))
     k = max(1, int(e.shape[1] * ratio)) if e.shape[1] else 0
     return e.topk(k, dim=1).values.mean().to(z.dtype)
 
 
 def class_ratio_prior_loss(z: Tensor, prior: Tensor, mu: float = 0.5, dim: int = 1) -> Tensor:
     """ADVENT Eq. 10: ``sum_c max(0, mu * prior_c - mean_pixels(p_c))`` per sample, averaged over N."""
-    p = torch.softmax(_acc(z), dim).movedim(dim, -1).reshape(z.shape[0], -1, z.shape[dim])
+    p = torch.softmax(_acc(z), dim).movedim(dim, -1).reshape(z.shape[0], _pixels(z, dim), z.shape[dim])
     mean_p = p.mean(1)  # (N, C)
     gap = torch.clamp(mu * _acc(prior).to(mean_p.device) - mean_p, min=0)
     return gap.sum(1).mean().to(z.dtype)
