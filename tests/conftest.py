@@ -218,3 +218,15 @@ def check_first_order_only(op: Op) -> None:
         assert g.requires_grad and torch.equal(g.detach(), p)
     with pytest.raises(RuntimeError, match="no second-order gradient"):
         torch.autograd.grad(sum((g * g).sum() for g in grads), xs, allow_unused=True)
+
+
+def check_pos_inf_pixel(op: Op, C: int, which: str, layout: str = "contiguous") -> None:
+    """A +inf logit (one class, or every class) makes its pixel NaN, inf - inf, on every backend and path, and leaves
+    the other pixels as the reference has them."""
+    xs = op.make((2, C, 3, 4), torch.float32, layout=layout)
+    for x in xs[1:] if op.with_d else xs:
+        x[0, C // 2 if which == "one" else slice(None), 1, 2] = math.inf
+    out = op.fn(xs, 1)
+    bad = out[0, :, 1, 2] if out.dim() == 4 else out[0, 1, 2]
+    assert torch.isnan(bad).all(), bad
+    assert_close(out, op.ref([x.double() for x in xs], 1), torch.float32)

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 import uda_ops
-from conftest import DTYPES, OP_IDS, OPS, assert_close, check_op, logits, requires_ext, run_with_grad
+from conftest import (DTYPES, OP_IDS, OPS, assert_close, check_op, check_pos_inf_pixel, logits, requires_ext,
+                      run_with_grad)
 
 pytestmark = requires_ext
 
@@ -209,3 +210,11 @@ def test_cosine_gradient_accuracy_fp32(case):
                 assert rel <= 1e-5, f"{op.name}: gradient error {rel:.2e} of its largest element"
     finally:
         uda_ops.set_backend(before)
+
+
+@pytest.mark.parametrize("op", OPS, ids=OP_IDS)
+@pytest.mark.parametrize("C,layout", [(5, "contiguous"), (65, "channels_last")])
+@pytest.mark.parametrize("which", ["one", "all"])
+def test_pos_inf_pixel_is_nan(op, C, layout, which):
+    """+inf logits: NaN at their pixel only (the reference agrees)."""
+    check_pos_inf_pixel(op, C, which, layout)

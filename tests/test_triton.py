@@ -21,7 +21,8 @@ triton = pytest.importorskip("triton")
 
 import uda_ops  # noqa: E402
 from uda_ops import _ops, reference  # noqa: E402
-from conftest import CLAN_ARGS, OP_IDS, OPS, assert_close, check_op, logits, run_with_grad  # noqa: E402
+from conftest import (CLAN_ARGS, OP_IDS, OPS, assert_close, check_op, check_pos_inf_pixel, logits,  # noqa: E402
+                      run_with_grad)
 
 try:
     import uda_ops.triton as TT  # noqa: E402
@@ -84,6 +85,17 @@ def test_extreme_inputs(triton_backend, op, kind):
     else:
         assert torch.isfinite(out).all()
     check_op(op, xs, dim=1)
+
+
+@cpu_only
+@pytest.mark.parametrize("op", OPS, ids=OP_IDS)
+@pytest.mark.parametrize("C,layout", [(5, "contiguous"), (5, "channels_last"), (65, "contiguous"),
+                                      (65, "channels_last")])
+@pytest.mark.parametrize("which", ["one", "all"])
+def test_pos_inf_pixel_is_nan(triton_backend, op, C, layout, which):
+    """+inf logits: NaN at their pixel, in the split tiles and the chunked path (C > 64 NCHW), which took
+    +inf - +inf as 0 and gave a finite pixel."""
+    check_pos_inf_pixel(op, C, which, layout)
 
 
 @cpu_only

@@ -587,10 +587,10 @@ def neg_inf(q, F64: tl.constexpr):
 
 @triton.jit
 def chunk_exp(z, m, mask):
-    """e = exp(z - m) for a tile and its per-pixel max m; 0 at padded classes and tail pixels. diff0 gives
+    """e = exp(z - m) for a tile and its per-pixel max m; 0 at padded classes and tail pixels. shift0 gives
     exp(0) = 1 for -inf - -inf (a pixel all -inf so far): cleared by a later finite max (rescale) or, for a
     pixel all -inf, replaced by NaN through inv_sum."""
-    return tl.where(mask, exp(diff0(z, m[None, :])), 0.0)
+    return tl.where(mask, exp(shift0(z, m[None, :])), 0.0)
 
 
 @triton.jit
@@ -598,7 +598,7 @@ def softmax_step(m, z, mask):
     """Online softmax over one chunk of classes (C > CB): the new running max m', the factor alpha = exp(m - m')
     that rescales sums over earlier chunks, and e = exp(z - m') (chunk_exp)."""
     m_new = tl.maximum(m, tl.max(tl.where(mask, z, float("-inf")), axis=0))
-    return m_new, exp(diff0(m, m_new)), chunk_exp(z, m_new, mask)
+    return m_new, exp(shift0(m, m_new)), chunk_exp(z, m_new, mask)
 
 
 @triton.jit
@@ -624,6 +624,13 @@ def mul0(w, x):
 def diff0(a, b):
     """a - b, but 0 where a == b (two -inf logits give 0, not NaN)."""
     return tl.where(a == b, tl.zeros_like(a - b), a - b)
+
+
+@triton.jit
+def shift0(z, m):
+    """z - m for a logit (or an earlier max) and its pixel's max m: 0 where m is -inf (every logit so far -inf;
+    z - m would be NaN there). A +inf max keeps inf - inf = NaN: the pixel is NaN, as on the other backends."""
+    return tl.where(m == float("-inf"), tl.zeros_like(z - m), z - m)
 
 
 @triton.jit
