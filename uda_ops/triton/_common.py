@@ -587,10 +587,10 @@ def neg_inf(q, F64: tl.constexpr):
 
 @triton.jit
 def chunk_exp(z, m, mask):
-    """e = exp(z - m) for a tile and its per-pixel max m; 0 at padded classes and tail pixels. shift0 gives
+    """e = exp(z - m) for a tile and its per-pixel max m; 0 at padded classes and tail pixels. diff0 gives
     exp(0) = 1 for -inf - -inf (a pixel all -inf so far): cleared by a later finite max (rescale) or, for a
     pixel all -inf, replaced by NaN through inv_sum."""
-    return tl.where(mask, exp(shift0(z, m[None, :])), 0.0)
+    return tl.where(mask, exp(diff0(z, m[None, :])), 0.0)
 
 
 @triton.jit
@@ -598,7 +598,7 @@ def softmax_step(m, z, mask):
     """Online softmax over one chunk of classes (C > CB): the new running max m', the factor alpha = exp(m - m')
     that rescales sums over earlier chunks, and e = exp(z - m') (chunk_exp)."""
     m_new = tl.maximum(m, tl.max(tl.where(mask, z, float("-inf")), axis=0))
-    return m_new, exp(shift0(m, m_new)), chunk_exp(z, m_new, mask)
+    return m_new, exp(diff0(m, m_new)), chunk_exp(z, m_new, mask)
 
 
 @triton.jit
@@ -610,8 +610,9 @@ def rescale(alpha, x):
 
 @triton.jit
 def inv_sum(m, s):
-    """1 / s, or NaN for a pixel whose logits are all -inf (max -inf): every result of that pixel is NaN."""
-    return tl.where(m == float("-inf"), float("nan"), 1.0 / s)
+    """1 / s, or NaN for a pixel whose max is infinite: all its logits -inf, or one of them +inf (the chunked path's
+    diff0 takes +inf - +inf as 0 and would give that pixel a finite result). Every result of that pixel is NaN."""
+    return tl.where(tl.abs(m) == float("inf"), float("nan"), 1.0 / s)
 
 
 @triton.jit
@@ -624,13 +625,6 @@ def mul0(w, x):
 def diff0(a, b):
     """a - b, but 0 where a == b (two -inf logits give 0, not NaN)."""
     return tl.where(a == b, tl.zeros_like(a - b), a - b)
-
-
-@triton.jit
-def shift0(z, m):
-    """z - m for a logit (or an earlier max) and its pixel's max m: 0 where m is -inf (every logit so far -inf;
-    z - m would be NaN there). A +inf max keeps inf - inf = NaN: the pixel is NaN, as on the other backends."""
-    return tl.where(m == float("-inf"), tl.zeros_like(z - m), z - m)
 
 
 @triton.jit
@@ -726,8 +720,9 @@ def cosine_one(z1_ptr, z2_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64: tl
 
 @triton.jit
 def cosine_finish(m1, m2, s12, s11, s22):
-    """(cos, 1/(|e1||e2|), 1/|e1|^2, 1/|e2|^2); NaN for a pixel with either prediction all -inf."""
-    inv12 = inv_sum(tl.minimum(m1, m2), tl.sqrt(s11 * s22))
+    """(cos, 1/(|e1||e2|), 1/|e1|^2, 1/|e2|^2); NaN for a pixel with either prediction all -inf or holding a +inf
+    (inv_sum of the maximum of larger magnitude)."""
+    inv12 = inv_sum(tl.where(tl.abs(m1) > tl.abs(m2), m1, m2), tl.sqrt(s11 * s22))
     return s12 * inv12, inv12, 1.0 / s11, 1.0 / s22
 
 

@@ -20,7 +20,7 @@ from . import _common as K
 def _plogp_step(m, s, t, z, mask):
     """One chunk: running max m, exp-sum s and t = sum_c mul0(e_c, z_c - m), rescaled to the new max."""
     m_new, alpha, e = K.softmax_step(m, z, mask)
-    t = K.rescale(alpha, t + K.mul0(s, K.shift0(m, m_new))) + tl.sum(K.mul0(e, K.shift0(z, m_new[None, :])), axis=0)
+    t = K.rescale(alpha, t + K.mul0(s, K.diff0(m, m_new))) + tl.sum(K.mul0(e, K.diff0(z, m_new[None, :])), axis=0)
     s = K.rescale(alpha, s) + tl.sum(e, axis=0)
     return m_new, s, t, e
 
@@ -99,7 +99,7 @@ def _entropy_bwd(z_ptr, g_ptr, g_stride, gz_ptr, Q, NQ, C, q_stride, c_stride, o
         for c0 in range(0, C, CB):
             offs, mask = K.tile_offsets(o, q, c0, Q, C, q_stride, c_stride, o_stride, CB)
             z = K.load_tile(z_ptr, offs, mask, F64)
-            K.store(gz_ptr, offs, _entropy_grad(K.shift0(z, m[None, :]), K.chunk_exp(z, m, mask), inv, t * inv, g), mask)
+            K.store(gz_ptr, offs, _entropy_grad(K.diff0(z, m[None, :]), K.chunk_exp(z, m, mask), inv, t * inv, g), mask)
 
 
 @K.op("entropy")

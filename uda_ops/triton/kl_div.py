@@ -23,7 +23,7 @@ def _kl_step(mx, sx, my, sy, t, x, y, mask):
     x' = x - max x for the running maxima (when they move, y' - x' moves by a per-pixel shift)."""
     mx_new, ax, ex = K.softmax_step(mx, x, mask)
     my_new, ay, ey = K.softmax_step(my, y, mask)
-    shift = K.shift0(my, my_new) - K.shift0(mx, mx_new)
+    shift = K.diff0(my, my_new) - K.diff0(mx, mx_new)
     d = K.diff0(y - my_new[None, :], x - mx_new[None, :])
     t = tl.where(ay == 0, 0.0, ay * (t + K.mul0(sy, shift))) + tl.sum(K.mul0(ey, d), axis=0)
     sx = K.rescale(ax, sx) + tl.sum(ex, axis=0)

@@ -68,8 +68,8 @@ def _self_information_fwd(z_ptr, out_ptr, Q, NQ, C, q_stride, c_stride, o_stride
 def _si_bwd_step(m, s, t1, t2, z, g, mask):
     """One chunk: max, exp-sum, t1 = sum_c mul0(e_c, G_c (1 + z_c - m)) and t2 = sum_c e_c G_c (online)."""
     m_new, alpha, e = K.softmax_step(m, z, mask)
-    t1 = K.rescale(alpha, t1 + K.mul0(t2, K.shift0(m, m_new))) + \
-        tl.sum(K.mul0(e, g * (1.0 + K.shift0(z, m_new[None, :]))), axis=0)
+    t1 = K.rescale(alpha, t1 + K.mul0(t2, K.diff0(m, m_new))) + \
+        tl.sum(K.mul0(e, g * (1.0 + K.diff0(z, m_new[None, :]))), axis=0)
     t2 = K.rescale(alpha, t2) + tl.sum(e * g, axis=0)
     s = K.rescale(alpha, s) + tl.sum(e, axis=0)
     return m_new, s, t1, t2, e
