@@ -85,8 +85,9 @@ def test_ptxas_entries_parser():
 
 
 def test_nvcc_compile_check(tmp_path):
-    """compile_check.cu for both targets, compiled concurrently (~4 min for both on 2 idle cores); every planes (NCHW) kernel
-    without spills and without a stack frame (no local memory) on both, every per-pixel kernel without spills."""
+    """compile_check.cu for both targets, compiled concurrently (~4 min for both on 2 idle cores); every planes
+    (NCHW) kernel without spills and without a stack frame (no local memory) on both, every per-pixel kernel without
+    spills."""
     src = os.path.join("tests", "cuda", "compile_check.cu")
     procs = []
     for arch, std in TARGETS:
