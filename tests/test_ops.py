@@ -27,6 +27,9 @@ def test_dtype_and_layout(op, dtype, layout):
     ((2, 6, 7, 19), -1),         # NHWC with dim=-1
     ((19, 6, 5), 0),             # unbatched, dim=0
     ((2, 150, 3, 65), 1),        # C = 150 over more than one tile row
+    ((37, 600), 1),              # C > 512 (16-lane tiles), rows: two tiles and a tail of 5
+    ((2, 1000, 3, 7), 1),        # the same, planes: a tile and a tail of 5 per sample
+    ((3, 1025, 7), 1),           # C = 1025, 7 pixels per sample: one partial tile each
     ((1, 3, 1, 1), 1),           # single pixel
 ])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)

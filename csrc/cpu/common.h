@@ -108,6 +108,7 @@ UDA_INLINE T diff0(T a, T b) { return a == b ? T(0) : a - b; }
 // base + i * lane_stride + c * class_stride in the canonical tensor (see layout.h).
 // ------------------------------------------------------------------------------------------------
 constexpr int64_t kMaxLanes = 64;
+constexpr int64_t kMinLanes = 16;     // one AVX-512 vector of fp32 lanes; T is a multiple of it
 constexpr int64_t kTileElems = 8192;  // per [C][T] buffer: 32 KiB in fp32
 
 struct Tile {
@@ -118,7 +119,13 @@ struct TileGrid {
   int64_t C, inner, T, per_outer, count, lane_stride, class_stride;
 
   explicit TileGrid(const ClassLayout& L) : C(L.classes), inner(L.inner) {
-    T = std::max<int64_t>(1, std::min<int64_t>(kMaxLanes, kTileElems / std::max<int64_t>(C, 1)));
+    // As many lanes as keep a [C][T] buffer within kTileElems (the tile's buffers stay near L1), rounded down to
+    // a multiple of kMinLanes so that every lane loop runs whole vectors, and at least kMinLanes: C > 512 lets the
+    // buffers outgrow L1, which costs far less than lane loops shorter than a vector (with T = 8192 / C, sym_kl's
+    // forward on (N, C) logits took 1.7x the time per element at C = 129 and 2.9x at C = 1000 that it took at
+    // C = 128; benchmarks/results/cpu-shapes-2026-11-30.md).
+    const int64_t fit = std::min<int64_t>(kMaxLanes, kTileElems / std::max<int64_t>(C, 1));
+    T = std::max(kMinLanes, fit / kMinLanes * kMinLanes);
     if (inner == 1) {  // rows: tiles run over all pixels, classes contiguous
       per_outer = 0;
       count = (L.outer + T - 1) / T;
@@ -159,9 +166,12 @@ UDA_MULTIVERSION void load_tile(const scalar_t* __restrict src, const TileGrid& 
   if (g.lane_stride == 1) {
     for (int64_t c = 0; c < g.C; ++c)
       for (int64_t i = 0; i < t.n; ++i) dst[c * g.T + i] = static_cast<acc_t>(s[c * g.class_stride + i]);
-  } else {
-    for (int64_t i = 0; i < t.n; ++i)
-      for (int64_t c = 0; c < g.C; ++c) dst[c * g.T + i] = static_cast<acc_t>(s[i * g.lane_stride + c]);
+  } else {  // the transpose, kMinLanes classes at a time: the lines it reads and writes stay in L1 at any C
+    for (int64_t c0 = 0; c0 < g.C; c0 += kMinLanes) {
+      const int64_t c1 = std::min(g.C, c0 + kMinLanes);
+      for (int64_t i = 0; i < t.n; ++i)
+        for (int64_t c = c0; c < c1; ++c) dst[c * g.T + i] = static_cast<acc_t>(s[i * g.lane_stride + c]);
+    }
   }
 }
 
@@ -173,9 +183,12 @@ UDA_MULTIVERSION void store_tile(const acc_t* __restrict src, const TileGrid& g,
   if (g.lane_stride == 1) {
     for (int64_t c = 0; c < g.C; ++c)
       for (int64_t i = 0; i < t.n; ++i) d[c * g.class_stride + i] = static_cast<scalar_t>(src[c * g.T + i]);
-  } else {
-    for (int64_t i = 0; i < t.n; ++i)
-      for (int64_t c = 0; c < g.C; ++c) d[i * g.lane_stride + c] = static_cast<scalar_t>(src[c * g.T + i]);
+  } else {  // as in load_tile
+    for (int64_t c0 = 0; c0 < g.C; c0 += kMinLanes) {
+      const int64_t c1 = std::min(g.C, c0 + kMinLanes);
+      for (int64_t i = 0; i < t.n; ++i)
+        for (int64_t c = c0; c < c1; ++c) d[i * g.lane_stride + c] = static_cast<scalar_t>(src[c * g.T + i]);
+    }
   }
 }
 

@@ -1,0 +1,139 @@
+"""Forward+backward of every loss on the CPU, uda_ops beside the official repositories' eager formulas
+(benchmarks/official.py), across the shapes users run: segmentation maps (NCHW and channels_last, C = 19 and ADE20K's
+150, fp32 and bf16) and classification logits (N, C) from 10 to 1000 classes. The summary script measures one
+shape; this one checks that the ratio holds elsewhere.
+
+    python benchmarks/cpu_shapes.py                        # every op, every shape: a Markdown table
+    python benchmarks/cpu_shapes.py -k entropy,sym_kl --shape 256,1000 --json out.json
+
+Each (op, shape) times the two side by side in alternating rounds (each round: as many calls as fill --budget
+seconds) and reports the medians: x official is measured within one run. The backward is torch.autograd.grad of the
+loss (the official formulas return a loss; self_information and cosine_discrepancy return maps, summed).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+import warnings
+from typing import List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+import uda_ops  # noqa: E402
+from official import OFFICIAL  # noqa: E402
+from summary import device_name  # noqa: E402
+
+# (shape, dtype, channels_last)
+SHAPES: List[Tuple[Tuple[int, ...], torch.dtype, bool]] = [
+    ((2, 19, 128, 256), torch.float32, False),
+    ((1, 19, 512, 1024), torch.float32, False),
+    ((8, 19, 64, 128), torch.float32, False),
+    ((2, 150, 32, 64), torch.float32, False),
+    ((2, 19, 128, 256), torch.float32, True),
+    ((2, 19, 128, 256), torch.bfloat16, False),
+    ((64, 10), torch.float32, False),
+    ((256, 10), torch.float32, False),
+    ((32, 31), torch.float32, False),
+    ((128, 65), torch.float32, False),
+    ((64, 1000), torch.float32, False),
+    ((256, 1000), torch.float32, False),
+]
+
+FUSED = {
+    "sym_kl": lambda a, b: uda_ops.sym_kl(a, b),
+    "kl_div": lambda a, b: uda_ops.kl_div(a, b),
+    "entropy": lambda z: uda_ops.entropy(z),
+    "self_information": lambda z: uda_ops.self_information(z),
+    "cosine_discrepancy": lambda a, b: uda_ops.cosine_discrepancy(a, b),
+    "clan_adversarial": lambda a, b, d: uda_ops.clan_adversarial_loss(d, a, b, 1.0),
+}
+LOGITS = {"sym_kl": 2, "kl_div": 2, "entropy": 1, "self_information": 1, "cosine_discrepancy": 2,
+          "clan_adversarial": 2}
+
+
+def official(name: str):
+    """The official formula; ADVENT's entropy_loss and CLAN's weight map unpack (N, C, H, W), so (N, C) logits
+    get two unit dimensions (a view: the same work)."""
+    fn = OFFICIAL[name]
+
+    def call(*xs):
+        if xs[0].dim() == 2 and name in ("entropy", "cosine_discrepancy", "clan_adversarial"):
+            xs = [x[..., None, None] for x in xs]
+        return fn(*xs)
+    return call
+
+
+def inputs(name: str, shape, dtype, channels_last: bool) -> List[torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    xs = [(3 * torch.randn(shape, generator=g)).to(dtype) for _ in range(LOGITS[name])]
+    if name == "clan_adversarial":
+        xs.append(torch.randn((shape[0], 1) + tuple(shape[2:]), generator=g).to(dtype))
+    if channels_last:
+        xs = [x.contiguous(memory_format=torch.channels_last) for x in xs]
+    return [x.requires_grad_() for x in xs]
+
+
+def fwdbwd(fn, xs):
+    def run():
+        out = fn(*xs)
+        return torch.autograd.grad(out.sum() if out.dim() else out, xs)
+    return run
+
+
+def per_call(run, budget: float) -> float:
+    run()
+    n, t0 = 0, time.perf_counter()
+    while True:
+        run()
+        n += 1
+        t = time.perf_counter() - t0
+        if t > budget:
+            return t / n
+
+
+def main(argv: Optional[List[str]] = None) -> List[dict]:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("-k", dest="ops", default=",".join(FUSED), help="comma-separated ops (default: all six)")
+    ap.add_argument("--shape", action="append", help="only this shape, e.g. 64,10 (repeatable; default: SHAPES)")
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--budget", type=float, default=0.05, help="seconds per timing round")
+    ap.add_argument("--json", help="also write the rows to this file")
+    args = ap.parse_args(argv)
+    shapes = [s for s in SHAPES if not args.shape or ",".join(map(str, s[0])) in args.shape]
+    warnings.filterwarnings("ignore", message=".*'mean' divides the total loss.*")  # DTA/ADR kl_div "mean"
+    info = {"device": device_name(), "threads": torch.get_num_threads(), "torch": torch.__version__}
+    print(f"{info['device']}, {info['threads']} threads, torch {info['torch']}")
+    print("| op | shape | dtype | layout | uda_ops ms | official ms | x official |")
+    print("|---|---|---|---|---|---|---|")
+    rows = []
+    for name in args.ops.split(","):
+        for shape, dtype, cl in shapes:
+            xs = inputs(name, shape, dtype, cl)
+            ours, theirs = fwdbwd(FUSED[name], xs), fwdbwd(official(name), xs)
+            t_ours, t_theirs = [], []
+            for _ in range(args.rounds):
+                t_ours.append(per_call(ours, args.budget))
+                t_theirs.append(per_call(theirs, args.budget))
+            row = dict(op=name, shape=list(shape), dtype=str(dtype).replace("torch.", ""),
+                       layout="channels_last" if cl else ("NC" if len(shape) == 2 else "NCHW"),
+                       uda_ops_ms=statistics.median(t_ours) * 1e3, official_ms=statistics.median(t_theirs) * 1e3)
+            row["x_official"] = row["official_ms"] / row["uda_ops_ms"]
+            rows.append(row)
+            print(f"| {name} | {tuple(shape)} | {row['dtype']} | {row['layout']} | {row['uda_ops_ms']:.3f} | "
+                  f"{row['official_ms']:.3f} | {row['x_official']:.2f} |", flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"machine": info, "rows": rows}, f, indent=1)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
