@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import uda_ops
+from uda_ops import _ops
 from conftest import (BACKWARDS, CLAN_ARGS, OP_IDS, OPS, check_backward_gradient_errors, check_first_order_only, logits,
                       requires_ext)
 
@@ -106,9 +107,67 @@ def test_backward_ops_reject_integer_or_misshaped_gradients(name):
 
 
 @pytest.mark.parametrize("op", OPS, ids=OP_IDS)
-def test_double_backward_raises(op):
-    """The native kernels: first-order gradients under create_graph=True, and a clear error for the second order."""
+@pytest.mark.parametrize("eager", [True, False], ids=["eager_path", "custom_ops"])
+def test_double_backward_raises(op, eager, monkeypatch):
+    """The native kernels, both paths: first-order gradients under create_graph=True, and a clear error for the
+    second order."""
+    monkeypatch.setattr(_ops, "NATIVE_EAGER", eager)
     check_first_order_only(op)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The eager path (uda_ops._ops.NATIVE): plain calls skip the dispatcher's Python, with the custom ops' results
+# ---------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("op", OPS, ids=OP_IDS)
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+@pytest.mark.parametrize("dtype,layout", [(torch.float32, "contiguous"), (torch.bfloat16, "channels_last"),
+                                          (torch.float64, "strided")])
+def test_eager_path_matches_the_custom_ops(op, reduction, dtype, layout, monkeypatch):
+    """A plain eager call runs the op's autograd.Function (_ops.NATIVE), which calls the C++ op below autograd
+    and the custom op's backward formula: the same values and gradients, to the bit, as the custom ops
+    (UDA_OPS_NATIVE_EAGER=0), fused reductions included."""
+    from conftest import run_with_grad
+    xs = op.make((2, 19, 3, 5), dtype, kind="neg_inf", layout=layout)
+    fn = op.fn
+    if reduction != "none":
+        if op.name in ("self_information", "cosine_discrepancy"):
+            pytest.skip("no fused reduction")
+        kwargs = {"clan_adversarial": dict(target=1.0)}.get(op.name, {})
+        public = {"clan_adversarial": uda_ops.clan_adversarial_loss}.get(op.name) or getattr(uda_ops, op.name)
+        fn = lambda x, dim: public(*x, dim=dim, reduction=reduction, **kwargs).reshape(1)  # noqa: E731
+    results = {}
+    for eager in (True, False):
+        monkeypatch.setattr(_ops, "NATIVE_EAGER", eager)
+        assert (_ops.kernels(op.name, xs[-1]) is _ops.NATIVE) is eager
+        out, grads, _ = run_with_grad(fn, xs, 1)
+        results[eager] = [out] + grads
+    for a, b in zip(results[True], results[False]):
+        assert a.dtype == b.dtype and a.shape == b.shape and a.stride() == b.stride()
+        assert torch.equal(a, b)
+
+
+def test_eager_path_only_for_plain_eager_calls():
+    """Fake tensors (torch.compile, export, opcheck) get the custom ops, and so does every call with
+    UDA_OPS_NATIVE_EAGER=0; the reference backend gets neither."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    z = torch.randn(2, 3, 4)
+    assert _ops.kernels("entropy", z) is _ops.NATIVE
+    with FakeTensorMode() as mode:
+        fz = mode.from_tensor(z)
+        assert _ops.kernels("entropy", fz) is torch.ops.uda_ops
+        assert uda_ops.entropy(fz).shape == ()
+
+
+def test_eager_path_handles_no_grad_and_inference_mode():
+    """Under no_grad and inference_mode the eager path records nothing and gives the custom ops' values."""
+    a, b = (torch.randn(4, 7, 3, requires_grad=True) for _ in range(2))
+    want = torch.ops.uda_ops.sym_kl(a.detach(), b.detach(), 1, False, 0)
+    with torch.no_grad():
+        out = uda_ops.sym_kl(a, b, reduction="none")
+    assert not out.requires_grad and torch.equal(out, want)
+    with torch.inference_mode():
+        out = uda_ops.sym_kl(a, b, reduction="none")
+    assert torch.equal(out, want)
 
 
 @pytest.mark.parametrize("op", OPS, ids=OP_IDS)

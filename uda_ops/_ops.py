@@ -10,7 +10,8 @@ Backends, chosen with ``uda_ops.set_backend(name)`` or the environment variable 
               CPU tensors only under TRITON_INTERPRET=1 (testing), else a clear error.
   "reference" eager PyTorch everywhere.
 Triton is imported lazily, the first time a Triton kernel is chosen: ``import uda_ops`` never imports it. Plain eager
-calls of the Triton backend run ``uda_ops.triton.EAGER`` (the same op bodies without the dispatcher round trips).
+calls skip the dispatcher's Python round trips: the compiled kernels run through ``NATIVE``, the Triton backend
+through ``uda_ops.triton.EAGER`` (an autograd.Function per op over the same kernels and backward formulas).
 ``kernels(op, x)`` gives the op namespace that runs `op` on `x` (None: the eager reference).
 """
 from __future__ import annotations
@@ -20,6 +21,7 @@ import json
 import os
 import sys
 import warnings
+from types import SimpleNamespace
 from typing import Any, Dict, Optional
 
 import torch
@@ -183,9 +185,12 @@ def _load_triton():
     return _TRITON
 
 
-# Plain eager calls of the Triton backend skip the dispatcher (uda_ops.triton.EAGER: an autograd.Function over
-# each op's body; see uda_ops/triton/_common.py); UDA_OPS_TRITON_EAGER=0 sends every call through the custom ops.
+# Plain eager calls skip the dispatcher's Python (torch.library's autograd wrapper and redispatch, about a third of
+# a small forward+backward): the Triton backend through uda_ops.triton.EAGER (an autograd.Function over each op's
+# body; see uda_ops/triton/_common.py), the compiled kernels through NATIVE (an autograd.Function that calls the
+# C++ op below autograd). UDA_OPS_TRITON_EAGER=0 / UDA_OPS_NATIVE_EAGER=0 send every call through the custom ops.
 TRITON_EAGER = os.environ.get("UDA_OPS_TRITON_EAGER", "1") not in ("", "0")
+NATIVE_EAGER = os.environ.get("UDA_OPS_NATIVE_EAGER", "1") not in ("", "0")
 try:
     from torch.utils._python_dispatch import is_in_torch_dispatch_mode as _in_dispatch_mode
 except ImportError:  # older torch
@@ -198,8 +203,13 @@ except ImportError:  # older torch
 def _plain_eager(x: Tensor) -> bool:
     """A plain eager call on a plain tensor: not traced by torch.compile/export, no dispatch mode active (fake
     tensors, make_fx), not a tensor subclass. Anything else needs the custom ops."""
-    return (TRITON_EAGER and not torch.compiler.is_compiling() and type(x) in (Tensor, torch.nn.Parameter)
+    return (not torch.compiler.is_compiling() and type(x) in (Tensor, torch.nn.Parameter)
             and not _in_dispatch_mode())
+
+
+def _native_ops(x: Tensor):
+    """The compiled kernels: NATIVE for a plain eager call, else the custom ops."""
+    return NATIVE if NATIVE_EAGER and _plain_eager(x) else torch.ops.uda_ops
 
 
 def _triton_ops(op: str, x: Tensor):
@@ -209,7 +219,7 @@ def _triton_ops(op: str, x: Tensor):
                            "only under TRITON_INTERPRET=1 (set before triton is first imported)")
     if x.device.type not in ("cpu", "cuda"):
         raise RuntimeError(f"uda_ops: backend 'triton' has no {op} kernel for device {x.device}")
-    return module.EAGER if _plain_eager(x) else torch.ops.uda_ops_triton
+    return module.EAGER if TRITON_EAGER and _plain_eager(x) else torch.ops.uda_ops_triton
 
 
 def _auto_cuda(op: str, dtype: Optional[torch.dtype] = None, layout: Optional[str] = None) -> str:
@@ -234,9 +244,9 @@ def kernels(op: str, x: Tensor, dim: Optional[int] = None):
             try:
                 return _triton_ops(op, x)
             except RuntimeError:  # triton found but unusable: "auto" falls back, "triton" raises
-                return torch.ops.uda_ops if has_kernel(op, "cuda") else None
-        return torch.ops.uda_ops if choice == "native" else None
-    return torch.ops.uda_ops if use_native(op, x) else None
+                return _native_ops(x) if has_kernel(op, "cuda") else None
+        return _native_ops(x) if choice == "native" else None
+    return _native_ops(x) if use_native(op, x) else None
 
 
 def _triton_info() -> Dict[str, object]:
@@ -361,6 +371,37 @@ def first_order(op: str, formula):
     return backward
 
 
+def eager_function(name: str, forward, backward, setup_context):
+    """The autograd.Function of an op for plain eager calls: `forward(*args)` (the op without the dispatcher),
+    `setup_context(ctx, inputs, output)` and the backward formula `backward(ctx, grad)` of its custom op, first order
+    only (first_order). Returns its apply. The classic form (forward takes ctx): with a setup_context staticmethod,
+    Function.apply binds the arguments with inspect.signature on every call, ~10 us."""
+    class Eager(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, *args):
+            output = forward(*args)
+            setup_context(ctx, args, output)
+            return output
+
+    Eager.backward = staticmethod(first_order(name, backward))
+    Eager.__name__ = Eager.__qualname__ = f"Eager_{name}"
+    return Eager.apply
+
+
+def _below_autograd(op):
+    """`op` called under the autograd keys (as a C++ autograd kernel calls the op it wraps): straight to its
+    CPU or CUDA kernel, without the Python autograd wrapper register_autograd installs."""
+    def call(*args):
+        with torch._C._AutoDispatchBelowAutograd():
+            return op(*args)
+    return call
+
+
+# The compiled ops for plain eager calls (kernels() hands it out): per op, the eager_function over the C++ op and
+# the same backward formula as the custom op; the mask searches (no autograd) are the ops themselves.
+NATIVE = SimpleNamespace()
+
+
 def save_inputs(n_tensors: int):
     """setup_context for register_autograd that saves the first `n_tensors` inputs for backward and keeps
     the remaining (non-tensor) arguments as ``ctx.args``: every backward recomputes from the inputs."""
@@ -471,14 +512,14 @@ def _register() -> None:
         gd, g1, g2 = ops.clan_adversarial_backward(grad, d, z1, z2, *args, need)
         return gd, (g1 if need else None), (g2 if need else None), None, None, None, None, None
 
-    reg = torch.library.register_autograd
-    reg(lib + "sym_kl", first_order("sym_kl", sym_kl_bwd), setup_context=save_inputs(2))
-    reg(lib + "kl_div", first_order("kl_div", kl_div_bwd), setup_context=save_inputs(2))
-    reg(lib + "entropy", first_order("entropy", entropy_bwd), setup_context=save_inputs(1))
-    reg(lib + "self_information", first_order("self_information", self_information_bwd),
-        setup_context=save_inputs(1))
-    reg(lib + "cosine_discrepancy", first_order("cosine_discrepancy", cosine_bwd), setup_context=save_inputs(2))
-    reg(lib + "clan_adversarial", first_order("clan_adversarial", clan_bwd), setup_context=save_inputs(3))
+    for name, backward, n in (("sym_kl", sym_kl_bwd, 2), ("kl_div", kl_div_bwd, 2), ("entropy", entropy_bwd, 1),
+                              ("self_information", self_information_bwd, 1), ("cosine_discrepancy", cosine_bwd, 2),
+                              ("clan_adversarial", clan_bwd, 3)):
+        torch.library.register_autograd(lib + name, first_order(name, backward), setup_context=save_inputs(n))
+        forward = _below_autograd(getattr(ops, name).default)
+        setattr(NATIVE, name, eager_function(name, forward, backward, save_inputs(n)))
+    for name in ("adversarial_dropout_mask", "channel_adversarial_dropout_mask"):
+        setattr(NATIVE, name, getattr(ops, name).default)
 
 
 if _C is not None:

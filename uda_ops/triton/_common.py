@@ -192,21 +192,8 @@ def autograd(custom_op, backward, setup_context, backward_op) -> None:
     first-order only (_ops.first_order: differentiating their gradients raises)."""
     (name, body), (_, bwd) = BODIES[custom_op], BODIES[backward_op]
     custom_op.register_autograd(_ops.first_order(name, backward), setup_context=setup_context)
-    eager_backward = _ops.first_order(name, lambda ctx, grad: backward(ctx, grad, bwd=bwd))
-
-    class Eager(torch.autograd.Function):
-        @staticmethod
-        def forward(*args):
-            return body(*args)
-
-        @staticmethod
-        def setup_context(ctx, inputs, output):
-            setup_context(ctx, inputs, output)
-
-        backward = staticmethod(eager_backward)
-
-    Eager.__name__ = Eager.__qualname__ = f"Eager_{name}"
-    setattr(EAGER, name, Eager.apply)
+    setattr(EAGER, name, _ops.eager_function(name, body, lambda ctx, grad: backward(ctx, grad, bwd=bwd),
+                                             setup_context))
 
 
 # The fused reduction of a forward op (the `reduction` argument): {"none": 0, "mean": 1, "sum": 2}.
