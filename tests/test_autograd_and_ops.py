@@ -158,6 +158,15 @@ def test_eager_path_only_for_plain_eager_calls():
         assert uda_ops.entropy(fz).shape == ()
 
 
+@pytest.mark.filterwarnings("ignore:There is a performance drop")
+def test_eager_path_leaves_vmap_to_the_custom_ops():
+    """torch.func.vmap cannot run a classic autograd.Function: under a torch.func transform the call gets the custom
+    ops, which vmap runs sample by sample (its fallback), as before the eager path."""
+    z = torch.randn(4, 5, 3)
+    out = torch.func.vmap(lambda x: uda_ops.entropy(x, dim=0, reduction="none"))(z)
+    assert torch.equal(out, torch.stack([uda_ops.entropy(x, dim=0, reduction="none") for x in z]))
+
+
 def test_eager_path_handles_no_grad_and_inference_mode():
     """Under no_grad and inference_mode the eager path records nothing and gives the custom ops' values."""
     a, b = (torch.randn(4, 7, 3, requires_grad=True) for _ in range(2))

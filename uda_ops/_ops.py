@@ -202,9 +202,10 @@ except ImportError:  # older torch
 
 def _plain_eager(x: Tensor) -> bool:
     """A plain eager call on a plain tensor: not traced by torch.compile/export, no dispatch mode active (fake
-    tensors, make_fx), not a tensor subclass. Anything else needs the custom ops."""
+    tensors, make_fx), no torch.func transform (vmap, grad), not a tensor subclass. Anything else needs the custom
+    ops."""
     return (not torch.compiler.is_compiling() and type(x) in (Tensor, torch.nn.Parameter)
-            and not _in_dispatch_mode())
+            and not _in_dispatch_mode() and not torch._C._are_functorch_transforms_active())
 
 
 def _native_ops(x: Tensor):
