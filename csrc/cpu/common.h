@@ -18,6 +18,7 @@
 #include <cstring>
 #include <limits>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "../layout.h"
@@ -157,6 +158,71 @@ struct TileGrid {
   int64_t total;
 };
 
+// ------------------------------------------------------------------------------------------------
+// The transpose of the rows layout: d[c * ds + i] = s[i * ss + c] for i < rows, c < cols. float to float
+// (GCC, on a CPU with AVX-512) goes by 16 x 16 blocks in registers: sixteen 64-byte loads, four rounds of
+// two-source shuffles (one vpermt2ps each), sixteen 64-byte stores: 1.7x faster than element by element in a
+// standalone test, and the rows kernels 10-35% faster. With AVX2 only the shuffles are split and the blocks were
+// 1.5x slower, so there, and for the rest (rows or cols past a multiple of 16, other dtypes), element by element,
+// 16 columns at a time so that the lines it touches stay in L1 at any size.
+// ------------------------------------------------------------------------------------------------
+#if defined(__GNUC__) && !defined(__clang__)
+#define UDA_BLOCK_TRANSPOSE 1
+typedef float uda_v16f __attribute__((vector_size(64)));
+typedef int32_t uda_v16i __attribute__((vector_size(64)));
+
+// One round: for the row pairs (i, i + K) with bit K of i clear, swap the elements whose column has bit K set in
+// row i with those whose column has it clear in row i + K (exchanging bit K of the row and of the column index).
+template <int K, int... J>
+UDA_INLINE void swap_bit(uda_v16f (&r)[16], std::integer_sequence<int, J...>) {
+  const uda_v16i lo = {((J & K) ? 16 + J - K : J)...};
+  const uda_v16i hi = {((J & K) ? 16 + J : J + K)...};
+  for (int i = 0; i < 16; ++i) {
+    if (i & K) continue;
+    const uda_v16f a = r[i], b = r[i + K];
+    r[i] = __builtin_shuffle(a, b, lo);
+    r[i + K] = __builtin_shuffle(a, b, hi);
+  }
+}
+
+inline bool block_transpose_pays() {
+  static const bool avx512 = __builtin_cpu_supports("avx512f");
+  return avx512;
+}
+
+UDA_INLINE void transpose16(const float* s, int64_t ss, float* d, int64_t ds) {
+  uda_v16f r[16];
+  for (int i = 0; i < 16; ++i) std::memcpy(&r[i], s + i * ss, sizeof(uda_v16f));
+  constexpr auto J = std::make_integer_sequence<int, 16>{};
+  swap_bit<8>(r, J);
+  swap_bit<4>(r, J);
+  swap_bit<2>(r, J);
+  swap_bit<1>(r, J);
+  for (int c = 0; c < 16; ++c) std::memcpy(d + c * ds, &r[c], sizeof(uda_v16f));
+}
+#endif
+
+template <typename From, typename To>
+UDA_INLINE void transpose(const From* __restrict s, int64_t ss, To* __restrict d, int64_t ds, int64_t rows,
+                          int64_t cols) {
+  int64_t rb = 0, cb = 0;  // rows and cols covered by whole 16 x 16 blocks
+#ifdef UDA_BLOCK_TRANSPOSE
+  if constexpr (std::is_same<From, float>::value && std::is_same<To, float>::value) {
+    if (block_transpose_pays()) {
+      rb = rows / 16 * 16;
+      cb = cols / 16 * 16;
+      for (int64_t c0 = 0; c0 < cb; c0 += 16)
+        for (int64_t i0 = 0; i0 < rb; i0 += 16) transpose16(s + i0 * ss + c0, ss, d + c0 * ds + i0, ds);
+    }
+  }
+#endif
+  for (int64_t c0 = 0; c0 < cols; c0 += 16) {
+    const int64_t c1 = std::min(cols, c0 + 16);
+    for (int64_t i = c0 < cb ? rb : 0; i < rows; ++i)  // blocks done: only the rows below them
+      for (int64_t c = c0; c < c1; ++c) d[c * ds + i] = static_cast<To>(s[i * ss + c]);
+  }
+}
+
 // src (input dtype, canonical layout) -> dst [C][T] in acc_t. Multiversioned like the compute: the
 // conversion and the transpose of the rows layout vectorise too.
 template <typename scalar_t, typename acc_t>
@@ -166,12 +232,8 @@ UDA_MULTIVERSION void load_tile(const scalar_t* __restrict src, const TileGrid& 
   if (g.lane_stride == 1) {
     for (int64_t c = 0; c < g.C; ++c)
       for (int64_t i = 0; i < t.n; ++i) dst[c * g.T + i] = static_cast<acc_t>(s[c * g.class_stride + i]);
-  } else {  // the transpose, kMinLanes classes at a time: the lines it reads and writes stay in L1 at any C
-    for (int64_t c0 = 0; c0 < g.C; c0 += kMinLanes) {
-      const int64_t c1 = std::min(g.C, c0 + kMinLanes);
-      for (int64_t i = 0; i < t.n; ++i)
-        for (int64_t c = c0; c < c1; ++c) dst[c * g.T + i] = static_cast<acc_t>(s[i * g.lane_stride + c]);
-    }
+  } else {
+    transpose(s, g.lane_stride, dst, g.T, t.n, g.C);
   }
 }
 
@@ -183,12 +245,8 @@ UDA_MULTIVERSION void store_tile(const acc_t* __restrict src, const TileGrid& g,
   if (g.lane_stride == 1) {
     for (int64_t c = 0; c < g.C; ++c)
       for (int64_t i = 0; i < t.n; ++i) d[c * g.class_stride + i] = static_cast<scalar_t>(src[c * g.T + i]);
-  } else {  // as in load_tile
-    for (int64_t c0 = 0; c0 < g.C; c0 += kMinLanes) {
-      const int64_t c1 = std::min(g.C, c0 + kMinLanes);
-      for (int64_t i = 0; i < t.n; ++i)
-        for (int64_t c = c0; c < c1; ++c) d[i * g.lane_stride + c] = static_cast<scalar_t>(src[c * g.T + i]);
-    }
+  } else {
+    transpose(src, g.T, d, g.lane_stride, g.C, t.n);
   }
 }
 
