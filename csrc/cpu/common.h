@@ -26,6 +26,7 @@
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && \
     !defined(UDA_OPS_NO_MULTIVERSION)
 #define UDA_MULTIVERSION __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#define UDA_BLOCK_TRANSPOSE 1  // an AVX-512 CPU runs the x86-64-v4 clones (see transpose below)
 #else
 #define UDA_MULTIVERSION
 #endif
@@ -159,15 +160,15 @@ struct TileGrid {
 };
 
 // ------------------------------------------------------------------------------------------------
-// The transpose of the rows layout: d[c * ds + i] = s[i * ss + c] for i < rows, c < cols. float to float
-// (GCC, on a CPU with AVX-512) goes by 16 x 16 blocks in registers: sixteen 64-byte loads, four rounds of
-// two-source shuffles (one vpermt2ps each), sixteen 64-byte stores: 1.7x faster than element by element in a
-// standalone test, and the rows kernels 10-35% faster. With AVX2 only the shuffles are split and the blocks were
-// 1.5x slower, so there, and for the rest (rows or cols past a multiple of 16, other dtypes), element by element,
-// 16 columns at a time so that the lines it touches stay in L1 at any size.
+// The transpose of the rows layout: d[c * ds + i] = s[i * ss + c] for i < rows, c < cols. float to float, in
+// the x86-64-v4 clones that a CPU with AVX-512 runs, goes by 16 x 16 blocks in registers: sixteen 64-byte loads,
+// four rounds of two-source shuffles (one vpermt2ps each), sixteen 64-byte stores: 1.7x faster than element by
+// element in a standalone test, and the rows kernels 10-35% faster. Compiled for AVX2 or less the shuffles are split
+// and the blocks were 1.5x slower, so there (and without the clones), and for the rest (rows or cols past a
+// multiple of 16, other dtypes), element by element, 16 columns at a time so that the lines it touches stay in L1
+// at any size.
 // ------------------------------------------------------------------------------------------------
-#if defined(__GNUC__) && !defined(__clang__)
-#define UDA_BLOCK_TRANSPOSE 1
+#ifdef UDA_BLOCK_TRANSPOSE
 typedef float uda_v16f __attribute__((vector_size(64)));
 typedef int32_t uda_v16i __attribute__((vector_size(64)));
 
@@ -185,9 +186,9 @@ UDA_INLINE void swap_bit(uda_v16f (&r)[16], std::integer_sequence<int, J...>) {
   }
 }
 
-inline bool block_transpose_pays() {
-  static const bool avx512 = __builtin_cpu_supports("avx512f");
-  return avx512;
+inline bool block_transpose_pays() {  // the CPU runs the x86-64-v4 clones
+  static const bool v4 = __builtin_cpu_supports("x86-64-v4");
+  return v4;
 }
 
 UDA_INLINE void transpose16(const float* s, int64_t ss, float* d, int64_t ds) {
