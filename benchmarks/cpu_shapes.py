@@ -22,12 +22,11 @@ import warnings
 from typing import List, Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-import uda_ops  # noqa: E402
+from cases import CASES, step  # noqa: E402
 from official import OFFICIAL  # noqa: E402
 from summary import device_name  # noqa: E402
 
@@ -47,16 +46,9 @@ SHAPES: List[Tuple[Tuple[int, ...], torch.dtype, bool]] = [
     ((256, 1000), torch.float32, False),
 ]
 
-FUSED = {
-    "sym_kl": lambda a, b: uda_ops.sym_kl(a, b),
-    "kl_div": lambda a, b: uda_ops.kl_div(a, b),
-    "entropy": lambda z: uda_ops.entropy(z),
-    "self_information": lambda z: uda_ops.self_information(z),
-    "cosine_discrepancy": lambda a, b: uda_ops.cosine_discrepancy(a, b),
-    "clan_adversarial": lambda a, b, d: uda_ops.clan_adversarial_loss(d, a, b, 1.0),
-}
-LOGITS = {"sym_kl": 2, "kl_div": 2, "entropy": 1, "self_information": 1, "cosine_discrepancy": 2,
-          "clan_adversarial": 2}
+# The losses, in the order of the table; their inputs, uda_ops calls and forward+backward steps are
+# benchmarks/cases.py's (CASES, step), as in the pytest-benchmark suite.
+OPS = ("sym_kl", "kl_div", "entropy", "self_information", "cosine_discrepancy", "clan_adversarial")
 
 
 def official(name: str):
@@ -72,20 +64,10 @@ def official(name: str):
 
 
 def inputs(name: str, shape, dtype, channels_last: bool) -> List[torch.Tensor]:
-    g = torch.Generator().manual_seed(0)
-    xs = [(3 * torch.randn(shape, generator=g)).to(dtype) for _ in range(LOGITS[name])]
-    if name == "clan_adversarial":
-        xs.append(torch.randn((shape[0], 1) + tuple(shape[2:]), generator=g).to(dtype))
+    xs = CASES[name].make("cpu", shape=shape, dtype=dtype)
     if channels_last:
-        xs = [x.contiguous(memory_format=torch.channels_last) for x in xs]
-    return [x.requires_grad_() for x in xs]
-
-
-def fwdbwd(fn, xs):
-    def run():
-        out = fn(*xs)
-        return torch.autograd.grad(out.sum() if out.dim() else out, xs)
-    return run
+        xs = [x.detach().contiguous(memory_format=torch.channels_last).requires_grad_() for x in xs]
+    return xs
 
 
 def per_call(run, budget: float) -> float:
@@ -101,7 +83,7 @@ def per_call(run, budget: float) -> float:
 
 def main(argv: Optional[List[str]] = None) -> List[dict]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("-k", dest="ops", default=",".join(FUSED), help="comma-separated ops (default: all six)")
+    ap.add_argument("-k", dest="ops", default=",".join(OPS), help="comma-separated ops (default: all six)")
     ap.add_argument("--shape", action="append", help="only this shape, e.g. 64,10 (repeatable; default: SHAPES)")
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--budget", type=float, default=0.05, help="seconds per timing round")
@@ -117,7 +99,7 @@ def main(argv: Optional[List[str]] = None) -> List[dict]:
     for name in args.ops.split(","):
         for shape, dtype, cl in shapes:
             xs = inputs(name, shape, dtype, cl)
-            ours, theirs = fwdbwd(FUSED[name], xs), fwdbwd(official(name), xs)
+            ours, theirs = step(CASES[name].fused, xs, "fwdbwd"), step(official(name), xs, "fwdbwd")
             t_ours, t_theirs = [], []
             for _ in range(args.rounds):
                 t_ours.append(per_call(ours, args.budget))
