@@ -180,6 +180,27 @@ def run_with_grad(fn, inputs, dim, grad_seed=1):
     return out, [x.grad for x in xs], g
 
 
+def eager_path_results(op: Op, xs, reduction: str, flag: str, eager_ops, monkeypatch) -> dict:
+    """{on: [value, *gradients]} of `op` on `xs` with uda_ops._ops.<flag> on (kernels() hands out `eager_ops`, the
+    eager path) and off (the custom ops). reduction "none" runs op.fn; "mean"/"sum" the public function with that
+    fused reduction (skips the ops without one)."""
+    from uda_ops import _ops
+    fn = op.fn
+    if reduction != "none":
+        if op.name in ("self_information", "cosine_discrepancy"):
+            pytest.skip("no fused reduction")
+        kwargs = {"clan_adversarial": dict(target=1.0)}.get(op.name, {})
+        public = {"clan_adversarial": uda_ops.clan_adversarial_loss}.get(op.name) or getattr(uda_ops, op.name)
+        fn = lambda x, dim: public(*x, dim=dim, reduction=reduction, **kwargs).reshape(1)  # noqa: E731
+    results = {}
+    for on in (True, False):
+        monkeypatch.setattr(_ops, flag, on)
+        assert (_ops.kernels(op.name, xs[-1]) is eager_ops) is on
+        out, grads, _ = run_with_grad(fn, xs, 1)
+        results[on] = [out] + grads
+    return results
+
+
 def check_op(op: Op, inputs, dim=1, dtype=None, grads=True):
     """The op (current backend) against the float64 reference on the same inputs: value and gradients."""
     dtype = dtype or inputs[-1].dtype

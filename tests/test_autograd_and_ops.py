@@ -5,8 +5,8 @@ import torch
 
 import uda_ops
 from uda_ops import _ops
-from conftest import (BACKWARDS, CLAN_ARGS, OP_IDS, OPS, check_backward_gradient_errors, check_first_order_only, logits,
-                      requires_ext)
+from conftest import (BACKWARDS, CLAN_ARGS, OP_IDS, OPS, check_backward_gradient_errors, check_first_order_only,
+                      eager_path_results, logits, requires_ext)
 
 pytestmark = requires_ext
 
@@ -126,21 +126,8 @@ def test_eager_path_matches_the_custom_ops(op, reduction, dtype, layout, monkeyp
     """A plain eager call runs the op's autograd.Function (_ops.NATIVE), which calls the C++ op below autograd
     and the custom op's backward formula: the same values and gradients, to the bit, as the custom ops
     (UDA_OPS_NATIVE_EAGER=0), fused reductions included."""
-    from conftest import run_with_grad
     xs = op.make((2, 19, 3, 5), dtype, kind="neg_inf", layout=layout)
-    fn = op.fn
-    if reduction != "none":
-        if op.name in ("self_information", "cosine_discrepancy"):
-            pytest.skip("no fused reduction")
-        kwargs = {"clan_adversarial": dict(target=1.0)}.get(op.name, {})
-        public = {"clan_adversarial": uda_ops.clan_adversarial_loss}.get(op.name) or getattr(uda_ops, op.name)
-        fn = lambda x, dim: public(*x, dim=dim, reduction=reduction, **kwargs).reshape(1)  # noqa: E731
-    results = {}
-    for eager in (True, False):
-        monkeypatch.setattr(_ops, "NATIVE_EAGER", eager)
-        assert (_ops.kernels(op.name, xs[-1]) is _ops.NATIVE) is eager
-        out, grads, _ = run_with_grad(fn, xs, 1)
-        results[eager] = [out] + grads
+    results = eager_path_results(op, xs, reduction, "NATIVE_EAGER", _ops.NATIVE, monkeypatch)
     for a, b in zip(results[True], results[False]):
         assert a.dtype == b.dtype and a.shape == b.shape and a.stride() == b.stride()
         assert torch.equal(a, b)

@@ -269,21 +269,9 @@ def test_eager_path_matches_the_custom_ops(triton_backend, op, reduction, monkey
     included. Double backward raises, as with the custom ops (_ops.first_order: the backward is not silently
     taken as a constant)."""
     from uda_ops import _ops
-    from conftest import run_with_grad
+    from conftest import eager_path_results
     xs = op.make((2, 19, 3, 5), torch.float32, kind="neg_inf")
-    fn = op.fn
-    if reduction == "mean":
-        if op.name in ("self_information", "cosine_discrepancy"):
-            pytest.skip("no fused reduction")
-        kwargs = {"clan_adversarial": dict(target=1.0)}.get(op.name, {})
-        public = {"clan_adversarial": uda_ops.clan_adversarial_loss}.get(op.name) or getattr(uda_ops, op.name)
-        fn = lambda x, dim: public(*x, dim=dim, **kwargs).reshape(1)  # noqa: E731
-    results = {}
-    for eager in (True, False):
-        monkeypatch.setattr(_ops, "TRITON_EAGER", eager)
-        assert (_ops.kernels(op.name, xs[-1]) is TT.EAGER) is eager
-        out, grads, _ = run_with_grad(fn, xs, 1)
-        results[eager] = [out] + grads
+    results = eager_path_results(op, xs, reduction, "TRITON_EAGER", TT.EAGER, monkeypatch)
     for a, b in zip(results[True], results[False]):
         assert a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b)
     monkeypatch.setattr(_ops, "TRITON_EAGER", True)
