@@ -44,6 +44,8 @@ SHAPES: List[Tuple[Tuple[int, ...], torch.dtype, bool]] = [
     ((128, 65), torch.float32, False),
     ((64, 1000), torch.float32, False),
     ((256, 1000), torch.float32, False),
+    ((256, 1000), torch.bfloat16, False),
+    ((128, 345), torch.float32, False),  # DomainNet's 345 classes
 ]
 
 # The losses, in the order of the table; their inputs, uda_ops calls and forward+backward steps are

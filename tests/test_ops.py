@@ -37,6 +37,48 @@ def test_shapes_and_dims(op, shape, dim, dtype):
     check_op(op, op.make(shape, dtype, dim=dim), dim=dim)
 
 
+# The rows layout with many classes (C >= 256 on the CPU) takes each pixel's row on its own (csrc/cpu/common.h,
+# RowLanes): C = 256 and 1024 are read in place, 300 and 1000 through a padded buffer.
+ROWS_SHAPES = [((9, 256), 1), ((5, 1024), -1), ((7, 300), 1), ((2, 1000, 3, 5), 1)]
+
+
+@pytest.mark.parametrize("op", OPS, ids=OP_IDS)
+@pytest.mark.parametrize("shape,dim", ROWS_SHAPES, ids=str)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_rows_of_many_classes(op, shape, dim, dtype):
+    layout = "channels_last" if len(shape) == 4 else "contiguous"
+    check_op(op, op.make(shape, dtype, layout=layout, dim=dim), dim=dim)
+
+
+@pytest.mark.parametrize("op", OPS, ids=OP_IDS)
+@pytest.mark.parametrize("kind", ["large", "neg_inf", "one_hot", "nan", "all_neg_inf"])
+@pytest.mark.parametrize("C", [256, 300])
+def test_rows_of_many_classes_extreme(op, kind, C):
+    xs = op.make((6, C), torch.float32, kind=kind)
+    check_op(op, xs, dim=1)
+    out = op.fn(xs, 1)
+    if kind in ("nan", "all_neg_inf"):  # NaN in the bad row only
+        assert out.isnan().any() and not out.isnan().all()
+    else:
+        assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_rows_of_many_classes_reductions_and_scalar_gradient(reduction):
+    """The fused reductions over rows, and self_information's backward for an expanded scalar gradient (.sum()),
+    which reads the gradient as one value."""
+    a, b = logits((37, 300), torch.float32, seed=1), logits((37, 300), torch.float32, seed=2)
+    R = uda_ops.reference
+    for out, ref in [(uda_ops.sym_kl(a, b, reduction=reduction), R.sym_kl(a.double(), b.double(), reduction=reduction)),
+                     (uda_ops.kl_div(a, b, reduction=reduction), R.kl_div(a.double(), b.double(), reduction=reduction)),
+                     (uda_ops.entropy(a, reduction=reduction), R.entropy(a.double(), reduction=reduction))]:
+        assert_close(out, ref, torch.float32, scale=10.0 if reduction == "sum" else 1.0)
+    x, x64 = a.clone().requires_grad_(True), a.double().requires_grad_(True)
+    uda_ops.self_information(x).sum().backward()
+    R.self_information(x64).sum().backward()
+    assert_close(x.grad, x64.grad, torch.float32)
+
+
 @pytest.mark.parametrize("op", OPS, ids=OP_IDS)
 @pytest.mark.parametrize("kind", ["large", "neg_inf", "one_hot", "uniform", "nan", "all_neg_inf"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)

@@ -9,10 +9,10 @@ namespace cpu {
 
 
 // From softmaxes P1, P2 [C][T]: cos[i] and the three inverse norms the gradient needs.
-template <typename acc_t>
+template <typename acc_t, typename R = PixelLanes>
 UDA_INLINE void cosine_stats(const acc_t* __restrict P1, const acc_t* __restrict P2, int64_t C,
                              int64_t T, int64_t n, acc_t* __restrict cos, acc_t* __restrict inv12,
-                             acc_t* __restrict inv11, acc_t* __restrict inv22) {
+                             acc_t* __restrict inv11, acc_t* __restrict inv22, R = {}) {
   for (int64_t i = 0; i < n; ++i) cos[i] = inv11[i] = inv22[i] = 0;
   for (int64_t c = 0; c < C; ++c)
     for (int64_t i = 0; i < n; ++i) {
@@ -21,6 +21,9 @@ UDA_INLINE void cosine_stats(const acc_t* __restrict P1, const acc_t* __restrict
       inv11[i] += P1[k] * P1[k];
       inv22[i] += P2[k] * P2[k];
     }
+  R::sum(cos, n);
+  R::sum(inv11, n);
+  R::sum(inv22, n);
   for (int64_t i = 0; i < n; ++i) {  // |p|^2 >= 1/C: no eps needed
     inv12[i] = acc_t(1) / std::sqrt(inv11[i] * inv22[i]);
     cos[i] *= inv12[i];
@@ -39,11 +42,12 @@ UDA_INLINE acc_t cosine_b(acc_t p, acc_t q, acc_t i12, acc_t ci) {
   return q * i12 - ci * p;  // b of input p for one class: ci = cos / |p|^2
 }
 
-template <typename acc_t>
+template <typename acc_t, typename R = PixelLanes>
 UDA_INLINE void cosine_grad(const acc_t* __restrict P1, const acc_t* __restrict P2, int64_t C, int64_t T,
                             int64_t n, const acc_t* __restrict cos, const acc_t* __restrict inv12,
                             const acc_t* __restrict inv11, const acc_t* __restrict inv22,
-                            const acc_t* __restrict gm, acc_t* __restrict G1, acc_t* __restrict G2, int64_t os) {
+                            const acc_t* __restrict gm, acc_t* __restrict G1, acc_t* __restrict G2, int64_t os,
+                            R = {}) {
   acc_t r1[kMaxLanes], r2[kMaxLanes], c1[kMaxLanes], c2[kMaxLanes];
   for (int64_t i = 0; i < n; ++i) r1[i] = r2[i] = 0, c1[i] = cos[i] * inv11[i], c2[i] = cos[i] * inv22[i];
   for (int64_t c = 0; c < C; ++c)
@@ -52,6 +56,8 @@ UDA_INLINE void cosine_grad(const acc_t* __restrict P1, const acc_t* __restrict 
       r1[i] += P1[k] * cosine_b(P1[k], P2[k], inv12[i], c1[i]);
       r2[i] += P2[k] * cosine_b(P2[k], P1[k], inv12[i], c2[i]);
     }
+  R::sum(r1, n);
+  R::sum(r2, n);
   for (int64_t c = 0; c < C; ++c)
     for (int64_t i = 0; i < n; ++i) {
       const int64_t k = c * T + i;

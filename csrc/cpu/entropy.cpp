@@ -4,12 +4,12 @@
 namespace uda_ops {
 namespace cpu {
 
-template <typename acc_t>
+template <typename acc_t, typename R = PixelLanes>
 UDA_MULTIVERSION void entropy_forward_tile(const acc_t* __restrict X, int64_t xs, int64_t C, int64_t n,
-                                           acc_t* __restrict out) {
+                                           acc_t* __restrict out, R lanes = {}) {
   acc_t m[kMaxLanes], s[kMaxLanes], h[kMaxLanes];
-  entropy_stats<acc_t, false>(X, xs, nullptr, C, 0, n, m, s, h);
-  const acc_t inv_log_c = acc_t(1) / std::log(acc_t(C));
+  entropy_stats<acc_t, false, R>(X, xs, nullptr, C, 0, n, m, s, h);
+  const acc_t inv_log_c = acc_t(1) / std::log(acc_t(lanes.classes(C)));
   for (int64_t i = 0; i < n; ++i) out[i] = h[i] * inv_log_c;
 }
 
@@ -24,6 +24,20 @@ at::Tensor entropy_cpu(const at::Tensor& z, int64_t dim, int64_t reduction) {
     using acc_t = at::opmath_type<scalar_t>;
     const scalar_t* pz = zc.const_data_ptr<scalar_t>();
     ForwardOut<acc_t> fo(out, g, r, L.pixels());
+    if (by_rows(g)) {
+      const int64_t K = row_chunks(g);
+      for_each_tile<acc_t>(g, 1, [&](const Tile& t, acc_t* buf) {
+        acc_t lanes[kMaxLanes], v[kRowLanes];
+        acc_t* o = fo.dst(t, lanes);
+        for (int64_t i = 0; i < t.n; ++i) {
+          entropy_forward_tile(row_in(pz, g, t, i, buf, kNegInf<acc_t>), kRowLanes, K, kRowLanes, v, RowLanes{g.C});
+          o[i] = v[0];
+        }
+        fo.done(t, o);
+      });
+      fo.finish();
+      return;
+    }
     for_each_tile<acc_t>(g, 1, [&](const Tile& t, acc_t* buf) {
       int64_t xs;
       acc_t lanes[kMaxLanes];
@@ -49,6 +63,19 @@ at::Tensor entropy_backward_cpu(const at::Tensor& grad, const at::Tensor& z, int
     const scalar_t* pz = zc.const_data_ptr<scalar_t>();
     const acc_t* pg_ = pg.storage.const_data_ptr<acc_t>();
     scalar_t* pgz = gz.mutable_data_ptr<scalar_t>();
+    if (by_rows(g)) {
+      const int64_t K = row_chunks(g), Cp = K * kRowLanes;
+      for_each_tile<acc_t>(g, 2, [&](const Tile& t, acc_t* buf) {
+        for (int64_t i = 0; i < t.n; ++i) {
+          const acc_t* x = row_in(pz, g, t, i, buf, kNegInf<acc_t>);
+          acc_t* o = row_out(pgz, g, t, i, buf);
+          entropy_backward_tile(x, kRowLanes, buf + Cp, K, kRowLanes, kRowLanes, pg_ + (t.p0 + i) * pg.stride, 0, o,
+                                kRowLanes, RowLanes{g.C});
+          row_out_done(buf, g, t, i, pgz);
+        }
+      });
+      return;
+    }
     for_each_tile<acc_t>(g, 2, [&](const Tile& t, acc_t* buf) {
       int64_t xs, os;
       const acc_t* X = tile_in(pz, g, t, buf, xs);

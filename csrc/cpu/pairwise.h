@@ -8,8 +8,8 @@
 namespace uda_ops {
 namespace cpu {
 
-// tile(A, B, xs, P, Q, C, T, n, out) writes the map of the tile's n pixels; returns the (N, *) map (acc_t), or
-// its fused reduction (layout.h).
+// tile(A, B, xs, P, Q, C, T, n, out, lanes) writes the map of the tile's n pixels (`lanes`: PixelLanes or
+// RowLanes, common.h); returns the (N, *) map (acc_t), or its fused reduction (layout.h).
 template <typename TileFn>
 at::Tensor pair_map_forward(const char* op, const at::Tensor& a, const at::Tensor& b, int64_t dim,
                             const TileFn& tile, int64_t reduction = kReduceNone) {
@@ -25,6 +25,23 @@ at::Tensor pair_map_forward(const char* op, const at::Tensor& a, const at::Tenso
     const scalar_t* pa = ac.const_data_ptr<scalar_t>();
     const scalar_t* pb = bc.const_data_ptr<scalar_t>();
     ForwardOut<acc_t> fo(out, g, r, L.pixels());
+    if (by_rows(g)) {
+      const int64_t K = row_chunks(g), Cp = K * kRowLanes;
+      for_each_tile<acc_t>(g, 4, [&](const Tile& t, acc_t* buf) {
+        acc_t *A = buf, *B = A + Cp, *P = B + Cp, *Q = P + Cp;
+        acc_t lanes[kMaxLanes], v[kRowLanes];
+        acc_t* o = fo.dst(t, lanes);
+        for (int64_t i = 0; i < t.n; ++i) {
+          const acc_t* a_ = row_in(pa, g, t, i, A, kNegInf<acc_t>);
+          const acc_t* b_ = row_in(pb, g, t, i, B, kNegInf<acc_t>);
+          tile(a_, b_, kRowLanes, P, Q, K, kRowLanes, kRowLanes, v, RowLanes{g.C});
+          o[i] = v[0];
+        }
+        fo.done(t, o);
+      });
+      fo.finish();
+      return;
+    }
     for_each_tile<acc_t>(g, 4, [&](const Tile& t, acc_t* buf) {
       acc_t *A = buf, *B = A + g.C * g.T, *P = B + g.C * g.T, *Q = P + g.C * g.T;
       acc_t lanes[kMaxLanes];
@@ -32,7 +49,7 @@ at::Tensor pair_map_forward(const char* op, const at::Tensor& a, const at::Tenso
       const acc_t* a_ = tile_in(pa, g, t, A, xs);
       const acc_t* b_ = tile_in(pb, g, t, B, xs);
       acc_t* o = fo.dst(t, lanes);
-      tile(a_, b_, xs, P, Q, g.C, g.T, t.n, o);
+      tile(a_, b_, xs, P, Q, g.C, g.T, t.n, o, PixelLanes{});
       fo.done(t, o);
     });
     fo.finish();
@@ -40,7 +57,7 @@ at::Tensor pair_map_forward(const char* op, const at::Tensor& a, const at::Tenso
   return out;
 }
 
-// tile(A, B, xs, P, Q, C, T, n, g, gs, GA, GB, os) writes d/da to GA and, when need_b, d/db to GB (class
+// tile(A, B, xs, P, Q, C, T, n, g, gs, GA, GB, os, lanes) writes d/da to GA and, when need_b, d/db to GB (class
 // stride os) for the map gradient g[i * gs] (gs = 0: an expanded scalar); GA, GB may be A, B themselves
 // (the buffers), so a tile function reads A[k], B[k] before it writes GA[k], GB[k]. Returns
 // (d/da, d/db | empty) in a's dtype and layout.
@@ -63,6 +80,23 @@ std::tuple<at::Tensor, at::Tensor> pair_grad_backward(const char* op, const at::
     const acc_t* pgrad = pg.storage.const_data_ptr<acc_t>();
     scalar_t* pga = ga.mutable_data_ptr<scalar_t>();
     scalar_t* pgb = need_b ? gb.mutable_data_ptr<scalar_t>() : nullptr;
+    if (by_rows(g)) {
+      const int64_t K = row_chunks(g), Cp = K * kRowLanes;
+      for_each_tile<acc_t>(g, 4, [&](const Tile& t, acc_t* buf) {
+        acc_t *A = buf, *B = A + Cp, *P = B + Cp, *Q = P + Cp;
+        for (int64_t i = 0; i < t.n; ++i) {
+          const acc_t* a_ = row_in(pa, g, t, i, A, kNegInf<acc_t>);
+          const acc_t* b_ = row_in(pb, g, t, i, B, kNegInf<acc_t>);
+          acc_t* ga_ = row_out(pga, g, t, i, A);
+          acc_t* gb_ = need_b ? row_out(pgb, g, t, i, B) : nullptr;
+          tile(a_, b_, kRowLanes, P, Q, K, kRowLanes, kRowLanes, pgrad + (t.p0 + i) * pg.stride, 0, ga_, gb_,
+               kRowLanes, RowLanes{g.C});
+          row_out_done(A, g, t, i, pga);
+          if (need_b) row_out_done(B, g, t, i, pgb);
+        }
+      });
+      return;
+    }
     for_each_tile<acc_t>(g, 4, [&](const Tile& t, acc_t* buf) {
       acc_t *A = buf, *B = A + g.C * g.T, *P = B + g.C * g.T, *Q = P + g.C * g.T;
       int64_t xs, os;
@@ -70,7 +104,7 @@ std::tuple<at::Tensor, at::Tensor> pair_grad_backward(const char* op, const at::
       const acc_t* b_ = tile_in(pb, g, t, B, xs);
       acc_t* ga_ = tile_out(pga, g, t, A, os);
       acc_t* gb_ = need_b ? tile_out(pgb, g, t, B, os) : nullptr;
-      tile(a_, b_, xs, P, Q, g.C, g.T, t.n, pgrad + t.p0 * pg.stride, pg.stride, ga_, gb_, os);
+      tile(a_, b_, xs, P, Q, g.C, g.T, t.n, pgrad + t.p0 * pg.stride, pg.stride, ga_, gb_, os, PixelLanes{});
       tile_out_done(A, g, t, pga);
       if (need_b) tile_out_done(B, g, t, pgb);
     });

@@ -6,12 +6,13 @@ namespace cpu {
 
 // Per lane: m = max_c x_c, E[c * T + i] = exp(x_c - m), s = sum_c of those. The softmax is never normalised
 // in a pass of its own: its consumers multiply by 1 / s.
-template <typename acc_t>
+template <typename acc_t, typename R>
 UDA_INLINE void exp_tile(const acc_t* __restrict X, int64_t xs, acc_t* __restrict E, int64_t C, int64_t T,
                          int64_t n, acc_t* __restrict m, acc_t* __restrict s) {
   for (int64_t i = 0; i < n; ++i) m[i] = -std::numeric_limits<acc_t>::infinity();
   for (int64_t c = 0; c < C; ++c)
     for (int64_t i = 0; i < n; ++i) m[i] = X[c * xs + i] > m[i] ? X[c * xs + i] : m[i];
+  R::max(m, n);
   for (int64_t i = 0; i < n; ++i) s[i] = 0;
   for (int64_t c = 0; c < C; ++c)
     for (int64_t i = 0; i < n; ++i) {
@@ -19,15 +20,16 @@ UDA_INLINE void exp_tile(const acc_t* __restrict X, int64_t xs, acc_t* __restric
       E[c * T + i] = e;
       s[i] += e;
     }
+  R::sum(s, n);
 }
 
 // O = I = -(e_c / s)((x_c - m) - log s) / log C. X and O may be the same buffer (xs == os).
-template <typename acc_t>
+template <typename acc_t, typename R = PixelLanes>
 UDA_MULTIVERSION void self_information_forward_tile(const acc_t* X, int64_t xs, acc_t* __restrict E, int64_t C,
-                                                    int64_t T, int64_t n, acc_t* O, int64_t os) {
+                                                    int64_t T, int64_t n, acc_t* O, int64_t os, R lanes = {}) {
   acc_t m[kMaxLanes], s[kMaxLanes], w[kMaxLanes], ls[kMaxLanes];
-  exp_tile(X, xs, E, C, T, n, m, s);
-  const acc_t inv_log_c = acc_t(1) / std::log(acc_t(C));
+  exp_tile<acc_t, R>(X, xs, E, C, T, n, m, s);
+  const acc_t inv_log_c = acc_t(1) / std::log(acc_t(lanes.classes(C)));
   for (int64_t i = 0; i < n; ++i) {
     w[i] = -inv_log_c / s[i];
     ls[i] = log_ge1(s[i]);
@@ -39,11 +41,12 @@ UDA_MULTIVERSION void self_information_forward_tile(const acc_t* X, int64_t xs, 
 
 // With u_c = G_c (1 + log p_c): dL/dz_j = -(p_j / log C)(u_j - sum_c p_c u_c). Overwrites X (the [C][T]
 // buffer) with the gradient; G holds the upstream gradient, E is scratch.
-template <typename acc_t>
+template <typename acc_t, typename R = PixelLanes>
 UDA_MULTIVERSION void self_information_backward_tile(acc_t* __restrict X, acc_t* __restrict G,
-                                                     acc_t* __restrict E, int64_t C, int64_t T, int64_t n) {
+                                                     acc_t* __restrict E, int64_t C, int64_t T, int64_t n,
+                                                     R lanes = {}) {
   acc_t m[kMaxLanes], s[kMaxLanes], inv[kMaxLanes], off[kMaxLanes], su[kMaxLanes];
-  exp_tile(X, T, E, C, T, n, m, s);
+  exp_tile<acc_t, R>(X, T, E, C, T, n, m, s);
   for (int64_t i = 0; i < n; ++i) {
     inv[i] = acc_t(1) / s[i];
     off[i] = acc_t(1) - log_ge1(s[i]);  // 1 + log p_c = (x_c - m) + off
@@ -56,7 +59,8 @@ UDA_MULTIVERSION void self_information_backward_tile(acc_t* __restrict X, acc_t*
       G[k] = mul0(E[k], G[k] * ((X[k] - m[i]) + off[i]));  // p_c u_c (0 where p_c == 0)
       su[i] += G[k];
     }
-  const acc_t w = acc_t(-1) / std::log(acc_t(C));
+  R::sum(su, n);
+  const acc_t w = acc_t(-1) / std::log(acc_t(lanes.classes(C)));
   for (int64_t c = 0; c < C; ++c)
     for (int64_t i = 0; i < n; ++i) {
       const int64_t k = c * T + i;
@@ -74,6 +78,18 @@ at::Tensor self_information_cpu(const at::Tensor& z, int64_t dim) {
     using acc_t = at::opmath_type<scalar_t>;
     const scalar_t* pz = zc.const_data_ptr<scalar_t>();
     scalar_t* po = out.mutable_data_ptr<scalar_t>();
+    if (by_rows(g)) {
+      const int64_t K = row_chunks(g), Cp = K * kRowLanes;
+      for_each_tile<acc_t>(g, 2, [&](const Tile& t, acc_t* buf) {
+        for (int64_t i = 0; i < t.n; ++i) {
+          const acc_t* x = row_in(pz, g, t, i, buf, kNegInf<acc_t>);
+          acc_t* o = row_out(po, g, t, i, buf);
+          self_information_forward_tile(x, kRowLanes, buf + Cp, K, kRowLanes, kRowLanes, o, kRowLanes, RowLanes{g.C});
+          row_out_done(buf, g, t, i, po);
+        }
+      });
+      return;
+    }
     for_each_tile<acc_t>(g, 2, [&](const Tile& t, acc_t* buf) {
       int64_t xs, os;
       const acc_t* X = tile_in(pz, g, t, buf, xs);
@@ -106,6 +122,18 @@ at::Tensor self_information_backward_cpu(const at::Tensor& grad, const at::Tenso
     scalar_t* pgz = gz.mutable_data_ptr<scalar_t>();
     if (scalar_grad) {
       const acc_t* pg_ = gc.const_data_ptr<acc_t>();
+      if (by_rows(g)) {
+        const int64_t K = row_chunks(g), Cp = K * kRowLanes;
+        for_each_tile<acc_t>(g, 2, [&](const Tile& t, acc_t* buf) {
+          for (int64_t i = 0; i < t.n; ++i) {
+            const acc_t* x = row_in(pz, g, t, i, buf, kNegInf<acc_t>);
+            acc_t* o = row_out(pgz, g, t, i, buf);
+            entropy_backward_tile(x, kRowLanes, buf + Cp, K, kRowLanes, kRowLanes, pg_, 0, o, kRowLanes, RowLanes{g.C});
+            row_out_done(buf, g, t, i, pgz);
+          }
+        });
+        return;
+      }
       for_each_tile<acc_t>(g, 2, [&](const Tile& t, acc_t* buf) {
         int64_t xs, os;
         const acc_t* X = tile_in(pz, g, t, buf, xs);
@@ -116,6 +144,19 @@ at::Tensor self_information_backward_cpu(const at::Tensor& grad, const at::Tenso
       return;
     }
     const scalar_t* pgi = gc.const_data_ptr<scalar_t>();
+    if (by_rows(g)) {  // always through buffers: the tile function overwrites X and G
+      const int64_t K = row_chunks(g), Cp = K * kRowLanes;
+      for_each_tile<acc_t>(g, 3, [&](const Tile& t, acc_t* buf) {
+        acc_t *X = buf, *G = X + Cp, *E = G + Cp;
+        for (int64_t i = 0; i < t.n; ++i) {
+          load_row(pz + t.base + i * g.C, g.C, X, kNegInf<acc_t>);
+          load_row(pgi + t.base + i * g.C, g.C, G, acc_t(0));
+          self_information_backward_tile(X, G, E, K, kRowLanes, kRowLanes, RowLanes{g.C});
+          store_row(X, g.C, pgz + t.base + i * g.C);
+        }
+      });
+      return;
+    }
     for_each_tile<acc_t>(g, 3, [&](const Tile& t, acc_t* buf) {
       acc_t *X = buf, *G = X + g.C * g.T, *E = G + g.C * g.T;
       load_tile(pz, g, t, X);

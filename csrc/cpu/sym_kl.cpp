@@ -5,32 +5,33 @@ namespace uda_ops {
 namespace cpu {
 
 // out[i] = 1/2 sum_c (p_c - q_c)(a_c - b_c)
-template <typename acc_t>
+template <typename acc_t, typename R>
 UDA_MULTIVERSION void sym_kl_forward_tile(const acc_t* __restrict A, const acc_t* __restrict B, int64_t xs,
                                           acc_t* __restrict P, acc_t* __restrict Q, int64_t C,
-                                          int64_t T, int64_t n, acc_t* __restrict out) {
+                                          int64_t T, int64_t n, acc_t* __restrict out, R lanes) {
   acc_t lse[kMaxLanes], acc[kMaxLanes];
-  softmax_tile(A, xs, P, lse, C, T, n);
-  softmax_tile(B, xs, Q, lse, C, T, n);
+  softmax_tile(A, xs, P, lse, C, T, n, lanes);
+  softmax_tile(B, xs, Q, lse, C, T, n, lanes);
   for (int64_t i = 0; i < n; ++i) acc[i] = 0;
   for (int64_t c = 0; c < C; ++c)
     for (int64_t i = 0; i < n; ++i) {
       const int64_t k = c * T + i;
       acc[i] += mul0(P[k] - Q[k], diff0(A[c * xs + i], B[c * xs + i]));
     }
+  R::sum(acc, n);
   for (int64_t i = 0; i < n; ++i) out[i] = acc_t(0.5) * acc[i];
 }
 
 // Writes the gradients w.r.t. a and b for the per-pixel upstream gradient g[i * gs] to GA and GB (class
 // stride os; they may be A and B themselves: each element is read before it is written).
-template <typename acc_t>
+template <typename acc_t, typename R>
 UDA_MULTIVERSION void sym_kl_backward_tile(const acc_t* A, const acc_t* B, int64_t xs,
                                            acc_t* __restrict P, acc_t* __restrict Q, int64_t C,
                                            int64_t T, int64_t n, const acc_t* __restrict g,
-                                           int64_t gs, bool detach, acc_t* GA, acc_t* GB, int64_t os) {
+                                           int64_t gs, bool detach, acc_t* GA, acc_t* GB, int64_t os, R lanes) {
   acc_t lse[kMaxLanes], sa[kMaxLanes], sb[kMaxLanes], hg[kMaxLanes];
-  softmax_tile(A, xs, P, lse, C, T, n);
-  softmax_tile(B, xs, Q, lse, C, T, n);
+  softmax_tile(A, xs, P, lse, C, T, n, lanes);
+  softmax_tile(B, xs, Q, lse, C, T, n, lanes);
   for (int64_t i = 0; i < n; ++i) hg[i] = acc_t(0.5) * g[i * gs];
   if (detach) {  // ADR code: each direction's target held constant
     for (int64_t c = 0; c < C; ++c)
@@ -50,6 +51,8 @@ UDA_MULTIVERSION void sym_kl_backward_tile(const acc_t* A, const acc_t* B, int64
       sa[i] += mul0(P[k], d);
       sb[i] -= mul0(Q[k], d);
     }
+  R::sum(sa, n);
+  R::sum(sb, n);
   for (int64_t c = 0; c < C; ++c)
     for (int64_t i = 0; i < n; ++i) {
       const int64_t k = c * T + i;
@@ -66,8 +69,8 @@ at::Tensor sym_kl_cpu(const at::Tensor& a, const at::Tensor& b, int64_t dim, boo
                       int64_t reduction) {
   return pair_map_forward(
       "sym_kl", a, b, dim,
-      [](auto* A, auto* B, int64_t xs, auto* P, auto* Q, int64_t C, int64_t T, int64_t n, auto* out) {
-        sym_kl_forward_tile(A, B, xs, P, Q, C, T, n, out);
+      [](auto* A, auto* B, int64_t xs, auto* P, auto* Q, int64_t C, int64_t T, int64_t n, auto* out, auto lanes) {
+        sym_kl_forward_tile(A, B, xs, P, Q, C, T, n, out, lanes);
       },
       reduction);
 }
@@ -77,8 +80,9 @@ std::tuple<at::Tensor, at::Tensor> sym_kl_backward_cpu(const at::Tensor& grad, c
                                                        bool detach_targets) {
   return pair_grad_backward("sym_kl_backward", grad, a, b, dim, /*need_b=*/true,
                             [&](auto* A, auto* B, int64_t xs, auto* P, auto* Q, int64_t C, int64_t T, int64_t n,
-                                const auto* g, int64_t gs, auto* GA, auto* GB, int64_t os) {
-                              sym_kl_backward_tile(A, B, xs, P, Q, C, T, n, g, gs, detach_targets, GA, GB, os);
+                                const auto* g, int64_t gs, auto* GA, auto* GB, int64_t os, auto lanes) {
+                              sym_kl_backward_tile(A, B, xs, P, Q, C, T, n, g, gs, detach_targets, GA, GB, os,
+                                                   lanes);
                             });
 }
 
