@@ -308,10 +308,11 @@ void for_each_tile(const TileGrid& g, int64_t buffers, const Body& body) {
 // RowLanes (below), which combine each per-lane reduction across the lanes before it is used. The row and its
 // scratch stay in L1 and nothing is transposed, where [C][T] buffers of C = 1000 take 64 KiB each plus a transpose
 // in and out. Forward+backward ops at (256, 1000) fp32, tiles -> rows: entropy 252 -> 176 us, self_information
-// 376 -> 237, kl_div 573 -> 461, sym_kl 574 -> 424, cosine_discrepancy 557 -> 424. Each row costs a fixed ~85 ns
-// (the combines, the per-lane set-up), so below C = 256 the tiles are faster (at C = 150 every op took 1.1-2x
-// longer by rows); 16 or 32 lanes were slower than 64 at every C measured. The tiles themselves stay as they are:
-// the fused reductions add up the same per-tile partials.
+// 376 -> 237, kl_div 573 -> 461, sym_kl 574 -> 424, cosine_discrepancy 557 -> 424. A row costs a fixed ~85 ns
+// (entropy's forward+backward: the combines, the per-lane set-up), so below C = 256 the tiles are faster (at
+// C = 150 every op took 1.2-2x longer by rows). 16 lanes were slower than 64 wherever measured; 32 within 10% of
+// 64 at C = 345-600, 5-10% slower at C = 1000 and 1.6-2x slower for the two-input ops at C = 256. The tiles
+// themselves stay as they are: the fused reductions add up the same per-tile partials.
 //
 // A row is read and written in place when it holds acc_t and C is a multiple of kRowLanes; otherwise it is copied
 // into a buffer of K * 64 values padded with a value the op ignores (-inf for logits: probability exactly 0; 0 for
