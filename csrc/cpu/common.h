@@ -313,6 +313,11 @@ void for_each_tile(const TileGrid& g, int64_t buffers, const Body& body) {
 // C = 150 every op took 1.2-2x longer by rows). 16 lanes were slower than 64 wherever measured; 32 within 10% of
 // 64 at C = 345-600, 5-10% slower at C = 1000 and 1.6-2x slower for the two-input ops at C = 256. The tiles
 // themselves stay as they are: the fused reductions add up the same per-tile partials.
+// Those figures are one run's. In later back-to-back runs of this code at (256, 1000), times were bimodal by
+// process, not by code: self_information 195-290 us in most runs and 917-1037 in some, kl_div 375-500 against
+// 1205-1347. perf puts a fifth of self_information's forward in the max pass, whose m[] goes through memory on
+// every class (a store-to-load chain); 4K aliasing between the buffers is suspected. Keeping the maxima in
+// registers and spacing the buffers off 4 KiB multiples did not give a clear win in six runs; not landed.
 //
 // A row is read and written in place when it holds acc_t and C is a multiple of kRowLanes; otherwise it is copied
 // into a buffer of K * 64 values padded with a value the op ignores (-inf for logits: probability exactly 0; 0 for
