@@ -403,6 +403,33 @@ struct RowLanes {
   }
 };
 
+// Runs a tile function with one input and one output of z's shape over every tile (or, by_rows, every row):
+// fn(X, xs, E, C, T, n, O, os, p0, ps, lanes) reads X (class stride xs), writes O (class stride os; O may be X),
+// has E ([C][T] or row scratch), and its lane i belongs to pixel p0 + i * ps (ps = 0 for a row: every lane is
+// the same pixel). src and dst are in z's dtype and canonical layout.
+template <typename acc_t, typename scalar_t, typename Fn>
+void for_each_map_tile(const TileGrid& g, const scalar_t* src, scalar_t* dst, const Fn& fn) {
+  if (by_rows(g)) {
+    const int64_t K = row_chunks(g), Cp = K * kRowLanes;
+    for_each_tile<acc_t>(g, 2, [&](const Tile& t, acc_t* buf) {
+      for (int64_t i = 0; i < t.n; ++i) {
+        const acc_t* x = row_in(src, g, t, i, buf, kNegInf<acc_t>);
+        acc_t* o = row_out(dst, g, t, i, buf);
+        fn(x, kRowLanes, buf + Cp, K, kRowLanes, kRowLanes, o, kRowLanes, t.p0 + i, 0, RowLanes{g.C});
+        row_out_done(buf, g, t, i, dst);
+      }
+    });
+    return;
+  }
+  for_each_tile<acc_t>(g, 2, [&](const Tile& t, acc_t* buf) {
+    int64_t xs, os;
+    const acc_t* X = tile_in(src, g, t, buf, xs);
+    acc_t* O = tile_out(dst, g, t, buf, os);
+    fn(X, xs, buf + g.C * g.T, g.C, g.T, t.n, O, os, t.p0, 1, PixelLanes{});
+    tile_out_done(buf, g, t, dst);
+  });
+}
+
 // Where a forward op's per-pixel values go (layout.h, Reduction): the (N, *) map, or one partial sum per
 // tile (the tiles depend on the shape only, so the result does not depend on the thread count), added up
 // in tile order in float64 by finish(). A tile function writes its n values to dst(t, lanes) (`lanes`:

@@ -63,25 +63,9 @@ at::Tensor entropy_backward_cpu(const at::Tensor& grad, const at::Tensor& z, int
     const scalar_t* pz = zc.const_data_ptr<scalar_t>();
     const acc_t* pg_ = pg.storage.const_data_ptr<acc_t>();
     scalar_t* pgz = gz.mutable_data_ptr<scalar_t>();
-    if (by_rows(g)) {
-      const int64_t K = row_chunks(g), Cp = K * kRowLanes;
-      for_each_tile<acc_t>(g, 2, [&](const Tile& t, acc_t* buf) {
-        for (int64_t i = 0; i < t.n; ++i) {
-          const acc_t* x = row_in(pz, g, t, i, buf, kNegInf<acc_t>);
-          acc_t* o = row_out(pgz, g, t, i, buf);
-          entropy_backward_tile(x, kRowLanes, buf + Cp, K, kRowLanes, kRowLanes, pg_ + (t.p0 + i) * pg.stride, 0, o,
-                                kRowLanes, RowLanes{g.C});
-          row_out_done(buf, g, t, i, pgz);
-        }
-      });
-      return;
-    }
-    for_each_tile<acc_t>(g, 2, [&](const Tile& t, acc_t* buf) {
-      int64_t xs, os;
-      const acc_t* X = tile_in(pz, g, t, buf, xs);
-      acc_t* O = tile_out(pgz, g, t, buf, os);
-      entropy_backward_tile(X, xs, buf + g.C * g.T, g.C, g.T, t.n, pg_ + t.p0 * pg.stride, pg.stride, O, os);
-      tile_out_done(buf, g, t, pgz);
+    for_each_map_tile<acc_t>(g, pz, pgz, [&](const acc_t* X, int64_t xs, acc_t* E, int64_t C, int64_t T, int64_t n,
+                                             acc_t* O, int64_t os, int64_t p0, int64_t ps, auto lanes) {
+      entropy_backward_tile(X, xs, E, C, T, n, pg_ + p0 * pg.stride, ps * pg.stride, O, os, lanes);
     });
   });
   return gz;

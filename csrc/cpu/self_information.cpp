@@ -78,24 +78,9 @@ at::Tensor self_information_cpu(const at::Tensor& z, int64_t dim) {
     using acc_t = at::opmath_type<scalar_t>;
     const scalar_t* pz = zc.const_data_ptr<scalar_t>();
     scalar_t* po = out.mutable_data_ptr<scalar_t>();
-    if (by_rows(g)) {
-      const int64_t K = row_chunks(g), Cp = K * kRowLanes;
-      for_each_tile<acc_t>(g, 2, [&](const Tile& t, acc_t* buf) {
-        for (int64_t i = 0; i < t.n; ++i) {
-          const acc_t* x = row_in(pz, g, t, i, buf, kNegInf<acc_t>);
-          acc_t* o = row_out(po, g, t, i, buf);
-          self_information_forward_tile(x, kRowLanes, buf + Cp, K, kRowLanes, kRowLanes, o, kRowLanes, RowLanes{g.C});
-          row_out_done(buf, g, t, i, po);
-        }
-      });
-      return;
-    }
-    for_each_tile<acc_t>(g, 2, [&](const Tile& t, acc_t* buf) {
-      int64_t xs, os;
-      const acc_t* X = tile_in(pz, g, t, buf, xs);
-      acc_t* O = tile_out(po, g, t, buf, os);
-      self_information_forward_tile(X, xs, buf + g.C * g.T, g.C, g.T, t.n, O, os);
-      tile_out_done(buf, g, t, po);
+    for_each_map_tile<acc_t>(g, pz, po, [](const acc_t* X, int64_t xs, acc_t* E, int64_t C, int64_t T, int64_t n,
+                                           acc_t* O, int64_t os, int64_t, int64_t, auto lanes) {
+      self_information_forward_tile(X, xs, E, C, T, n, O, os, lanes);
     });
   });
   return out;
@@ -122,24 +107,9 @@ at::Tensor self_information_backward_cpu(const at::Tensor& grad, const at::Tenso
     scalar_t* pgz = gz.mutable_data_ptr<scalar_t>();
     if (scalar_grad) {
       const acc_t* pg_ = gc.const_data_ptr<acc_t>();
-      if (by_rows(g)) {
-        const int64_t K = row_chunks(g), Cp = K * kRowLanes;
-        for_each_tile<acc_t>(g, 2, [&](const Tile& t, acc_t* buf) {
-          for (int64_t i = 0; i < t.n; ++i) {
-            const acc_t* x = row_in(pz, g, t, i, buf, kNegInf<acc_t>);
-            acc_t* o = row_out(pgz, g, t, i, buf);
-            entropy_backward_tile(x, kRowLanes, buf + Cp, K, kRowLanes, kRowLanes, pg_, 0, o, kRowLanes, RowLanes{g.C});
-            row_out_done(buf, g, t, i, pgz);
-          }
-        });
-        return;
-      }
-      for_each_tile<acc_t>(g, 2, [&](const Tile& t, acc_t* buf) {
-        int64_t xs, os;
-        const acc_t* X = tile_in(pz, g, t, buf, xs);
-        acc_t* O = tile_out(pgz, g, t, buf, os);
-        entropy_backward_tile(X, xs, buf + g.C * g.T, g.C, g.T, t.n, pg_, 0, O, os);
-        tile_out_done(buf, g, t, pgz);
+      for_each_map_tile<acc_t>(g, pz, pgz, [&](const acc_t* X, int64_t xs, acc_t* E, int64_t C, int64_t T,
+                                               int64_t n, acc_t* O, int64_t os, int64_t, int64_t, auto lanes) {
+        entropy_backward_tile(X, xs, E, C, T, n, pg_, 0, O, os, lanes);
       });
       return;
     }
