@@ -93,7 +93,7 @@ def extensions():
     if want_cuda and not cuda_sources:
         want_cuda = False  # no CUDA kernels in this tree yet: build the CPU extension
 
-    sources = ["csrc/uda_ops.cpp"] + _sources("csrc/cpu/*.cpp")
+    sources = ["csrc/uda_ops.cpp", "csrc/autograd.cpp"] + _sources("csrc/cpu/*.cpp")
     # no-math-errno, no-trapping-math: sqrt and the branch-free exp/log selects vectorise (NaN and inf
     # semantics are kept: this is not -ffast-math); no-tree-loop-distribute-patterns: tile copies stay vector
     # loops instead of memcpy calls.

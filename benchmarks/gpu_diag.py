@@ -119,15 +119,14 @@ def hostprof(device: str, reps: int = 200) -> str:
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     step = lambda: uda_ops.sym_kl(a, b).backward()  # noqa: E731
     out = [f"sym_kl fwd+bwd (mean) at {shape} fp32 on {dev}, {reps} calls"]
-    # (label, backend, the eager paths on): "native" and "triton" are what a plain call runs; ".../custom-ops" the
-    # same kernels through the dispatcher (UDA_OPS_NATIVE_EAGER=0, UDA_OPS_TRITON_EAGER=0), the path of the first
-    # run's 0.7-0.9 ms
-    variants = [("native", "native", True), ("native/custom-ops", "native", False)]
+    # (label, backend, Triton's eager path on): "native" (C++ autograd kernels: one path) and "triton" are what a
+    # plain call runs; "triton/custom-ops" the same kernels through the dispatcher (UDA_OPS_TRITON_EAGER=0)
+    variants = [("native", "native", True)]
     if dev.type == "cuda":
         variants += [("triton", "triton", True), ("triton/custom-ops", "triton", False)]
     for label, backend, eager in variants:
         uda_ops.set_backend(backend)
-        _ops.TRITON_EAGER = _ops.NATIVE_EAGER = eager
+        _ops.TRITON_EAGER = eager
         for _ in range(10):
             step()
         sync()
@@ -144,7 +143,7 @@ def hostprof(device: str, reps: int = 200) -> str:
         synced = (time.perf_counter() - t) / reps
         out.append(f"  {label}: {host * 1e6:.0f} us/call host (no sync), {total * 1e6:.0f} us/call incl. the final "
                    f"sync, {synced * 1e6:.0f} us/call with a sync after each")
-    _ops.TRITON_EAGER = _ops.NATIVE_EAGER = True
+    _ops.TRITON_EAGER = True
     for backend in ("triton" if dev.type == "cuda" else "native",):
         uda_ops.set_backend(backend)
         pr = cProfile.Profile()

@@ -62,7 +62,7 @@ def test_choice_per_dtype(cuda_and_triton, monkeypatch):
     monkeypatch.setattr(_ops, "_backend", "auto")
     cuda = torch.device("cuda")
     assert _ops.kernels("entropy", SimpleNamespace(device=cuda, dtype=torch.bfloat16)) == "TRITON"
-    assert _ops.kernels("entropy", SimpleNamespace(device=cuda, dtype=torch.float32)) is torch.ops.uda_ops
+    assert _ops.kernels("entropy", SimpleNamespace(device=cuda, dtype=torch.float32)) is _ops.NATIVE
 
 
 def test_op_wide_entry_applies_to_every_dtype(cuda_and_triton, monkeypatch):
@@ -84,8 +84,8 @@ def test_layout_entry_before_dtype_entry(cuda_and_triton, monkeypatch):
     as_cuda = lambda t: SimpleNamespace(device=cuda, dtype=t.dtype, stride=t.stride)  # noqa: E731
     assert _ops.kernels("entropy", as_cuda(nchw), 1) == "TRITON"
     assert _ops.kernels("entropy", as_cuda(nchw.contiguous(memory_format=torch.channels_last)), 1) \
-        is torch.ops.uda_ops
-    assert _ops.kernels("entropy", as_cuda(torch.empty(64, 1000)), 1) is torch.ops.uda_ops
+        is _ops.NATIVE
+    assert _ops.kernels("entropy", as_cuda(torch.empty(64, 1000)), 1) is _ops.NATIVE
     assert _ops.kernels("entropy", as_cuda(nchw), None) == "TRITON"
 
 

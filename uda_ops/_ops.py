@@ -9,9 +9,10 @@ Backends, chosen with ``uda_ops.set_backend(name)`` or the environment variable 
   "triton"    the Triton kernels (``uda_ops.triton``, ops ``torch.ops.uda_ops_triton.*``) on CUDA tensors; on
               CPU tensors only under TRITON_INTERPRET=1 (testing), else a clear error.
   "reference" eager PyTorch everywhere.
-Triton is imported lazily, the first time a Triton kernel is chosen: ``import uda_ops`` never imports it. Plain eager
-calls skip the dispatcher's Python round trips: the compiled kernels run through ``NATIVE``, the Triton backend
-through ``uda_ops.triton.EAGER`` (an autograd.Function per op over the same kernels and backward formulas).
+Triton is imported lazily, the first time a Triton kernel is chosen: ``import uda_ops`` never imports it. The
+compiled ops' autograd kernels are C++ (csrc/autograd.cpp); plain eager calls of the Triton backend skip the
+dispatcher's Python round trips through ``uda_ops.triton.EAGER`` (an autograd.Function per op over the same kernels
+and backward formulas).
 ``kernels(op, x)`` gives the op namespace that runs `op` on `x` (None: the eager reference).
 """
 from __future__ import annotations
@@ -185,12 +186,11 @@ def _load_triton():
     return _TRITON
 
 
-# Plain eager calls skip the dispatcher's Python (torch.library's autograd wrapper and redispatch, about a third of
-# a small forward+backward): the Triton backend through uda_ops.triton.EAGER (an autograd.Function over each op's
-# body; see uda_ops/triton/_common.py), the compiled kernels through NATIVE (an autograd.Function that calls the
-# C++ op below autograd). UDA_OPS_TRITON_EAGER=0 / UDA_OPS_NATIVE_EAGER=0 send every call through the custom ops.
+# Plain eager calls of the Triton backend skip the dispatcher's Python (torch.library's autograd wrapper and
+# redispatch, about a third of a small forward+backward) through uda_ops.triton.EAGER (an autograd.Function over each
+# op's body; see uda_ops/triton/_common.py). UDA_OPS_TRITON_EAGER=0 sends every call through the custom ops. The
+# compiled kernels need no such path: their autograd kernels are C++ (csrc/autograd.cpp).
 TRITON_EAGER = os.environ.get("UDA_OPS_TRITON_EAGER", "1") not in ("", "0")
-NATIVE_EAGER = os.environ.get("UDA_OPS_NATIVE_EAGER", "1") not in ("", "0")
 try:
     from torch.utils._python_dispatch import is_in_torch_dispatch_mode as _in_dispatch_mode
 except ImportError:  # older torch
@@ -206,11 +206,6 @@ def _plain_eager(x: Tensor) -> bool:
     ops."""
     return (not torch.compiler.is_compiling() and type(x) in (Tensor, torch.nn.Parameter)
             and not _in_dispatch_mode() and not torch._C._are_functorch_transforms_active())
-
-
-def _native_ops(x: Tensor):
-    """The compiled kernels: NATIVE for a plain eager call, else the custom ops."""
-    return NATIVE if NATIVE_EAGER and _plain_eager(x) else torch.ops.uda_ops
 
 
 def _triton_ops(op: str, x: Tensor):
@@ -245,9 +240,9 @@ def kernels(op: str, x: Tensor, dim: Optional[int] = None):
             try:
                 return _triton_ops(op, x)
             except RuntimeError:  # triton found but unusable: "auto" falls back, "triton" raises
-                return _native_ops(x) if has_kernel(op, "cuda") else None
-        return _native_ops(x) if choice == "native" else None
-    return _native_ops(x) if use_native(op, x) else None
+                return NATIVE if has_kernel(op, "cuda") else None
+        return NATIVE if choice == "native" else None
+    return NATIVE if use_native(op, x) else None
 
 
 def _triton_info() -> Dict[str, object]:
@@ -355,8 +350,8 @@ class _NoSecondOrder(torch.autograd.Function):
 def first_order(op: str, formula):
     """Backward formula `formula(ctx, *grads)` of op `op`, as a first-order gradient only. Where autograd records
     the backward (create_graph=True), the formula runs unrecorded and its gradients pass through _NoSecondOrder, so
-    differentiating them again raises. Without it the backward ops, which have no autograd kernel, would be taken
-    as constants: second derivatives silently zero or None. Traced backwards (torch.compile, make_fx) are left
+    differentiating them again raises. Without it the Triton backward ops, which have no autograd kernel, would be
+    taken as constants: second derivatives silently zero or None. Traced backwards (torch.compile, make_fx) are left
     as they are."""
     def backward(ctx, *grads):
         if not torch.is_grad_enabled() or torch.compiler.is_compiling() or _in_dispatch_mode():
@@ -389,17 +384,8 @@ def eager_function(name: str, forward, backward, setup_context):
     return Eager.apply
 
 
-def _below_autograd(op):
-    """`op` called under the autograd keys (as a C++ autograd kernel calls the op it wraps): straight to its
-    CPU or CUDA kernel, without the Python autograd wrapper register_autograd installs."""
-    def call(*args):
-        with torch._C._AutoDispatchBelowAutograd():
-            return op(*args)
-    return call
-
-
-# The compiled ops for plain eager calls (kernels() hands it out): per op, the eager_function over the C++ op and
-# the same backward formula as the custom op; the mask searches (no autograd) are the ops themselves.
+# The compiled ops (kernels() hands it out): each op's default overload, which saves resolving the overload per
+# call. Their autograd kernels are C++ (csrc/autograd.cpp), so every call, eager or traced, takes the same path.
 NATIVE = SimpleNamespace()
 
 
@@ -473,54 +459,9 @@ def _register() -> None:
     def _(grad, activation, base_mask, max_flips, rescale):
         return grad.new_empty(grad.shape[:2])
 
-    # -----------------------------------------------------------------------------------------------
-    # Autograd: save the inputs only; every backward is itself an op that recomputes from them.
-    # -----------------------------------------------------------------------------------------------
-    ops = torch.ops.uda_ops
-
-    def sym_kl_bwd(ctx, grad):
-        a, b = ctx.saved_tensors
-        dim, detach, reduction = ctx.args
-        ga, gb = ops.sym_kl_backward(reduced_grad(grad, a, dim, reduction), a, b, dim, detach)
-        return ga, gb, None, None, None
-
-    def kl_div_bwd(ctx, grad):
-        x, y = ctx.saved_tensors
-        dim, reduction = ctx.args
-        need_target = ctx.needs_input_grad[1]
-        gx, gy = ops.kl_div_backward(reduced_grad(grad, x, dim, reduction), x, y, dim, need_target)
-        return gx, (gy if need_target else None), None, None
-
-    def entropy_bwd(ctx, grad):
-        (z,) = ctx.saved_tensors
-        dim, reduction = ctx.args
-        return ops.entropy_backward(reduced_grad(grad, z, dim, reduction), z, dim), None, None
-
-    def self_information_bwd(ctx, grad):
-        (z,) = ctx.saved_tensors
-        return ops.self_information_backward(grad, z, *ctx.args), None
-
-    def cosine_bwd(ctx, grad):
-        z1, z2 = ctx.saved_tensors
-        g1, g2 = ops.cosine_discrepancy_backward(grad, z1, z2, *ctx.args)
-        return g1, g2, None
-
-    def clan_bwd(ctx, grad):
-        d, z1, z2 = ctx.saved_tensors
-        *args, reduction = ctx.args
-        need = ctx.needs_input_grad[1] or ctx.needs_input_grad[2]
-        grad = reduced_grad(grad, z1, args[-1], reduction)
-        gd, g1, g2 = ops.clan_adversarial_backward(grad, d, z1, z2, *args, need)
-        return gd, (g1 if need else None), (g2 if need else None), None, None, None, None, None
-
-    for name, backward, n in (("sym_kl", sym_kl_bwd, 2), ("kl_div", kl_div_bwd, 2), ("entropy", entropy_bwd, 1),
-                              ("self_information", self_information_bwd, 1), ("cosine_discrepancy", cosine_bwd, 2),
-                              ("clan_adversarial", clan_bwd, 3)):
-        torch.library.register_autograd(lib + name, first_order(name, backward), setup_context=save_inputs(n))
-        forward = _below_autograd(getattr(ops, name).default)
-        setattr(NATIVE, name, eager_function(name, forward, backward, save_inputs(n)))
-    for name in ("adversarial_dropout_mask", "channel_adversarial_dropout_mask"):
-        setattr(NATIVE, name, getattr(ops, name).default)
+    # Autograd: csrc/autograd.cpp (C++ kernels for every device; first order only).
+    for name in OPS:
+        setattr(NATIVE, name, getattr(torch.ops.uda_ops, name).default)
 
 
 if _C is not None:
