@@ -140,19 +140,46 @@ def test_compiled_ops_for_eager_and_fake_tensors():
 
 
 @pytest.mark.filterwarnings("ignore:There is a performance drop")
-def test_vmap_runs_the_ops_sample_by_sample():
-    """torch.func.vmap runs the custom ops sample by sample (its fallback: they have no batching rule)."""
+def test_vmap_runs_the_ops_sample_by_sample(backend):
+    """Under "auto" torch.func.vmap runs the eager reference (batched); under "native" the custom ops, sample by sample
+    (vmap's fallback: they have no batching rule)."""
     z = torch.randn(4, 5, 3)
+    per_sample = torch.stack([uda_ops.entropy(x, dim=0, reduction="none") for x in z])
     out = torch.func.vmap(lambda x: uda_ops.entropy(x, dim=0, reduction="none"))(z)
-    assert torch.equal(out, torch.stack([uda_ops.entropy(x, dim=0, reduction="none") for x in z]))
+    torch.testing.assert_close(out, per_sample)
+    backend("native")
+    out = torch.func.vmap(lambda x: uda_ops.entropy(x, dim=0, reduction="none"))(z)
+    assert torch.equal(out, per_sample)
 
 
-def test_func_grad_raises_clearly():
-    """torch.func.grad (functorch) cannot run a C++ autograd Function: it raises, never a silently wrong gradient
-    (README: not supported; the reference backend supports it)."""
-    z = torch.randn(4, 5, dtype=torch.float64)
+@pytest.mark.parametrize("op", OPS, ids=OP_IDS)
+def test_func_transforms_run_the_reference(op, backend):
+    """torch.func.grad, jacrev and per-sample gradients (vmap of grad): the C++ autograd kernels cannot run under
+    functorch, so "auto" takes the eager reference there, with the gradients of plain autograd; "native" raises
+    (torch's error), never a silently wrong gradient."""
+    xs = op.make((2, 4, 3, 5), torch.float64)
+
+    def loss(*args):
+        return op.fn(list(args), 1).sum()
+
+    argnums = tuple(range(1, len(xs))) if op.with_d else tuple(range(len(xs)))
+    grads = torch.func.grad(loss, argnums=argnums)(*xs)
+    leaves = [x.detach().clone().requires_grad_(True) for x in xs]
+    want = torch.autograd.grad(loss(*leaves), [leaves[i] for i in argnums])
+    for g, w in zip(grads, want):
+        torch.testing.assert_close(g, w)
+    k = argnums[0]
+    jac = torch.func.jacrev(lambda x: op.fn([*xs[:k], x, *xs[k + 1:]], 1))(xs[k])
+    assert jac.shape == op.fn(xs, 1).shape + xs[k].shape
+    per_sample = torch.func.vmap(torch.func.grad(lambda *a: loss(*(t.unsqueeze(0) for t in a)), argnums=argnums))(*xs)
+    for i, g in zip(argnums, per_sample):
+        for n in range(xs[0].shape[0]):
+            one = [x[n:n + 1].detach().clone().requires_grad_(True) for x in xs]
+            w = torch.autograd.grad(loss(*one), one[i])[0]
+            torch.testing.assert_close(g[n], w[0])
+    backend("native")
     with pytest.raises(RuntimeError, match="functorch"):
-        torch.func.grad(lambda x: uda_ops.entropy(x))(z)
+        torch.func.grad(loss, argnums=argnums)(*xs)
 
 
 def test_no_grad_and_inference_mode_record_nothing():

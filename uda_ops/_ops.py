@@ -5,6 +5,7 @@ Backends, chosen with ``uda_ops.set_backend(name)`` or the environment variable 
   "auto"      CPU tensors: the compiled C++ kernel (else the reference). CUDA tensors: per op and dtype the faster
               of the compiled CUDA kernel and the Triton kernel, from the measured table ``AUTO_CUDA`` below
               (default: the CUDA kernel when compiled, else Triton when importable, else the reference).
+              Under a torch.func transform (grad, vmap, ...): the reference.
   "native"    compiled C++/CUDA kernels only: an error where none exists.
   "triton"    the Triton kernels (``uda_ops.triton``, ops ``torch.ops.uda_ops_triton.*``) on CUDA tensors; on
               CPU tensors only under TRITON_INTERPRET=1 (testing), else a clear error.
@@ -208,6 +209,11 @@ def _plain_eager(x: Tensor) -> bool:
             and not _in_dispatch_mode() and not torch._C._are_functorch_transforms_active())
 
 
+def _under_functorch() -> bool:
+    """A torch.func transform is active (never while torch.compile traces: the check is then skipped)."""
+    return not torch.compiler.is_compiling() and torch._C._are_functorch_transforms_active()
+
+
 def _triton_ops(op: str, x: Tensor):
     module = _TRITON if _TRITON is not None else _load_triton()
     if x.device.type == "cpu" and not module.INTERPRET:
@@ -231,7 +237,11 @@ def _auto_cuda(op: str, dtype: Optional[torch.dtype] = None, layout: Optional[st
 
 def kernels(op: str, x: Tensor, dim: Optional[int] = None):
     """The op namespace that runs `op` on `x` (class axis `dim`, if it has one) under the current backend:
-    ``torch.ops.uda_ops`` (compiled), ``torch.ops.uda_ops_triton`` (Triton), or None (the eager reference)."""
+    ``torch.ops.uda_ops`` (compiled), ``torch.ops.uda_ops_triton`` (Triton), or None (the eager reference).
+    Under a torch.func transform (grad, vjp, jacrev, vmap) "auto" runs the reference: the compiled ops' C++ autograd
+    kernels cannot run under functorch, and neither can torch.library's Python autograd of the Triton ops."""
+    if _backend == "auto" and _under_functorch():
+        return None
     if _backend == "triton":
         return _triton_ops(op, x)
     if _backend == "auto" and x.device.type == "cuda":
