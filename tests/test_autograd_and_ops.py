@@ -126,7 +126,7 @@ def test_autograd_kernels_are_cpp(name):
     assert len(autograd) == 1 and "csrc/autograd.cpp" in autograd[0], lines
 
 
-def test_compiled_ops_for_eager_and_fake_tensors():
+def test_compiled_ops_for_eager_and_fake_tensors(backend):
     """Plain calls and fake tensors (torch.compile, export, opcheck) get the same ops (_ops.NATIVE: the default
     overloads); the reference backend gets none."""
     from torch._subclasses.fake_tensor import FakeTensorMode
@@ -137,6 +137,8 @@ def test_compiled_ops_for_eager_and_fake_tensors():
         fz = mode.from_tensor(z)
         assert _ops.kernels("entropy", fz) is _ops.NATIVE
         assert uda_ops.entropy(fz).shape == ()
+    backend("reference")
+    assert _ops.kernels("entropy", z) is None
 
 
 @pytest.mark.filterwarnings("ignore:There is a performance drop")

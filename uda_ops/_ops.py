@@ -238,8 +238,9 @@ def _auto_cuda(op: str, dtype: Optional[torch.dtype] = None, layout: Optional[st
 def kernels(op: str, x: Tensor, dim: Optional[int] = None):
     """The op namespace that runs `op` on `x` (class axis `dim`, if it has one) under the current backend:
     ``NATIVE`` (the compiled ops' default overloads), ``torch.ops.uda_ops_triton`` or ``uda_ops.triton.EAGER``
-    (Triton), or None (the eager reference). Under a torch.func transform (grad, vjp, jacrev, vmap) "auto" runs the reference: the compiled ops' C++ autograd
-    kernels cannot run under functorch, and neither can torch.library's Python autograd of the Triton ops."""
+    (Triton), or None (the eager reference). Under a torch.func transform (grad, vjp, jacrev, vmap) "auto" runs the
+    reference: the compiled ops' C++ autograd kernels cannot run under functorch, and neither can torch.library's
+    Python autograd of the Triton ops."""
     if _backend == "auto" and _under_functorch():
         return None
     if _backend == "triton":
