@@ -6,8 +6,9 @@
 // records them (create_graph=True) their node raises when differentiated. Second derivatives never come back
 // silently zero or None.
 //
-// Why C++: a Python autograd.Function (torch.library.register_autograd, or a classic Function) costs about 30 us
-// per forward+backward on the CPU, which is most of a small loss's step.
+// Why C++: a Python autograd.Function (torch.library.register_autograd, or a classic Function) cost 12-25 us more
+// per small forward+backward on the CPU, about a third of the step at (64, 10)
+// (benchmarks/results/cpu-autograd-2026-11-30.md).
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <c10/util/accumulate.h>
 #include <torch/autograd.h>
