@@ -331,8 +331,9 @@ constexpr acc_t kNegInf = -std::numeric_limits<acc_t>::infinity();
 
 inline bool by_rows(const TileGrid& g) { return g.lane_stride != 1 && g.C >= kRowClasses; }
 
-// K: the chunks of kRowLanes classes of a row; a row buffer holds K * kRowLanes values.
-inline int64_t row_chunks(const TileGrid& g) { return (g.C + kRowLanes - 1) / kRowLanes; }
+// K: the chunks of kRowLanes classes of a row of C classes; a row buffer holds K * kRowLanes values.
+inline int64_t row_chunks(int64_t C) { return (C + kRowLanes - 1) / kRowLanes; }
+inline int64_t row_chunks(const TileGrid& g) { return row_chunks(g.C); }
 
 template <typename scalar_t, typename acc_t>
 UDA_INLINE bool row_in_place(const TileGrid& g) {
@@ -341,7 +342,7 @@ UDA_INLINE bool row_in_place(const TileGrid& g) {
 
 template <typename scalar_t, typename acc_t>
 UDA_MULTIVERSION void load_row(const scalar_t* __restrict s, int64_t C, acc_t* __restrict d, acc_t pad) {
-  const int64_t Cp = (C + kRowLanes - 1) / kRowLanes * kRowLanes;
+  const int64_t Cp = row_chunks(C) * kRowLanes;
   for (int64_t c = 0; c < C; ++c) d[c] = static_cast<acc_t>(s[c]);
   for (int64_t c = C; c < Cp; ++c) d[c] = pad;
 }
