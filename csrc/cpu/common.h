@@ -470,25 +470,40 @@ class ForwardOut {
 };
 
 // ------------------------------------------------------------------------------------------------
-// Softmax over the class rows of a tile: P = softmax(X), lse = logsumexp(X) per lane; X[c * xs + i],
-// P[c * T + i]. A lane whose logits are all -inf, or that holds a NaN, gets NaN (never hidden).
+// Softmax over the class rows of a tile, X[c * xs + i] for class c of lane i, results in [C][T] buffers
+// (E[c * T + i]). A lane whose logits are all -inf, or that holds a NaN, gets NaN (never hidden).
 // ------------------------------------------------------------------------------------------------
-template <typename acc_t, typename R = PixelLanes>
-UDA_INLINE void softmax_tile(const acc_t* __restrict X, int64_t xs, acc_t* __restrict P, acc_t* __restrict lse,
-                             int64_t C, int64_t T, int64_t n, R = {}) {
-  acc_t m[kMaxLanes], s[kMaxLanes];
+// m = max_c x_c per lane.
+template <typename acc_t, typename R>
+UDA_INLINE void lane_max(const acc_t* __restrict X, int64_t xs, int64_t C, int64_t n, acc_t* __restrict m) {
   for (int64_t i = 0; i < n; ++i) m[i] = -std::numeric_limits<acc_t>::infinity();
   for (int64_t c = 0; c < C; ++c)
     for (int64_t i = 0; i < n; ++i) m[i] = X[c * xs + i] > m[i] ? X[c * xs + i] : m[i];
   R::max(m, n);
+}
+
+// The softmax before its normalisation: m = max_c x_c, E[c * T + i] = exp(x_c - m), s = sum_c of those.
+// Consumers that only multiply by the probabilities take 1 / s instead of a normalising pass.
+template <typename acc_t, typename R>
+UDA_INLINE void exp_tile(const acc_t* __restrict X, int64_t xs, acc_t* __restrict E, int64_t C, int64_t T,
+                         int64_t n, acc_t* __restrict m, acc_t* __restrict s) {
+  lane_max<acc_t, R>(X, xs, C, n, m);
   for (int64_t i = 0; i < n; ++i) s[i] = 0;
   for (int64_t c = 0; c < C; ++c)
     for (int64_t i = 0; i < n; ++i) {
       const acc_t e = exp_nonpos(X[c * xs + i] - m[i]);  // NaN for all -inf lanes: (-inf) - (-inf)
-      P[c * T + i] = e;
+      E[c * T + i] = e;
       s[i] += e;
     }
   R::sum(s, n);
+}
+
+// P = softmax(X), lse = logsumexp(X) per lane.
+template <typename acc_t, typename R = PixelLanes>
+UDA_INLINE void softmax_tile(const acc_t* __restrict X, int64_t xs, acc_t* __restrict P, acc_t* __restrict lse,
+                             int64_t C, int64_t T, int64_t n, R = {}) {
+  acc_t m[kMaxLanes], s[kMaxLanes];
+  exp_tile<acc_t, R>(X, xs, P, C, T, n, m, s);
   for (int64_t i = 0; i < n; ++i) {
     lse[i] = m[i] + log_ge1(s[i]);
     s[i] = acc_t(1) / s[i];

@@ -15,10 +15,7 @@ template <typename acc_t, bool kStoreE, typename R>
 UDA_INLINE void entropy_stats(const acc_t* __restrict X, int64_t xs, acc_t* __restrict E, int64_t C, int64_t T,
                               int64_t n, acc_t* __restrict m, acc_t* __restrict s, acc_t* __restrict h) {
   acc_t t[kMaxLanes];
-  for (int64_t i = 0; i < n; ++i) m[i] = -std::numeric_limits<acc_t>::infinity();
-  for (int64_t c = 0; c < C; ++c)
-    for (int64_t i = 0; i < n; ++i) m[i] = X[c * xs + i] > m[i] ? X[c * xs + i] : m[i];
-  R::max(m, n);
+  lane_max<acc_t, R>(X, xs, C, n, m);
   for (int64_t i = 0; i < n; ++i) s[i] = t[i] = 0;
   for (int64_t c = 0; c < C; ++c)
     for (int64_t i = 0; i < n; ++i) {

@@ -4,25 +4,6 @@
 namespace uda_ops {
 namespace cpu {
 
-// Per lane: m = max_c x_c, E[c * T + i] = exp(x_c - m), s = sum_c of those. The softmax is never normalised
-// in a pass of its own: its consumers multiply by 1 / s.
-template <typename acc_t, typename R>
-UDA_INLINE void exp_tile(const acc_t* __restrict X, int64_t xs, acc_t* __restrict E, int64_t C, int64_t T,
-                         int64_t n, acc_t* __restrict m, acc_t* __restrict s) {
-  for (int64_t i = 0; i < n; ++i) m[i] = -std::numeric_limits<acc_t>::infinity();
-  for (int64_t c = 0; c < C; ++c)
-    for (int64_t i = 0; i < n; ++i) m[i] = X[c * xs + i] > m[i] ? X[c * xs + i] : m[i];
-  R::max(m, n);
-  for (int64_t i = 0; i < n; ++i) s[i] = 0;
-  for (int64_t c = 0; c < C; ++c)
-    for (int64_t i = 0; i < n; ++i) {
-      const acc_t e = exp_nonpos(X[c * xs + i] - m[i]);  // NaN for all -inf lanes: (-inf) - (-inf)
-      E[c * T + i] = e;
-      s[i] += e;
-    }
-  R::sum(s, n);
-}
-
 // O = I = -(e_c / s)((x_c - m) - log s) / log C. X and O may be the same buffer (xs == os).
 template <typename acc_t, typename R = PixelLanes>
 UDA_MULTIVERSION void self_information_forward_tile(const acc_t* X, int64_t xs, acc_t* __restrict E, int64_t C,
