@@ -13,6 +13,12 @@ part runs against the CPU kernels, which checks this script.
             Triton through the custom ops (the first run's path), with and without a device sync, and a cProfile of
             the Triton eager path sorted by own time.
 
+  kernels   the workload that gpu_lease.sh's "ncu" stage profiles: one forward+backward of every loss at
+            (2, 19, 512, 1024) for each (backend, dtype, layout) of KERNEL_CONFIGS, each inside its own
+            cudaProfilerStart/Stop (ncu --profile-from-start off sees only those), after an unprofiled warm-up (Triton
+            compiles, the caching allocator fills). Prints the configurations in launch order: ncu's kernel IDs
+            follow it. Not in the default parts.
+
     python benchmarks/gpu_diag.py badgrad clan hostprof [--device cuda] [--out DIR]
 """
 from __future__ import annotations
@@ -159,6 +165,49 @@ def hostprof(device: str, reps: int = 200) -> str:
     return "\n".join(out)
 
 
+# (backend, dtype, channels_last) profiled by `kernels`: what the 2026-11-29 run measured furthest from the roofline
+# (CUDA fp32 NCHW at 41-59% of copy bandwidth against Triton's 74-85%; bf16 at 35-60%) and the staged rows kernels
+# for channels_last, which have never run.
+KERNEL_CONFIGS = [(backend, dtype, cl) for dtype, cl in ((torch.float32, False), (torch.bfloat16, False),
+                                                         (torch.float32, True))
+                  for backend in ("native", "triton")]
+KERNEL_OPS = ("sym_kl", "kl_div", "entropy", "self_information", "cosine_discrepancy", "clan_adversarial")
+
+
+def kernels(device: str) -> str:
+    import uda_ops
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    from cases import CASES, step
+
+    dev = torch.device(device)
+    cuda = dev.type == "cuda"
+    shape = (2, 19, 512, 1024) if cuda else (2, 19, 8, 8)
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    out = [f"one forward+backward per line, in launch order, at {shape} on {dev}"]
+    for backend, dtype, cl in KERNEL_CONFIGS:
+        if backend == "triton" and not cuda:
+            continue
+        uda_ops.set_backend(backend)
+        for name in KERNEL_OPS:
+            xs = CASES[name].make(device, shape=shape, dtype=dtype)
+            if cl:
+                xs = [x.detach().contiguous(memory_format=torch.channels_last).requires_grad_() for x in xs]
+            run = step(CASES[name].fused, xs, "fwdbwd")
+            run()  # warm-up, not profiled
+            sync()
+            line = f"{backend} {name} {str(dtype).replace('torch.', '')} {'channels_last' if cl else 'NCHW'}"
+            _say(f"profiled: {line}")
+            out.append(line)
+            if cuda:
+                torch.cuda.cudart().cudaProfilerStart()
+            run()
+            sync()
+            if cuda:
+                torch.cuda.cudart().cudaProfilerStop()
+    uda_ops.set_backend("auto")
+    return "\n".join(out)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("parts", nargs="*", default=["badgrad", "clan", "hostprof"])
@@ -169,7 +218,7 @@ def main(argv=None) -> int:
     if args.badgrad_one:
         badgrad_one(args.badgrad_one, args.device)
         return 0
-    parts = {"badgrad": badgrad, "clan": clan, "hostprof": hostprof}
+    parts = {"badgrad": badgrad, "clan": clan, "hostprof": hostprof, "kernels": kernels}
     for part in args.parts:
         try:
             text = parts[part](args.device)

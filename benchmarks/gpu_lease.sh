@@ -15,6 +15,10 @@
 #   pixelvec  the K.PIXEL_VEC experiment: Triton bf16 NCHW tests and gpu_summary with UDA_OPS_TRITON_PIXEL_VEC=4
 #             beside the default, one process each
 #   sanitize  compute-sanitizer racecheck and initcheck over the fp32 reference tests of the CUDA kernels
+#   ncu       Nsight Compute over gpu_diag.py's "kernels" workload (every loss forward+backward at (2, 19, 512, 1024),
+#             CUDA and Triton, fp32 and bf16 NCHW, fp32 channels_last): speed of light, occupancy, launch, memory
+#             workload and warp-state sections of each loss kernel, as CSV ($R/ncu.csv): why CUDA NCHW reached
+#             41-59% of copy bandwidth where Triton reached 74-85%. Needs ncu's counters (Firecracker machines)
 #   rows      Triton rows (channels_last) read in place (UDA_OPS_TRITON_ROWS_STAGED=0, what the 2026-11-29 run
 #             measured), to set beside the staged default that the bench stage measures: the Triton
 #             channels_last GPU tests (staged), then gpu_summary's Triton losses fp32 and bf16 channels_last in place
@@ -25,7 +29,7 @@
 # kernels have never run: their tests come right after the build, and racecheck (their shared memory and
 # barriers) in the second call.
 #   bash benchmarks/gpu_lease.sh build tests diag bench         (time limits 200 + 100 + 90 + 150 s)
-#   bash benchmarks/gpu_lease.sh rows sanitize pixelvec triton64     (115 + 240 + 150 + 60 s, as time allows)
+#   bash benchmarks/gpu_lease.sh rows sanitize ncu pixelvec triton64     (115 + 240 + 150 + 150 + 60 s, as time allows)
 # Everything lands in /tmp/gpu-lease, packed at the end into $OUT/gpu-lease.tgz (the device tool brings back at most
 # 8 files); the short tables are also copied to $OUT.
 set -u
@@ -70,6 +74,12 @@ for stage in "$@"; do
     for v in 0 4; do
       step "pixelvec-$v" 45 env UDA_OPS_TRITON_PIXEL_VEC=$v $PY "${BF16_BENCH[@]}" --markdown-out "$R/pixelvec-$v.md"
     done ;;
+  ncu)
+    NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -n 1)
+    step ncu 150 "${NCU:-ncu}" --clock-control none --profile-from-start off --csv --page details \
+      --section SpeedOfLight --section Occupancy --section LaunchStats --section MemoryWorkloadAnalysis \
+      --section WarpStateStats --kernel-name "regex:planes|rows|_fwd|_bwd|partials" --log-file "$R/ncu.csv" \
+      $PY benchmarks/gpu_diag.py kernels --out "$R/diag" ;;
   rows)
     step rows-tests 40 $PY -m pytest -p no:cacheprovider -q -rs tests/test_triton.py -k "cuda_ops and channels_last"
     step rows-0 75 env UDA_OPS_TRITON_ROWS_STAGED=0 $PY benchmarks/gpu_summary.py --reps 20 --budget-s 0 \
