@@ -44,3 +44,14 @@ def test_dry_run_writes_the_folder_and_copies_it_to_out(tmp_path, monkeypatch):
     assert GC.main(["--dry-run", "--stages", "tests", "--out", str(res)]) == 0
     steps = json.loads((res / "summary.json").read_text())["steps"]
     assert {"build", "gpu_summary", "tests"} <= set(steps)
+
+
+def test_ncu_workload_runs_every_loss_on_the_cpu(tmp_path):
+    """gpu_lease.sh's ncu stage profiles gpu_diag.py's "kernels" part; on the CPU it runs the same calls (native
+    backend only: 3 configurations x 6 losses) and names each one."""
+    import gpu_diag as GD
+    assert GD.main(["kernels", "--device", "cpu", "--out", str(tmp_path)]) == 0
+    lines = (tmp_path / "diag-kernels.txt").read_text().splitlines()[1:]
+    assert len(lines) == 3 * len(GD.KERNEL_OPS)
+    assert {tuple(line.split()[2:]) for line in lines} == {("float32", "NCHW"), ("bfloat16", "NCHW"),
+                                                           ("float32", "channels_last")}
