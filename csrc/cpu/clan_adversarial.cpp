@@ -28,9 +28,9 @@ UDA_MULTIVERSION void clan_forward_tile(const acc_t* __restrict Z1, const acc_t*
                                         acc_t* __restrict P1, acc_t* __restrict P2, int64_t C, int64_t T,
                                         int64_t n, const acc_t* __restrict d, acc_t target, acc_t lam,
                                         acc_t eps, acc_t* __restrict out) {
-  acc_t lse[kMaxLanes], cos[kMaxLanes], i12[kMaxLanes], i11[kMaxLanes], i22[kMaxLanes];
-  softmax_tile(Z1, P1, lse, C, T, n);
-  softmax_tile(Z2, P2, lse, C, T, n);
+  acc_t cos[kMaxLanes], i12[kMaxLanes], i11[kMaxLanes], i22[kMaxLanes];
+  softmax_tile(Z1, T, P1, C, T, n);
+  softmax_tile(Z2, T, P2, C, T, n);
   cosine_stats(P1, P2, C, T, n, cos, i12, i11, i22);
   for (int64_t i = 0; i < n; ++i) {
     acc_t l, dl;
@@ -46,9 +46,9 @@ UDA_MULTIVERSION void clan_backward_tile(acc_t* __restrict Z1, acc_t* __restrict
                                          const acc_t* __restrict d, const acc_t* __restrict g, int64_t gs,
                                          acc_t target, acc_t lam, acc_t eps, bool need_logits,
                                          acc_t* __restrict gd) {
-  acc_t lse[kMaxLanes], cos[kMaxLanes], i12[kMaxLanes], i11[kMaxLanes], i22[kMaxLanes], gm[kMaxLanes];
-  softmax_tile(Z1, P1, lse, C, T, n);
-  softmax_tile(Z2, P2, lse, C, T, n);
+  acc_t cos[kMaxLanes], i12[kMaxLanes], i11[kMaxLanes], i22[kMaxLanes], gm[kMaxLanes];
+  softmax_tile(Z1, T, P1, C, T, n);
+  softmax_tile(Z2, T, P2, C, T, n);
   cosine_stats(P1, P2, C, T, n, cos, i12, i11, i22);
   for (int64_t i = 0; i < n; ++i) {
     acc_t l, dl;

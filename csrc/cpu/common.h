@@ -498,25 +498,28 @@ UDA_INLINE void exp_tile(const acc_t* __restrict X, int64_t xs, acc_t* __restric
   R::sum(s, n);
 }
 
-// P = softmax(X), lse = logsumexp(X) per lane.
+// P = softmax(X); per lane m = max_c x_c and ls = log sum_c exp(x_c - m), so that log p_c = (x_c - m) - ls. They
+// stay apart: a rounded lse = m + ls carries an ulp of m (1e-3 at |x| ~ 1e4) into every log p_c, and the losses
+// built on differences of logits use the shifted x_c - m (exact near the maximum) instead of x_c.
 template <typename acc_t, typename R = PixelLanes>
-UDA_INLINE void softmax_tile(const acc_t* __restrict X, int64_t xs, acc_t* __restrict P, acc_t* __restrict lse,
-                             int64_t C, int64_t T, int64_t n, R = {}) {
-  acc_t m[kMaxLanes], s[kMaxLanes];
+UDA_INLINE void softmax_tile(const acc_t* __restrict X, int64_t xs, acc_t* __restrict P, acc_t* __restrict m,
+                             acc_t* __restrict ls, int64_t C, int64_t T, int64_t n, R = {}) {
+  acc_t s[kMaxLanes];
   exp_tile<acc_t, R>(X, xs, P, C, T, n, m, s);
   for (int64_t i = 0; i < n; ++i) {
-    lse[i] = m[i] + log_ge1(s[i]);
+    ls[i] = log_ge1(s[i]);
     s[i] = acc_t(1) / s[i];
   }
   for (int64_t c = 0; c < C; ++c)
     for (int64_t i = 0; i < n; ++i) P[c * T + i] *= s[i];
 }
 
-// The same on a [C][T] buffer.
-template <typename acc_t>
-UDA_INLINE void softmax_tile(const acc_t* __restrict X, acc_t* __restrict P, acc_t* __restrict lse, int64_t C,
-                             int64_t T, int64_t n) {
-  softmax_tile(X, T, P, lse, C, T, n);
+// P = softmax(X) only.
+template <typename acc_t, typename R = PixelLanes>
+UDA_INLINE void softmax_tile(const acc_t* __restrict X, int64_t xs, acc_t* __restrict P, int64_t C, int64_t T,
+                             int64_t n, R lanes = {}) {
+  acc_t m[kMaxLanes], ls[kMaxLanes];
+  softmax_tile(X, xs, P, m, ls, C, T, n, lanes);
 }
 
 }  // namespace cpu

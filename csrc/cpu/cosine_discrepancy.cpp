@@ -10,9 +10,9 @@ UDA_MULTIVERSION void cosine_discrepancy_forward_tile(const acc_t* __restrict Z1
                                                       int64_t xs, acc_t* __restrict P1, acc_t* __restrict P2,
                                                       int64_t C, int64_t T, int64_t n,
                                                       acc_t* __restrict out, R lanes) {
-  acc_t lse[kMaxLanes], cos[kMaxLanes], i12[kMaxLanes], i11[kMaxLanes], i22[kMaxLanes];
-  softmax_tile(Z1, xs, P1, lse, C, T, n, lanes);
-  softmax_tile(Z2, xs, P2, lse, C, T, n, lanes);
+  acc_t cos[kMaxLanes], i12[kMaxLanes], i11[kMaxLanes], i22[kMaxLanes];
+  softmax_tile(Z1, xs, P1, C, T, n, lanes);
+  softmax_tile(Z2, xs, P2, C, T, n, lanes);
   cosine_stats(P1, P2, C, T, n, cos, i12, i11, i22, lanes);
   for (int64_t i = 0; i < n; ++i) out[i] = acc_t(1) - cos[i];
 }
@@ -24,9 +24,9 @@ UDA_MULTIVERSION void cosine_discrepancy_backward_tile(const acc_t* Z1, const ac
                                                        int64_t C, int64_t T, int64_t n,
                                                        const acc_t* __restrict g, int64_t gs, acc_t* G1,
                                                        acc_t* G2, int64_t os, R lanes) {
-  acc_t lse[kMaxLanes], cos[kMaxLanes], i12[kMaxLanes], i11[kMaxLanes], i22[kMaxLanes], gm[kMaxLanes];
-  softmax_tile(Z1, xs, P1, lse, C, T, n, lanes);
-  softmax_tile(Z2, xs, P2, lse, C, T, n, lanes);
+  acc_t cos[kMaxLanes], i12[kMaxLanes], i11[kMaxLanes], i22[kMaxLanes], gm[kMaxLanes];
+  softmax_tile(Z1, xs, P1, C, T, n, lanes);
+  softmax_tile(Z2, xs, P2, C, T, n, lanes);
   cosine_stats(P1, P2, C, T, n, cos, i12, i11, i22, lanes);
   for (int64_t i = 0; i < n; ++i) gm[i] = g[i * gs];
   cosine_grad(P1, P2, C, T, n, cos, i12, i11, i22, gm, G1, G2, os, lanes);

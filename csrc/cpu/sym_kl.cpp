@@ -4,19 +4,27 @@
 namespace uda_ops {
 namespace cpu {
 
-// out[i] = 1/2 sum_c (p_c - q_c)(a_c - b_c)
+// With a' = a - max a and b' = b - max b: d_c = a'_c - b'_c differs from a_c - b_c by a per-pixel constant, which
+// every use below cancels (sum_c (p_c - q_c) = 0, and d_c - sum_c p_c d_c). The shifted logits are exact near the
+// maximum, so where p and q agree on their top class d stays small instead of carrying two large logits' ulps.
+template <typename acc_t>
+UDA_INLINE acc_t shifted_diff(acc_t a, acc_t ma, acc_t b, acc_t mb) {
+  return diff0(a - ma, b - mb);  // 0 where both are -inf
+}
+
+// out[i] = 1/2 sum_c (p_c - q_c) d_c
 template <typename acc_t, typename R>
 UDA_MULTIVERSION void sym_kl_forward_tile(const acc_t* __restrict A, const acc_t* __restrict B, int64_t xs,
                                           acc_t* __restrict P, acc_t* __restrict Q, int64_t C,
                                           int64_t T, int64_t n, acc_t* __restrict out, R lanes) {
-  acc_t lse[kMaxLanes], acc[kMaxLanes];
-  softmax_tile(A, xs, P, lse, C, T, n, lanes);
-  softmax_tile(B, xs, Q, lse, C, T, n, lanes);
+  acc_t ma[kMaxLanes], mb[kMaxLanes], ls[kMaxLanes], acc[kMaxLanes];
+  softmax_tile(A, xs, P, ma, ls, C, T, n, lanes);
+  softmax_tile(B, xs, Q, mb, ls, C, T, n, lanes);
   for (int64_t i = 0; i < n; ++i) acc[i] = 0;
   for (int64_t c = 0; c < C; ++c)
     for (int64_t i = 0; i < n; ++i) {
       const int64_t k = c * T + i;
-      acc[i] += mul0(P[k] - Q[k], diff0(A[c * xs + i], B[c * xs + i]));
+      acc[i] += mul0(P[k] - Q[k], shifted_diff(A[c * xs + i], ma[i], B[c * xs + i], mb[i]));
     }
   R::sum(acc, n);
   for (int64_t i = 0; i < n; ++i) out[i] = acc_t(0.5) * acc[i];
@@ -29,9 +37,9 @@ UDA_MULTIVERSION void sym_kl_backward_tile(const acc_t* A, const acc_t* B, int64
                                            acc_t* __restrict P, acc_t* __restrict Q, int64_t C,
                                            int64_t T, int64_t n, const acc_t* __restrict g,
                                            int64_t gs, bool detach, acc_t* GA, acc_t* GB, int64_t os, R lanes) {
-  acc_t lse[kMaxLanes], sa[kMaxLanes], sb[kMaxLanes], hg[kMaxLanes];
-  softmax_tile(A, xs, P, lse, C, T, n, lanes);
-  softmax_tile(B, xs, Q, lse, C, T, n, lanes);
+  acc_t ma[kMaxLanes], mb[kMaxLanes], ls[kMaxLanes], sa[kMaxLanes], sb[kMaxLanes], hg[kMaxLanes];
+  softmax_tile(A, xs, P, ma, ls, C, T, n, lanes);
+  softmax_tile(B, xs, Q, mb, ls, C, T, n, lanes);
   for (int64_t i = 0; i < n; ++i) hg[i] = acc_t(0.5) * g[i * gs];
   if (detach) {  // ADR code: each direction's target held constant
     for (int64_t c = 0; c < C; ++c)
@@ -47,7 +55,7 @@ UDA_MULTIVERSION void sym_kl_backward_tile(const acc_t* A, const acc_t* B, int64
   for (int64_t c = 0; c < C; ++c)
     for (int64_t i = 0; i < n; ++i) {
       const int64_t k = c * T + i;
-      const acc_t d = diff0(A[c * xs + i], B[c * xs + i]);
+      const acc_t d = shifted_diff(A[c * xs + i], ma[i], B[c * xs + i], mb[i]);
       sa[i] += mul0(P[k], d);
       sb[i] -= mul0(Q[k], d);
     }
@@ -56,7 +64,7 @@ UDA_MULTIVERSION void sym_kl_backward_tile(const acc_t* A, const acc_t* B, int64
   for (int64_t c = 0; c < C; ++c)
     for (int64_t i = 0; i < n; ++i) {
       const int64_t k = c * T + i;
-      const acc_t d = diff0(A[c * xs + i], B[c * xs + i]);
+      const acc_t d = shifted_diff(A[c * xs + i], ma[i], B[c * xs + i], mb[i]);
       const acc_t ga = hg[i] * (mul0(P[k], d - sa[i]) + P[k] - Q[k]);
       const acc_t gb = hg[i] * (mul0(Q[k], -d - sb[i]) + Q[k] - P[k]);
       GA[c * os + i] = ga;
