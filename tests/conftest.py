@@ -159,6 +159,26 @@ def backward_case(name: str, device="cpu"):
     return BACKWARDS[name](z), (z.shape if name == "self_information_backward" else (2, 4, 5))
 
 
+def check_logit_offsets(op: Op, shape, dim: int, dtype) -> None:
+    """Every loss sees its logits only through softmax, so adding a per-pixel constant K to an input (here exactly
+    representable: logits on a 1/16 grid, K an integer up to 1e4) must leave the value and the gradients as they were
+    (within 1e-6). Kernels that work on the shifted logits x - max x, which the offset leaves bit for bit unchanged,
+    pass; differences of raw logits (a_c - b_c) or a rounded logsumexp turn the ulps of the large logits (1e-3 at
+    1e4) into errors of 1e-4 to 1e-3."""
+    xs = [(x * 16).round() / 16 for x in op.make(shape, dtype, dim=dim)]
+    first = 1 if op.with_d else 0  # clan's d is not a logit
+    g = torch.Generator().manual_seed(5)
+    cdim = dim % len(shape)
+    offset_shape = tuple(shape[:cdim]) + (1,) + tuple(shape[cdim + 1:])
+    offsets = [torch.randint(-10000, 10001, offset_shape, generator=g).to(dtype) if i >= first else 0
+               for i in range(len(xs))]
+    base, base_grads, _ = run_with_grad(op.fn, xs, dim)
+    out, grads, _ = run_with_grad(op.fn, [x + k for x, k in zip(xs, offsets)], dim)
+    torch.testing.assert_close(out, base, rtol=0, atol=1e-6)
+    for got, want in zip(grads, base_grads):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+
+
 def check_backward_gradient_errors(ns, name: str, device="cpu") -> None:
     """Backward op `name` of op namespace `ns` (torch.ops.uda_ops or uda_ops_triton) works with the right upstream
     gradient and raises a clear error for an integer one or one of the wrong shape."""

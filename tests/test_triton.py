@@ -21,8 +21,8 @@ triton = pytest.importorskip("triton")
 
 import uda_ops  # noqa: E402
 from uda_ops import _ops, reference  # noqa: E402
-from conftest import (CLAN_ARGS, OP_IDS, OPS, assert_close, check_op, check_pos_inf_pixel, logits,  # noqa: E402
-                      run_with_grad)
+from conftest import (CLAN_ARGS, OP_IDS, OPS, assert_close, check_logit_offsets, check_op,  # noqa: E402
+                      check_pos_inf_pixel, logits, run_with_grad)
 
 try:
     import uda_ops.triton as TT  # noqa: E402
@@ -85,6 +85,15 @@ def test_extreme_inputs(triton_backend, op, kind):
     else:
         assert torch.isfinite(out).all()
     check_op(op, xs, dim=1)
+
+
+@cpu_only
+@pytest.mark.parametrize("op", OPS, ids=OP_IDS)
+@pytest.mark.parametrize("shape,dim", [((2, 19, 3, 4), 1), ((2, 80, 3, 2), 1), ((5, 345), 1)], ids=str)
+def test_logit_offsets_change_nothing(triton_backend, op, shape, dim):
+    """A per-pixel logit offset changes nothing (conftest.check_logit_offsets): one class tile (C = 19), chunks
+    with running maxima (C = 80 NCHW) and a rows tile (C = 345). Triton's sym_kl failed it with a_c - b_c."""
+    check_logit_offsets(op, shape, dim, torch.float32)
 
 
 @cpu_only

@@ -7,6 +7,11 @@
 namespace uda_ops {
 namespace cuda {
 
+// The class difference d_c of the shifted logits, (a_c - max a) - (b_c - max b): it differs from a_c - b_c by a
+// per-pixel constant, which cancels in every use below (sum_c (p_c - q_c) = 0, and d_c - sum_c p_c d_c), and it is
+// exact near the maxima, so a per-pixel offset of the logits changes nothing (the CPU and Triton kernels do the same).
+// 0 where both are -inf.
+
 // d = 1/2 sum_c (p_c - q_c)(a_c - b_c) for one pixel (classes cs apart).
 template <typename acc_t, typename T, typename L = OneLane>
 UDA_HD acc_t sym_kl_pixel(const T* __restrict__ a, const T* __restrict__ b, int64_t cs, int64_t C,
@@ -16,7 +21,7 @@ UDA_HD acc_t sym_kl_pixel(const T* __restrict__ a, const T* __restrict__ b, int6
   acc_t acc = acc_t(0);
   for (int64_t c = lanes.first(); c < C; c += lanes.step()) {
     const acc_t x = load<acc_t>(a + c * cs), y = load<acc_t>(b + c * cs);
-    acc += mul0(sa.p(x) - sb.p(y), diff0(x, y));
+    acc += mul0(sa.p(x) - sb.p(y), diff0(x - sa.m, y - sb.m));
   }
   return acc_t(0.5) * lanes.sum(acc);
 }
@@ -40,7 +45,7 @@ UDA_HD void sym_kl_backward_pixel(const T* __restrict__ a, const T* __restrict__
   acc_t s_a = acc_t(0), s_b = acc_t(0);
   for (int64_t c = lanes.first(); c < C; c += lanes.step()) {
     const acc_t x = load<acc_t>(a + c * cs), y = load<acc_t>(b + c * cs);
-    const acc_t d = diff0(x, y);
+    const acc_t d = diff0(x - sa.m, y - sb.m);
     s_a += mul0(sa.p(x), d);
     s_b -= mul0(sb.p(y), d);
   }
@@ -48,13 +53,13 @@ UDA_HD void sym_kl_backward_pixel(const T* __restrict__ a, const T* __restrict__
   s_b = lanes.sum(s_b);
   for (int64_t c = lanes.first(); c < C; c += lanes.step()) {
     const acc_t x = load<acc_t>(a + c * cs), y = load<acc_t>(b + c * cs);
-    const acc_t d = diff0(x, y), p = sa.p(x), q = sb.p(y);
+    const acc_t d = diff0(x - sa.m, y - sb.m), p = sa.p(x), q = sb.p(y);
     store(ga + c * cs, hg * (mul0(p, d - s_a) + p - q));
     store(gb + c * cs, hg * (mul0(q, -d - s_b) + q - p));
   }
 }
 
-// ---- planes tiles (common.cuh). With d = diff0(a, b), A = sum e_a d, B = sum e_b d:
+// ---- planes tiles (common.cuh). With d = diff0(a - max a, b - max b), A = sum e_a d, B = sum e_b d:
 // value = (A / S_a - B / S_b) / 2; s_a = sum p d = A / S_a, s_b = -sum q d = -B / S_b.
 template <typename T, typename S>
 UDA_HD void sym_kl_tile_sums(int C, const S* s, TileSoftmax<T, 2>& st, acc_of<T> (&A)[kLanes<T>],
@@ -62,10 +67,10 @@ UDA_HD void sym_kl_tile_sums(int C, const S* s, TileSoftmax<T, 2>& st, acc_of<T>
   using acc_t = acc_of<T>;
   constexpr int V = kLanes<T>;
   for (int k = 0; k < V; ++k) A[k] = acc_t(0), B[k] = acc_t(0);
-  st.compute(C, s, [&](int, const acc_t(&x)[2][V], const acc_t(&)[2][V], const acc_t(&e)[2][V]) {
+  st.compute(C, s, [&](int, const acc_t(&)[2][V], const acc_t(&x)[2][V], const acc_t(&e)[2][V]) {
 UDA_UNROLL
     for (int k = 0; k < V; ++k) {
-      const acc_t d = diff0(x[0][k], x[1][k]);
+      const acc_t d = diff0(x[0][k], x[1][k]);  // x: the shifted logits
       A[k] += mul0(e[0][k], d);
       B[k] += mul0(e[1][k], d);
     }
@@ -121,8 +126,8 @@ UDA_UNROLL
       ia[k] = acc_t(1) / st.sum[0][k], ib[k] = acc_t(1) / st.sum[1][k], hg[k] *= acc_t(0.5);
       A[k] *= ia[k], B[k] *= -ib[k];  // s_a, s_b
     }
-    st.exps(C, s, [&](int c, const acc_t(&x)[2][V], const acc_t(&)[2][V], const acc_t(&e)[2][V]) {
-      acc_t oa[V], ob[V];
+    st.exps(C, s, [&](int c, const acc_t(&)[2][V], const acc_t(&x)[2][V], const acc_t(&e)[2][V]) {
+      acc_t oa[V], ob[V];  // x: the shifted logits
 UDA_UNROLL
       for (int k = 0; k < V; ++k) {
         const acc_t p = e[0][k] * ia[k], q = e[1][k] * ib[k];

@@ -234,6 +234,32 @@ static void check_extremes() {
   sym_kl_backward_pixel<float>(Z.data(), Y.data(), 1, 4, 1.0f, false, gz.data(), gy.data());
   for (int c = 0; c < 4; ++c) expect(std::isfinite(gz[c]) && std::isfinite(gy[c]), "masked grads finite", gz[c], 0);
   expect(gz[0] == 0.0f && gz[3] == 0.0f, "masked class grad is 0", gz[0], 0);
+  // a per-pixel offset K of the logits changes nothing (here exactly representable): sym_kl and kl_div of
+  // (z, z + K) are 0 with zero gradients, as for (z, z). With a_c - b_c (the kernels before) sym_kl failed 14 of
+  // these checks, with gradients up to 5e-4.
+  const std::vector<std::vector<double>> rows = {{1.0, -2.5, 0.25, 3.0, -7.0},
+                                                 {1.0, -2.5, 0.25, 3.0, -7.0, 2.5, 0.5},
+                                                 {0.0625, 0.125, 0.1875},
+                                                 {3.0, 2.9375, 2.875, -1.0}};
+  for (double K : {10000.0, -9999.0}) {
+    for (const auto& zo : rows) {
+      const int C = int(zo.size());
+      std::vector<double> zk(zo);
+      for (auto& v : zk) v += K;
+      auto Zo = strided<float>(zo, 1), Zk = strided<float>(zk, 1);
+      expect(sym_kl_pixel<float>(Zo.data(), Zk.data(), 1, C) == 0.0f, "sym_kl offset value",
+             sym_kl_pixel<float>(Zo.data(), Zk.data(), 1, C), 0);
+      expect(kl_div_pixel<float>(Zo.data(), Zk.data(), 1, C) == 0.0f, "kl offset value",
+             kl_div_pixel<float>(Zo.data(), Zk.data(), 1, C), 0);
+      std::vector<float> g1(C), g2(C), g3(C), g4(C);
+      sym_kl_backward_pixel<float>(Zo.data(), Zk.data(), 1, C, 1.0f, false, g1.data(), g2.data());
+      kl_div_backward_pixel<float>(Zo.data(), Zk.data(), 1, C, 1.0f, g3.data(), g4.data());
+      for (int c = 0; c < C; ++c) {
+        expect(g1[c] == 0.0f && g2[c] == 0.0f, "sym_kl offset grad", std::fabs(g1[c]) + std::fabs(g2[c]), 0);
+        expect(g3[c] == 0.0f && g4[c] == 0.0f, "kl offset grad", std::fabs(g3[c]) + std::fabs(g4[c]), 0);
+      }
+    }
+  }
   // -inf first (the online max must not subtract -inf from -inf)
   std::vector<double> z2 = {-inf, -inf, 3.0, 1.0};
   auto Z2 = strided<double>(z2, 1);

@@ -1,5 +1,11 @@
 """Symmetric KL between two predictions (SPEC section 1) as Triton kernels + the custom ops
-uda_ops_triton::sym_kl / sym_kl_backward. d = 1/2 sum_c (p_c - q_c)(a_c - b_c)."""
+uda_ops_triton::sym_kl / sym_kl_backward. d = 1/2 sum_c (p_c - q_c)(a_c - b_c).
+
+The class differences are taken between the shifted logits, (a_c - max a) - (b_c - max b): they differ from a_c - b_c
+by a per-pixel constant, which cancels in every use (sum_c (p_c - q_c) = 0, and d_c - sum_c p_c d_c), and they are exact
+near the maxima, so a per-pixel offset of the logits changes nothing (as in the CPU and CUDA kernels). Over chunks
+(C > 64 NCHW) that takes the maxima before the sums: a second read of each chunk in the statistics, as kl_div; an online
+shift of the running sums instead cost the gradient an ulp of the 1e4 logits."""
 from __future__ import annotations
 
 from typing import Tuple
@@ -14,23 +20,10 @@ from . import _common as K
 
 
 @triton.jit
-def _pair_step(ma, sa, ta, mb, sb, tb, a, b, mask):
-    """One chunk of both predictions, online: maxima, exp-sums and t = sum_c mul0(e_c, a_c - b_c) of each
-    (a - b needs no shift: diff0 gives 0 for equal logits, -inf included)."""
-    ma, xa, ea = K.softmax_step(ma, a, mask)
-    mb, xb, eb = K.softmax_step(mb, b, mask)
-    d = K.diff0(a, b)
-    ta = K.rescale(xa, ta) + tl.sum(K.mul0(ea, d), axis=0)
-    tb = K.rescale(xb, tb) + tl.sum(K.mul0(eb, d), axis=0)
-    sa = K.rescale(xa, sa) + tl.sum(ea, axis=0)
-    sb = K.rescale(xb, sb) + tl.sum(eb, axis=0)
-    return ma, sa, ta, mb, sb, tb, ea, eb
-
-
-@triton.jit
 def _pair_sums(a, b, ea, eb):
-    """One class tile of both predictions (ONE): exp-sums and t = sum_c mul0(e_c, a_c - b_c) of each, over the
-    tile's classes (mul0: a class -inf in one prediction has e = 0 there)."""
+    """One class tile of both predictions (ONE, a and b shifted by their maxima): exp-sums and
+    t = sum_c mul0(e_c, a_c - b_c) of each, over the tile's classes (mul0: a class -inf in one prediction has e = 0
+    there)."""
     d = a - b
     return tl.sum(ea, axis=0), tl.sum(K.mul0(ea, d), axis=0), tl.sum(eb, axis=0), tl.sum(K.mul0(eb, d), axis=0)
 
@@ -45,9 +38,9 @@ def _pair_one(a_ptr, b_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64: tl.co
     b1, b2 = K.load_one(b_ptr, offs1, mask1, offs2, mask2, Q, C, F64, CB2, FULL)
     ma, ea1, ea2 = K.softmax_one(a1, mask1, a2, mask2, CB2, FULL)
     mb, eb1, eb2 = K.softmax_one(b1, mask1, b2, mask2, CB2, FULL)
-    sa, ta, sb, tb = _pair_sums(a1, b1, ea1, eb1)
+    sa, ta, sb, tb = _pair_sums(a1 - ma[None, :], b1 - mb[None, :], ea1, eb1)
     if CB2 > 0:
-        sa2, ta2, sb2, tb2 = _pair_sums(a2, b2, ea2, eb2)
+        sa2, ta2, sb2, tb2 = _pair_sums(a2 - ma[None, :], b2 - mb[None, :], ea2, eb2)
         sa += sa2
         ta += ta2
         sb += sb2
@@ -61,16 +54,25 @@ def _pair_stats(a_ptr, b_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64: tl.
     if ONE:
         (offs1, mask1, offs2, mask2, a1, a2, b1, b2, ea1, ea2, eb1, eb2,
          ma, sa, ta, mb, sb, tb) = _pair_one(a_ptr, b_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64, CB, CB2, FULL)
-    else:
+    else:  # over chunks: the maxima first, then the sums w.r.t. the final maxima (a second read of each chunk)
         ma = K.neg_inf(q, F64)
         mb = ma
+        for c0 in range(0, C, CB):
+            offs, mask, a, b = K.load_pair(a_ptr, b_ptr, o, q, c0, Q, C, q_stride, c_stride, o_stride, F64, CB)
+            ma = tl.maximum(ma, tl.max(tl.where(mask, a, float("-inf")), axis=0))
+            mb = tl.maximum(mb, tl.max(tl.where(mask, b, float("-inf")), axis=0))
         sa = tl.zeros_like(ma)
         sb = sa
         ta = sa
         tb = sa
         for c0 in range(0, C, CB):
             offs, mask, a, b = K.load_pair(a_ptr, b_ptr, o, q, c0, Q, C, q_stride, c_stride, o_stride, F64, CB)
-            ma, sa, ta, mb, sb, tb, ea, eb = _pair_step(ma, sa, ta, mb, sb, tb, a, b, mask)
+            sa_c, ta_c, sb_c, tb_c = _pair_sums(a - ma[None, :], b - mb[None, :], K.chunk_exp(a, ma, mask),
+                                                K.chunk_exp(b, mb, mask))
+            sa += sa_c
+            ta += ta_c
+            sb += sb_c
+            tb += tb_c
     return ma, sa, ta, mb, sb, tb
 
 
@@ -88,7 +90,8 @@ def _sym_kl_fwd(a_ptr, b_ptr, out_ptr, Q, NQ, C, q_stride, c_stride, o_stride, F
 
 @triton.jit
 def _sym_kl_grad(a, b, ea, eb, ia, ib, ta, tb, hg, DETACH: tl.constexpr):
-    """One tile of the gradients (da, db) from its exps; ia, ib = 1/exp-sums, ta, tb = sum p (a - b), sum q (a - b)."""
+    """One tile of the gradients (da, db) from its exps and its logits shifted by their maxima; ia, ib = 1/exp-sums,
+    ta, tb = sum p (a - b), sum q (a - b)."""
     pa = ea * ia[None, :]
     pb = eb * ib[None, :]
     if DETACH:
@@ -114,10 +117,11 @@ def _sym_kl_bwd(a_ptr, b_ptr, g_ptr, g_stride, ga_ptr, gb_ptr, Q, NQ, C, q_strid
          ma, sa, ta, mb, sb, tb) = _pair_one(a_ptr, b_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64, CB, CB2, FULL)
         ia = K.inv_sum(ma, sa)
         ib = K.inv_sum(mb, sb)
-        da1, db1 = _sym_kl_grad(a1, b1, ea1, eb1, ia, ib, ta * ia, tb * ib, hg, DETACH)
+        da1, db1 = _sym_kl_grad(a1 - ma[None, :], b1 - mb[None, :], ea1, eb1, ia, ib, ta * ia, tb * ib, hg, DETACH)
         da2, db2 = da1, db1
         if CB2 > 0:
-            da2, db2 = _sym_kl_grad(a2, b2, ea2, eb2, ia, ib, ta * ia, tb * ib, hg, DETACH)
+            da2, db2 = _sym_kl_grad(a2 - ma[None, :], b2 - mb[None, :], ea2, eb2, ia, ib, ta * ia, tb * ib, hg,
+                                    DETACH)
         K.store_one(ga_ptr, offs1, da1, mask1, offs2, da2, mask2, Q, C, CB2, FULL)
         K.store_one(gb_ptr, offs1, db1, mask1, offs2, db2, mask2, Q, C, CB2, FULL)
     else:
@@ -127,8 +131,8 @@ def _sym_kl_bwd(a_ptr, b_ptr, g_ptr, g_stride, ga_ptr, gb_ptr, Q, NQ, C, q_strid
         ib = K.inv_sum(mb, sb)
         for c0 in range(0, C, CB):
             offs, mask, a, b = K.load_pair(a_ptr, b_ptr, o, q, c0, Q, C, q_stride, c_stride, o_stride, F64, CB)
-            da, db = _sym_kl_grad(a, b, K.chunk_exp(a, ma, mask), K.chunk_exp(b, mb, mask), ia, ib, ta * ia, tb * ib,
-                                  hg, DETACH)
+            da, db = _sym_kl_grad(a - ma[None, :], b - mb[None, :], K.chunk_exp(a, ma, mask), K.chunk_exp(b, mb, mask),
+                                  ia, ib, ta * ia, tb * ib, hg, DETACH)
             K.store(ga_ptr, offs, da, mask)
             K.store(gb_ptr, offs, db, mask)
 
