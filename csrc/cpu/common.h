@@ -104,6 +104,10 @@ UDA_INLINE T mul0(T w, T x) { return w == T(0) ? T(0) : w * x; }
 // a - b, but 0 where a == b (two -inf logits give 0, not NaN).
 template <typename T>
 UDA_INLINE T diff0(T a, T b) { return a == b ? T(0) : a - b; }
+// (a - ma) - (b - mb) for two logits shifted by their pixels' maxima, 0 where both are -inf: a difference of
+// logits that a per-pixel offset of either input leaves unchanged, exact near the maxima (sym_kl, kl_div).
+template <typename T>
+UDA_INLINE T shifted_diff(T a, T ma, T b, T mb) { return diff0(a - ma, b - mb); }
 
 // ------------------------------------------------------------------------------------------------
 // Tiling: tile k covers `n` pixels starting at pixel p0; lane i, class c is at

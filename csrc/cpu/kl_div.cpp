@@ -19,7 +19,7 @@ UDA_INLINE void kl_div_stats(const acc_t* __restrict X, const acc_t* __restrict 
   for (int64_t i = 0; i < n; ++i) t[i] = 0;
   for (int64_t c = 0; c < C; ++c)
     for (int64_t i = 0; i < n; ++i)
-      t[i] += mul0(Q[c * T + i], diff0(Y[c * xs + i] - my[i], X[c * xs + i] - mx[i]));
+      t[i] += mul0(Q[c * T + i], shifted_diff(Y[c * xs + i], my[i], X[c * xs + i], mx[i]));
   R::sum(t, n);
   for (int64_t i = 0; i < n; ++i) kl[i] = t[i] + (lsx[i] - lsy[i]);
 }
@@ -46,7 +46,7 @@ UDA_MULTIVERSION void kl_div_backward_tile(const acc_t* X, const acc_t* Y, int64
     for (int64_t c = 0; c < C; ++c)
       for (int64_t i = 0; i < n; ++i)
         GY[c * os + i] =
-            g[i * gs] * mul0(Q[c * T + i], diff0(Y[c * xs + i] - my[i], X[c * xs + i] - mx[i]) - t[i]);
+            g[i * gs] * mul0(Q[c * T + i], shifted_diff(Y[c * xs + i], my[i], X[c * xs + i], mx[i]) - t[i]);
   } else {
     softmax_tile(X, xs, P, C, T, n, lanes);
     softmax_tile(Y, xs, Q, C, T, n, lanes);

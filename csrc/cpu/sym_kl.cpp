@@ -4,13 +4,10 @@
 namespace uda_ops {
 namespace cpu {
 
-// With a' = a - max a and b' = b - max b: d_c = a'_c - b'_c differs from a_c - b_c by a per-pixel constant, which
-// every use below cancels (sum_c (p_c - q_c) = 0, and d_c - sum_c p_c d_c). The shifted logits are exact near the
-// maximum, so where p and q agree on their top class d stays small instead of carrying two large logits' ulps.
-template <typename acc_t>
-UDA_INLINE acc_t shifted_diff(acc_t a, acc_t ma, acc_t b, acc_t mb) {
-  return diff0(a - ma, b - mb);  // 0 where both are -inf
-}
+// With a' = a - max a and b' = b - max b: d_c = a'_c - b'_c (shifted_diff) differs from a_c - b_c by a per-pixel
+// constant, which every use below cancels (sum_c (p_c - q_c) = 0, and d_c - sum_c p_c d_c). The shifted logits are
+// exact near the maximum, so where p and q agree on their top class d stays small instead of carrying two large
+// logits' ulps.
 
 // out[i] = 1/2 sum_c (p_c - q_c) d_c
 template <typename acc_t, typename R>
