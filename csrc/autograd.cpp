@@ -39,7 +39,12 @@ Tensor reduced_grad(const Tensor& grad, const Tensor& x, int64_t dim, int64_t re
   std::vector<int64_t> shape = x.sizes().vec();
   shape.erase(shape.begin() + c10::maybe_wrap_dim(dim, x.dim()));
   const int64_t pixels = c10::multiply_integers(shape);
-  return (reduction == 1 ? grad.div(c10::Scalar(std::max<int64_t>(1, pixels))) : grad).expand(shape);
+  if (reduction != 1) return grad.expand(shape);
+  // grad / pixels by a 0-d CPU tensor of grad's dtype (the same value as before): a Scalar operand is wrapped as a
+  // 64-bit tensor and cast first (~1 us on the CPU); a 0-d CPU operand of a CUDA op is a kernel argument.
+  const at::Tensor n = at::scalar_tensor(static_cast<double>(std::max<int64_t>(1, pixels)),
+                                         at::TensorOptions().dtype(grad.scalar_type()));
+  return grad.div(n).expand(shape);
 }
 
 // ------------------------------------------------------------------------------------------------------------
@@ -118,10 +123,13 @@ struct ClanBackward {
   using Sig = std::tuple<Tensor, Tensor, Tensor>(T, T, T, T, double, double, double, int64_t, bool);
 };
 
-// A backward op through the dispatcher: its FirstOrder kernel above, then the device's kernel.
+// A backward op through the dispatcher. Under create_graph=True (grad mode on) through its FirstOrder kernel above,
+// whose node raises if differentiated; otherwise (the usual backward) straight to the device's kernel.
 template <class Op, class... Args>
 auto dispatch(Args&&... args) {
   static const auto op = handle<typename Op::Sig>(Op::name);
+  if (at::GradMode::is_enabled()) return op.call(std::forward<Args>(args)...);
+  at::AutoDispatchBelowADInplaceOrView below;
   return op.call(std::forward<Args>(args)...);
 }
 

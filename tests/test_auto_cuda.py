@@ -61,8 +61,8 @@ def test_choice_per_dtype(cuda_and_triton, monkeypatch):
     monkeypatch.setattr(_ops, "_triton_ops", lambda op, x: "TRITON")
     monkeypatch.setattr(_ops, "_backend", "auto")
     cuda = torch.device("cuda")
-    assert _ops.kernels("entropy", SimpleNamespace(device=cuda, dtype=torch.bfloat16)) == "TRITON"
-    assert _ops.kernels("entropy", SimpleNamespace(device=cuda, dtype=torch.float32)) is _ops.NATIVE
+    assert _ops.kernels("entropy", SimpleNamespace(device=cuda, is_cpu=False, dtype=torch.bfloat16)) == "TRITON"
+    assert _ops.kernels("entropy", SimpleNamespace(device=cuda, is_cpu=False, dtype=torch.float32)) is _ops.NATIVE
 
 
 def test_op_wide_entry_applies_to_every_dtype(cuda_and_triton, monkeypatch):
@@ -81,7 +81,7 @@ def test_layout_entry_before_dtype_entry(cuda_and_triton, monkeypatch):
     monkeypatch.setattr(_ops, "_backend", "auto")
     nchw = torch.empty(2, 19, 4, 4)
     cuda = torch.device("cuda")
-    as_cuda = lambda t: SimpleNamespace(device=cuda, dtype=t.dtype, stride=t.stride)  # noqa: E731
+    as_cuda = lambda t: SimpleNamespace(device=cuda, is_cpu=False, dtype=t.dtype, stride=t.stride)  # noqa: E731
     assert _ops.kernels("entropy", as_cuda(nchw), 1) == "TRITON"
     assert _ops.kernels("entropy", as_cuda(nchw.contiguous(memory_format=torch.channels_last)), 1) \
         is _ops.NATIVE

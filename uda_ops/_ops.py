@@ -245,7 +245,8 @@ def kernels(op: str, x: Tensor, dim: Optional[int] = None):
         return None
     if _backend == "triton":
         return _triton_ops(op, x)
-    if _backend == "auto" and x.device.type == "cuda":
+    dev = "cpu" if x.is_cpu else x.device.type  # is_cpu: 0.04 us, .device.type: 0.25 us
+    if _backend == "auto" and dev == "cuda":
         choice = _auto_cuda(op, x.dtype, None if dim is None else class_layout(x, dim))
         if choice == "triton":
             try:
@@ -253,6 +254,8 @@ def kernels(op: str, x: Tensor, dim: Optional[int] = None):
             except RuntimeError:  # triton found but unusable: "auto" falls back, "triton" raises
                 return NATIVE if has_kernel(op, "cuda") else None
         return NATIVE if choice == "native" else None
+    if _backend != "reference" and _KERNELS.get((op, dev), False):  # use_native's common case, inline
+        return NATIVE
     return NATIVE if use_native(op, x) else None
 
 
