@@ -9,15 +9,12 @@ namespace cuda {
 at::Tensor clan_adversarial_cuda(const at::Tensor& d, const at::Tensor& z1, const at::Tensor& z2, double target,
                                  double lambda_local, double epsilon, int64_t dim, int64_t reduction) {
   const Reduction r = check_reduction("clan_adversarial", reduction);
-  check_pair("clan_adversarial", z1, z2);
-  check_cuda("clan_adversarial", z1);
   TORCH_CHECK(d.device() == z1.device(), "clan_adversarial: d must be on the device of the logits");
-  const c10::cuda::CUDAGuard guard(z1.device());
-  const ClassLayout L = class_layout(z1, dim);
-  check_classes("clan_adversarial", L);
+  const PairInputs in("clan_adversarial", z1, z2, dim);
+  const ClassLayout& L = in.L;
   TORCH_CHECK(d.numel() == L.pixels(), "clan_adversarial: d has ", d.numel(),
               " elements, expected one per pixel (", L.pixels(), ")");
-  const at::Tensor ac = to_layout(z1, dim, L), bc = to_layout(z2, dim, L);
+  const at::Tensor &ac = in.ac, &bc = in.bc;
   const at::Tensor dc = d.to(acc_dtype(z1)).contiguous();
   at::Tensor out;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, z1.scalar_type(), "clan_adversarial_cuda", [&] {
@@ -36,16 +33,13 @@ at::Tensor clan_adversarial_cuda(const at::Tensor& d, const at::Tensor& z1, cons
 std::tuple<at::Tensor, at::Tensor, at::Tensor> clan_adversarial_backward_cuda(
     const at::Tensor& grad, const at::Tensor& d, const at::Tensor& z1, const at::Tensor& z2, double target,
     double lambda_local, double epsilon, int64_t dim, bool need_logit_grads) {
-  check_pair("clan_adversarial_backward", z1, z2);
-  check_cuda("clan_adversarial_backward", z1);
   check_grad("clan_adversarial_backward", grad, z1, map_shape(z1, dim));
   TORCH_CHECK(d.device() == z1.device(), "clan_adversarial_backward: d must be on the device of the logits");
-  const c10::cuda::CUDAGuard guard(z1.device());
-  const ClassLayout L = class_layout(z1, dim);
-  check_classes("clan_adversarial_backward", L);
+  const PairInputs in("clan_adversarial_backward", z1, z2, dim);
+  const ClassLayout& L = in.L;
   TORCH_CHECK(d.numel() == L.pixels(), "clan_adversarial_backward: d has ", d.numel(), " elements, expected ",
               L.pixels());
-  const at::Tensor ac = to_layout(z1, dim, L), bc = to_layout(z2, dim, L);
+  const at::Tensor &ac = in.ac, &bc = in.bc;
   const at::Tensor dc = d.to(acc_dtype(z1)).contiguous();
   const PixelGrad pg = pixel_grad(grad, acc_dtype(z1), L.pixels());
   at::Tensor gd = at::empty(d.sizes(), d.options().dtype(acc_dtype(z1)));

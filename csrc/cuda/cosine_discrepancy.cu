@@ -7,12 +7,9 @@ namespace uda_ops {
 namespace cuda {
 
 at::Tensor cosine_discrepancy_cuda(const at::Tensor& z1, const at::Tensor& z2, int64_t dim) {
-  check_pair("cosine_discrepancy", z1, z2);
-  check_cuda("cosine_discrepancy", z1);
-  const c10::cuda::CUDAGuard guard(z1.device());
-  const ClassLayout L = class_layout(z1, dim);
-  check_classes("cosine_discrepancy", L);
-  const at::Tensor ac = to_layout(z1, dim, L), bc = to_layout(z2, dim, L);
+  const PairInputs in("cosine_discrepancy", z1, z2, dim);
+  const ClassLayout& L = in.L;
+  const at::Tensor &ac = in.ac, &bc = in.bc;
   at::Tensor out = at::empty(map_shape(z1, dim), z1.options().dtype(acc_dtype(z1)));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, z1.scalar_type(), "cosine_discrepancy_cuda", [&] {
     using T = device_t<scalar_t>;
@@ -25,13 +22,10 @@ at::Tensor cosine_discrepancy_cuda(const at::Tensor& z1, const at::Tensor& z2, i
 
 std::tuple<at::Tensor, at::Tensor> cosine_discrepancy_backward_cuda(const at::Tensor& grad, const at::Tensor& z1,
                                                                     const at::Tensor& z2, int64_t dim) {
-  check_pair("cosine_discrepancy_backward", z1, z2);
-  check_cuda("cosine_discrepancy_backward", z1);
   check_grad("cosine_discrepancy_backward", grad, z1, map_shape(z1, dim));
-  const c10::cuda::CUDAGuard guard(z1.device());
-  const ClassLayout L = class_layout(z1, dim);
-  check_classes("cosine_discrepancy_backward", L);
-  const at::Tensor ac = to_layout(z1, dim, L), bc = to_layout(z2, dim, L);
+  const PairInputs in("cosine_discrepancy_backward", z1, z2, dim);
+  const ClassLayout& L = in.L;
+  const at::Tensor &ac = in.ac, &bc = in.bc;
   const PixelGrad pg = pixel_grad(grad, acc_dtype(z1), L.pixels());
   at::Tensor g1 = empty_in_layout(z1, dim, L, z1.scalar_type());
   at::Tensor g2 = empty_in_layout(z1, dim, L, z1.scalar_type());

@@ -8,12 +8,9 @@ namespace cuda {
 
 at::Tensor kl_div_cuda(const at::Tensor& input, const at::Tensor& target, int64_t dim, int64_t reduction) {
   const Reduction r = check_reduction("kl_div", reduction);
-  check_pair("kl_div", input, target);
-  check_cuda("kl_div", input);
-  const c10::cuda::CUDAGuard guard(input.device());
-  const ClassLayout L = class_layout(input, dim);
-  check_classes("kl_div", L);
-  const at::Tensor xc = to_layout(input, dim, L), yc = to_layout(target, dim, L);
+  const PairInputs in("kl_div", input, target, dim);
+  const ClassLayout& L = in.L;
+  const at::Tensor &xc = in.ac, &yc = in.bc;
   at::Tensor out;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "kl_div_cuda", [&] {
     using T = device_t<scalar_t>;
@@ -29,13 +26,10 @@ at::Tensor kl_div_cuda(const at::Tensor& input, const at::Tensor& target, int64_
 // Returns (d/dinput, d/dtarget); the second is an empty tensor when need_target is false.
 std::tuple<at::Tensor, at::Tensor> kl_div_backward_cuda(const at::Tensor& grad, const at::Tensor& input,
                                                         const at::Tensor& target, int64_t dim, bool need_target) {
-  check_pair("kl_div_backward", input, target);
-  check_cuda("kl_div_backward", input);
   check_grad("kl_div_backward", grad, input, map_shape(input, dim));
-  const c10::cuda::CUDAGuard guard(input.device());
-  const ClassLayout L = class_layout(input, dim);
-  check_classes("kl_div_backward", L);
-  const at::Tensor xc = to_layout(input, dim, L), yc = to_layout(target, dim, L);
+  const PairInputs in("kl_div_backward", input, target, dim);
+  const ClassLayout& L = in.L;
+  const at::Tensor &xc = in.ac, &yc = in.bc;
   const PixelGrad pg = pixel_grad(grad, acc_dtype(input), L.pixels());
   at::Tensor gx = empty_in_layout(input, dim, L, input.scalar_type());
   at::Tensor gy = need_target ? empty_in_layout(input, dim, L, input.scalar_type()) : at::empty({0}, input.options());

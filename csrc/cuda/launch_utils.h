@@ -61,6 +61,23 @@ inline void check_grad(const char* op, const at::Tensor& grad, const at::Tensor&
   TORCH_CHECK(grad.sizes() == shape, op, ": gradient has shape ", grad.sizes(), ", expected ", shape);
 }
 
+// What every two-logit launcher does first: both inputs alike and on CUDA, their device current until the launcher
+// returns, the class layout, and both inputs in that layout (a copy only where they are not already).
+struct PairInputs {
+  PairInputs(const char* op, const at::Tensor& a, const at::Tensor& b, int64_t dim) {
+    check_pair(op, a, b);
+    check_cuda(op, a);
+    guard.set_device(a.device());
+    L = class_layout(a, dim);
+    check_classes(op, L);
+    ac = to_layout(a, dim, L);
+    bc = to_layout(b, dim, L);
+  }
+  c10::cuda::OptionalCUDAGuard guard;
+  ClassLayout L;
+  at::Tensor ac, bc;
+};
+
 // A forward's output (empty_forward_output: the map, or the 0-d reduced value) and, when reduced, the scratch
 // of per-block partial sums its kernels write (undefined for the map: partials_ptr gives nullptr).
 struct ForwardOut {

@@ -10,12 +10,9 @@ at::Tensor sym_kl_cuda(const at::Tensor& a, const at::Tensor& b, int64_t dim, bo
                        int64_t reduction) {
   (void)detach_targets;  // the value does not depend on it
   const Reduction r = check_reduction("sym_kl", reduction);
-  check_pair("sym_kl", a, b);
-  check_cuda("sym_kl", a);
-  const c10::cuda::CUDAGuard guard(a.device());
-  const ClassLayout L = class_layout(a, dim);
-  check_classes("sym_kl", L);
-  const at::Tensor ac = to_layout(a, dim, L), bc = to_layout(b, dim, L);
+  const PairInputs in("sym_kl", a, b, dim);
+  const ClassLayout& L = in.L;
+  const at::Tensor &ac = in.ac, &bc = in.bc;
   at::Tensor out;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.scalar_type(), "sym_kl_cuda", [&] {
     using T = device_t<scalar_t>;
@@ -30,13 +27,10 @@ at::Tensor sym_kl_cuda(const at::Tensor& a, const at::Tensor& b, int64_t dim, bo
 
 std::tuple<at::Tensor, at::Tensor> sym_kl_backward_cuda(const at::Tensor& grad, const at::Tensor& a,
                                                         const at::Tensor& b, int64_t dim, bool detach_targets) {
-  check_pair("sym_kl_backward", a, b);
-  check_cuda("sym_kl_backward", a);
   check_grad("sym_kl_backward", grad, a, map_shape(a, dim));
-  const c10::cuda::CUDAGuard guard(a.device());
-  const ClassLayout L = class_layout(a, dim);
-  check_classes("sym_kl_backward", L);
-  const at::Tensor ac = to_layout(a, dim, L), bc = to_layout(b, dim, L);
+  const PairInputs in("sym_kl_backward", a, b, dim);
+  const ClassLayout& L = in.L;
+  const at::Tensor &ac = in.ac, &bc = in.bc;
   const PixelGrad pg = pixel_grad(grad, acc_dtype(a), L.pixels());
   at::Tensor ga = empty_in_layout(a, dim, L, a.scalar_type());
   at::Tensor gb = empty_in_layout(a, dim, L, a.scalar_type());

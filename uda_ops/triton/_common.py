@@ -161,6 +161,15 @@ def check_pair(op: str, a: Tensor, b: Tensor) -> None:
                            f"{tuple(a.shape)}/{a.dtype}/{a.device} and {tuple(b.shape)}/{b.dtype}/{b.device}")
 
 
+def pair_inputs(op: str, a: Tensor, b: Tensor, dim: int) -> Tuple[Layout, Tensor, Tensor]:
+    """What every two-logit op checks first, then its layout and both inputs in it: (L, a, b)."""
+    check_pair(op, a, b)
+    check_launch(op, a)
+    L = class_layout(a, dim)
+    check_classes(op, L)
+    return L, to_layout(a, dim, L), to_layout(b, dim, L)
+
+
 # ---------------------------------------------------------------------------------------------------
 # Op registration, and the eager path that skips the dispatcher
 # ---------------------------------------------------------------------------------------------------
@@ -570,6 +579,19 @@ def load_pair(a_ptr, b_ptr, o, q, c0, Q, C, q_stride, c_stride, o_stride, F64: t
 def neg_inf(q, F64: tl.constexpr):
     """Per-pixel -inf in the accumulation dtype: the running max before the first chunk."""
     return to_acc(tl.full(q.shape, float("-inf"), tl.float32), F64)
+
+
+@triton.jit
+def pair_max(a_ptr, b_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64: tl.constexpr, CB: tl.constexpr):
+    """Per-pixel maxima of two inputs over all C classes, chunk by chunk: the first read of the two-pass
+    (max, then sums w.r.t. the final max) chunked path."""
+    ma = neg_inf(q, F64)
+    mb = ma
+    for c0 in range(0, C, CB):
+        offs, mask, a, b = load_pair(a_ptr, b_ptr, o, q, c0, Q, C, q_stride, c_stride, o_stride, F64, CB)
+        ma = tl.maximum(ma, tl.max(tl.where(mask, a, float("-inf")), axis=0))
+        mb = tl.maximum(mb, tl.max(tl.where(mask, b, float("-inf")), axis=0))
+    return ma, mb
 
 
 @triton.jit

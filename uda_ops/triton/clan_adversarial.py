@@ -62,22 +62,18 @@ def _clan_bwd(d_ptr, z1_ptr, z2_ptr, g_ptr, g_stride, gd_ptr, g1_ptr, g2_ptr, Q,
     K.store(gd_ptr, o * Q + q, g * (eps + lam * (1.0 - cos)) * dloss, q < Q)
 
 
-def _check(op: str, d: Tensor, z1: Tensor, z2: Tensor, dim: int):
-    K.check_pair(op, z1, z2)
-    K.check_launch(op, z1)
-    L = K.class_layout(z1, dim)
-    K.check_classes(op, L)
+def _inputs(op: str, d: Tensor, z1: Tensor, z2: Tensor, dim: int):
+    L, ac, bc = K.pair_inputs(op, z1, z2, dim)
     if d.numel() != L.pixels:
         raise RuntimeError(f"{op}: d has {d.numel()} elements, expected one per pixel ({L.pixels})")
-    return L
+    return L, ac, bc
 
 
 @K.op("clan_adversarial")
 def clan_adversarial(d: Tensor, z1: Tensor, z2: Tensor, target: float, lambda_local: float, epsilon: float,
                      dim: int, reduction: int = 0) -> Tensor:
     K.check_reduction("clan_adversarial", reduction)
-    L = _check("clan_adversarial", d, z1, z2, dim)
-    ac, bc = K.to_layout(z1, dim, L), K.to_layout(z2, dim, L)
+    L, ac, bc = _inputs("clan_adversarial", d, z1, z2, dim)
     dc = d.contiguous()  # read in its own dtype (load_map converts): no float32 copy of a bf16 d
     T = K.tile_config(L, z1.dtype, inputs=2) if L.pixels else None
     out = K.forward_output(z1, dim, reduction, T and T.grid)
@@ -90,8 +86,7 @@ def clan_adversarial(d: Tensor, z1: Tensor, z2: Tensor, target: float, lambda_lo
 @K.op("clan_adversarial_backward")
 def clan_adversarial_backward(grad: Tensor, d: Tensor, z1: Tensor, z2: Tensor, target: float, lambda_local: float,
                               epsilon: float, dim: int, need_logit_grads: bool) -> Tuple[Tensor, Tensor, Tensor]:
-    L = _check("clan_adversarial_backward", d, z1, z2, dim)
-    ac, bc = K.to_layout(z1, dim, L), K.to_layout(z2, dim, L)
+    L, ac, bc = _inputs("clan_adversarial_backward", d, z1, z2, dim)
     dc = d.contiguous()
     g, gs = K.pixel_grad(grad, K.acc_dtype(z1), L.pixels)
     # d's gradient in float32, then cast: storing bf16 from the kernel costs the bf16 backward 46 more registers

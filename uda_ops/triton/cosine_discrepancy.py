@@ -39,11 +39,7 @@ def _cosine_bwd(z1_ptr, z2_ptr, g_ptr, g_stride, g1_ptr, g2_ptr, Q, NQ, C, q_str
 
 @K.op("cosine_discrepancy")
 def cosine_discrepancy(z1: Tensor, z2: Tensor, dim: int) -> Tensor:
-    K.check_pair("cosine_discrepancy", z1, z2)
-    K.check_launch("cosine_discrepancy", z1)
-    L = K.class_layout(z1, dim)
-    K.check_classes("cosine_discrepancy", L)
-    ac, bc = K.to_layout(z1, dim, L), K.to_layout(z2, dim, L)
+    L, ac, bc = K.pair_inputs("cosine_discrepancy", z1, z2, dim)
     out = torch.empty(K.map_shape(z1, dim), dtype=K.acc_dtype(z1), device=z1.device)
     if L.pixels:
         T = K.tile_config(L, z1.dtype, inputs=2)
@@ -53,11 +49,7 @@ def cosine_discrepancy(z1: Tensor, z2: Tensor, dim: int) -> Tensor:
 
 @K.op("cosine_discrepancy_backward")
 def cosine_discrepancy_backward(grad: Tensor, z1: Tensor, z2: Tensor, dim: int) -> Tuple[Tensor, Tensor]:
-    K.check_pair("cosine_discrepancy_backward", z1, z2)
-    K.check_launch("cosine_discrepancy_backward", z1)
-    L = K.class_layout(z1, dim)
-    K.check_classes("cosine_discrepancy_backward", L)
-    ac, bc = K.to_layout(z1, dim, L), K.to_layout(z2, dim, L)
+    L, ac, bc = K.pair_inputs("cosine_discrepancy_backward", z1, z2, dim)
     g, gs = K.pixel_grad(grad, K.acc_dtype(z1), L.pixels)
     g1, g2 = K.empty_in_layout(z1, dim, L, z1.dtype), K.empty_in_layout(z1, dim, L, z1.dtype)
     if L.pixels:

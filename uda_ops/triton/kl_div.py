@@ -68,12 +68,7 @@ def _kl_stats(x_ptr, y_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64: tl.co
         (offs1, mask1, offs2, mask2, x1, x2, y1, y2, ex1, ex2, ey1, ey2,
          mx, sx, my, sy, t) = _kl_one(x_ptr, y_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64, CB, CB2, FULL)
     else:
-        mx = K.neg_inf(q, F64)
-        my = mx
-        for c0 in range(0, C, CB):
-            offs, mask, x, y = K.load_pair(x_ptr, y_ptr, o, q, c0, Q, C, q_stride, c_stride, o_stride, F64, CB)
-            mx = tl.maximum(mx, tl.max(tl.where(mask, x, float("-inf")), axis=0))
-            my = tl.maximum(my, tl.max(tl.where(mask, y, float("-inf")), axis=0))
+        mx, my = K.pair_max(x_ptr, y_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64, CB)
         sx = tl.zeros_like(mx)
         sy = sx
         t = sx
@@ -143,11 +138,7 @@ def _kl_div_bwd(x_ptr, y_ptr, g_ptr, g_stride, gx_ptr, gy_ptr, Q, NQ, C, q_strid
 @K.op("kl_div")
 def kl_div(input: Tensor, target: Tensor, dim: int, reduction: int = 0) -> Tensor:
     K.check_reduction("kl_div", reduction)
-    K.check_pair("kl_div", input, target)
-    K.check_launch("kl_div", input)
-    L = K.class_layout(input, dim)
-    K.check_classes("kl_div", L)
-    xc, yc = K.to_layout(input, dim, L), K.to_layout(target, dim, L)
+    L, xc, yc = K.pair_inputs("kl_div", input, target, dim)
     T = K.tile_config(L, input.dtype, inputs=2) if L.pixels else None
     out = K.forward_output(input, dim, reduction, T and T.grid)
     if L.pixels:
@@ -159,11 +150,7 @@ def kl_div(input: Tensor, target: Tensor, dim: int, reduction: int = 0) -> Tenso
 @K.op("kl_div_backward")
 def kl_div_backward(grad: Tensor, input: Tensor, target: Tensor, dim: int,
                     need_target: bool) -> Tuple[Tensor, Tensor]:
-    K.check_pair("kl_div_backward", input, target)
-    K.check_launch("kl_div_backward", input)
-    L = K.class_layout(input, dim)
-    K.check_classes("kl_div_backward", L)
-    xc, yc = K.to_layout(input, dim, L), K.to_layout(target, dim, L)
+    L, xc, yc = K.pair_inputs("kl_div_backward", input, target, dim)
     g, gs = K.pixel_grad(grad, K.acc_dtype(input), L.pixels)
     gx = K.empty_in_layout(input, dim, L, input.dtype)
     gy = K.empty_in_layout(input, dim, L, input.dtype) if need_target else input.new_empty(0)

@@ -55,12 +55,7 @@ def _pair_stats(a_ptr, b_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64: tl.
         (offs1, mask1, offs2, mask2, a1, a2, b1, b2, ea1, ea2, eb1, eb2,
          ma, sa, ta, mb, sb, tb) = _pair_one(a_ptr, b_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64, CB, CB2, FULL)
     else:  # over chunks: the maxima first, then the sums w.r.t. the final maxima (a second read of each chunk)
-        ma = K.neg_inf(q, F64)
-        mb = ma
-        for c0 in range(0, C, CB):
-            offs, mask, a, b = K.load_pair(a_ptr, b_ptr, o, q, c0, Q, C, q_stride, c_stride, o_stride, F64, CB)
-            ma = tl.maximum(ma, tl.max(tl.where(mask, a, float("-inf")), axis=0))
-            mb = tl.maximum(mb, tl.max(tl.where(mask, b, float("-inf")), axis=0))
+        ma, mb = K.pair_max(a_ptr, b_ptr, o, q, Q, C, q_stride, c_stride, o_stride, F64, CB)
         sa = tl.zeros_like(ma)
         sb = sa
         ta = sa
@@ -140,11 +135,7 @@ def _sym_kl_bwd(a_ptr, b_ptr, g_ptr, g_stride, ga_ptr, gb_ptr, Q, NQ, C, q_strid
 @K.op("sym_kl")
 def sym_kl(a: Tensor, b: Tensor, dim: int, detach_targets: bool, reduction: int = 0) -> Tensor:
     K.check_reduction("sym_kl", reduction)
-    K.check_pair("sym_kl", a, b)
-    K.check_launch("sym_kl", a)
-    L = K.class_layout(a, dim)
-    K.check_classes("sym_kl", L)
-    ac, bc = K.to_layout(a, dim, L), K.to_layout(b, dim, L)
+    L, ac, bc = K.pair_inputs("sym_kl", a, b, dim)
     T = K.tile_config(L, a.dtype, inputs=2) if L.pixels else None
     out = K.forward_output(a, dim, reduction, T and T.grid)
     if L.pixels:
@@ -155,11 +146,7 @@ def sym_kl(a: Tensor, b: Tensor, dim: int, detach_targets: bool, reduction: int 
 
 @K.op("sym_kl_backward")
 def sym_kl_backward(grad: Tensor, a: Tensor, b: Tensor, dim: int, detach_targets: bool) -> Tuple[Tensor, Tensor]:
-    K.check_pair("sym_kl_backward", a, b)
-    K.check_launch("sym_kl_backward", a)
-    L = K.class_layout(a, dim)
-    K.check_classes("sym_kl_backward", L)
-    ac, bc = K.to_layout(a, dim, L), K.to_layout(b, dim, L)
+    L, ac, bc = K.pair_inputs("sym_kl_backward", a, b, dim)
     g, gs = K.pixel_grad(grad, K.acc_dtype(a), L.pixels)
     ga, gb = K.empty_in_layout(a, dim, L, a.dtype), K.empty_in_layout(a, dim, L, a.dtype)
     if L.pixels:
