@@ -266,7 +266,7 @@ def test_backward_ops_reject_integer_or_misshaped_gradients(name):
 def test_eager_path_matches_the_custom_ops(triton_backend, op, reduction, monkeypatch):
     """A plain eager call runs the op's autograd.Function (K.EAGER), whose forward and backward call the op bodies
     directly: the same values and gradients, to the bit, as the custom ops (UDA_OPS_TRITON_EAGER=0); the fused mean
-    included. Double backward raises, as with the custom ops (_ops.first_order: the backward is not silently
+    included. Double backward raises, as with the custom ops (uda_ops.triton._common.first_order: the backward is not silently
     taken as a constant)."""
     from uda_ops import _ops
     from conftest import eager_path_results

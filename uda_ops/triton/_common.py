@@ -194,15 +194,92 @@ def op(name: str):
     return wrap
 
 
+# Autograd of the Triton ops (Python; the compiled ops' is C++, csrc/autograd.cpp): every backward recomputes from
+# the saved inputs, first order only.
+def save_inputs(n_tensors: int):
+    """setup_context for register_autograd that saves the first `n_tensors` inputs for backward and keeps
+    the remaining (non-tensor) arguments as ``ctx.args``: every backward recomputes from the inputs."""
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(*inputs[:n_tensors])
+        ctx.args = inputs[n_tensors:]
+    return setup_context
+
+
+def reduced_grad(grad: Tensor, x: Tensor, dim: int, reduction: int) -> Tensor:
+    """The per-pixel gradient a backward op takes, from the gradient of a forward op's output: the map's
+    gradient as it is, or a reduced op's 0-d gradient expanded over the map (stride 0, never materialised;
+    divided by the pixel count for "mean")."""
+    if reduction == 0:
+        return grad
+    dim = dim % x.dim()
+    shape = x.shape[:dim] + x.shape[dim + 1:]
+    if reduction == REDUCTIONS["mean"]:
+        grad = grad / max(1, shape.numel())
+    return grad.expand(shape)
+
+
+class _NoSecondOrder(torch.autograd.Function):
+    """The identity on a backward's first `n` tensors (its gradients), whose own backward raises (first_order). The
+    rest (the op's saved inputs, the upstream gradients) only link it into the graph: differentiating the
+    gradients with respect to them has to pass through it."""
+
+    @staticmethod
+    def forward(ctx, op: str, n: int, *tensors: Tensor):
+        ctx.op = op
+        return tuple(t.view_as(t) for t in tensors[:n])
+
+    @staticmethod
+    def backward(ctx, *grads):
+        raise RuntimeError(f"uda_ops.{ctx.op}: no second-order gradient (its backward is a fused kernel without a "
+                           "derivative of its own); for double backward use uda_ops.set_backend('reference')")
+
+
+def first_order(op: str, formula):
+    """Backward formula `formula(ctx, *grads)` of op `op`, as a first-order gradient only. Where autograd records
+    the backward (create_graph=True), the formula runs unrecorded and its gradients pass through _NoSecondOrder, so
+    differentiating them again raises. Without it the Triton backward ops, which have no autograd kernel, would be
+    taken as constants: second derivatives silently zero or None. Traced backwards (torch.compile, make_fx) are left
+    as they are."""
+    def backward(ctx, *grads):
+        if not torch.is_grad_enabled() or torch.compiler.is_compiling() or _ops._in_dispatch_mode():
+            return formula(ctx, *grads)
+        with torch.no_grad():
+            out = formula(ctx, *grads)
+        out = list(out) if isinstance(out, tuple) else [out]
+        idx = [i for i, g in enumerate(out) if isinstance(g, Tensor)]
+        links = [t for t in (*ctx.saved_tensors, *grads) if isinstance(t, Tensor)]
+        for i, g in zip(idx, _NoSecondOrder.apply(op, len(idx), *(out[i] for i in idx), *links)):
+            out[i] = g
+        return tuple(out) if len(out) > 1 else out[0]
+    return backward
+
+
+def eager_function(name: str, forward, backward, setup_context):
+    """The autograd.Function of an op for plain eager calls: `forward(*args)` (the op without the dispatcher),
+    `setup_context(ctx, inputs, output)` and the backward formula `backward(ctx, grad)` of its custom op, first order
+    only (first_order). Returns its apply. The classic form (forward takes ctx): with a setup_context staticmethod,
+    Function.apply binds the arguments with inspect.signature on every call, ~10 us."""
+    class Eager(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, *args):
+            output = forward(*args)
+            setup_context(ctx, args, output)
+            return output
+
+    Eager.backward = staticmethod(first_order(name, backward))
+    Eager.__name__ = Eager.__qualname__ = f"Eager_{name}"
+    return Eager.apply
+
+
 def autograd(custom_op, backward, setup_context, backward_op) -> None:
     """custom_op.register_autograd(backward, setup_context), and its EAGER entry = an autograd.Function with the same
     setup_context and backward formula. The formula takes the backward op as its `bwd` keyword (default: the
     custom op `backward_op`, which the compiled graphs need); the eager backward passes its body instead. Both are
-    first-order only (_ops.first_order: differentiating their gradients raises)."""
+    first-order only (first_order: differentiating their gradients raises)."""
     (name, body), (_, bwd) = BODIES[custom_op], BODIES[backward_op]
-    custom_op.register_autograd(_ops.first_order(name, backward), setup_context=setup_context)
-    setattr(EAGER, name, _ops.eager_function(name, body, lambda ctx, grad: backward(ctx, grad, bwd=bwd),
-                                             setup_context))
+    custom_op.register_autograd(first_order(name, backward), setup_context=setup_context)
+    setattr(EAGER, name, eager_function(name, body, lambda ctx, grad: backward(ctx, grad, bwd=bwd),
+                                        setup_context))
 
 
 # The fused reduction of a forward op (the `reduction` argument): {"none": 0, "mean": 1, "sum": 2}.

@@ -119,9 +119,9 @@ def _backward(ctx, grad, bwd=clan_adversarial_backward):
     d, z1, z2 = ctx.saved_tensors
     *args, reduction = ctx.args  # target, lambda_local, epsilon, dim
     need = ctx.needs_input_grad[1] or ctx.needs_input_grad[2]
-    grad = _ops.reduced_grad(grad, z1, args[-1], reduction)
+    grad = K.reduced_grad(grad, z1, args[-1], reduction)
     gd, g1, g2 = bwd(grad, d, z1, z2, *args, need)
     return gd, (g1 if need else None), (g2 if need else None), None, None, None, None, None
 
 
-K.autograd(clan_adversarial, _backward, _ops.save_inputs(3), clan_adversarial_backward)
+K.autograd(clan_adversarial, _backward, K.save_inputs(3), clan_adversarial_backward)

@@ -75,4 +75,4 @@ def _backward(ctx, grad, bwd=cosine_discrepancy_backward):
     return g1, g2, None
 
 
-K.autograd(cosine_discrepancy, _backward, _ops.save_inputs(2), cosine_discrepancy_backward)
+K.autograd(cosine_discrepancy, _backward, K.save_inputs(2), cosine_discrepancy_backward)

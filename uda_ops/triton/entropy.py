@@ -146,7 +146,7 @@ def _(grad, z, dim):
 def _backward(ctx, grad, bwd=entropy_backward):
     (z,) = ctx.saved_tensors
     dim, reduction = ctx.args
-    return bwd(_ops.reduced_grad(grad, z, dim, reduction), z, dim), None, None
+    return bwd(K.reduced_grad(grad, z, dim, reduction), z, dim), None, None
 
 
-K.autograd(entropy, _backward, _ops.save_inputs(1), entropy_backward)
+K.autograd(entropy, _backward, K.save_inputs(1), entropy_backward)

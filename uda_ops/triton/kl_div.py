@@ -176,8 +176,8 @@ def _backward(ctx, grad, bwd=kl_div_backward):
     x, y = ctx.saved_tensors
     dim, reduction = ctx.args
     need_target = ctx.needs_input_grad[1]
-    gx, gy = bwd(_ops.reduced_grad(grad, x, dim, reduction), x, y, dim, need_target)
+    gx, gy = bwd(K.reduced_grad(grad, x, dim, reduction), x, y, dim, need_target)
     return gx, (gy if need_target else None), None, None
 
 
-K.autograd(kl_div, _backward, _ops.save_inputs(2), kl_div_backward)
+K.autograd(kl_div, _backward, K.save_inputs(2), kl_div_backward)

@@ -188,4 +188,4 @@ def _backward(ctx, grad, bwd=self_information_backward):
     return bwd(grad, z, *ctx.args), None
 
 
-K.autograd(self_information, _backward, _ops.save_inputs(1), self_information_backward)
+K.autograd(self_information, _backward, K.save_inputs(1), self_information_backward)

@@ -170,8 +170,8 @@ def _(grad, a, b, dim, detach_targets):
 def _backward(ctx, grad, bwd=sym_kl_backward):
     a, b = ctx.saved_tensors
     dim, detach_targets, reduction = ctx.args
-    ga, gb = bwd(_ops.reduced_grad(grad, a, dim, reduction), a, b, dim, detach_targets)
+    ga, gb = bwd(K.reduced_grad(grad, a, dim, reduction), a, b, dim, detach_targets)
     return ga, gb, None, None, None
 
 
-K.autograd(sym_kl, _backward, _ops.save_inputs(2), sym_kl_backward)
+K.autograd(sym_kl, _backward, K.save_inputs(2), sym_kl_backward)
