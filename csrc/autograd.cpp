@@ -40,8 +40,9 @@ Tensor reduced_grad(const Tensor& grad, const Tensor& x, int64_t dim, int64_t re
   shape.erase(shape.begin() + c10::maybe_wrap_dim(dim, x.dim()));
   const int64_t pixels = c10::multiply_integers(shape);
   if (reduction != 1) return grad.expand(shape);
-  // grad / pixels by a 0-d CPU tensor of grad's dtype (the same value as before): a Scalar operand is wrapped as a
-  // 64-bit tensor and cast first (~1 us on the CPU); a 0-d CPU operand of a CUDA op is a kernel argument.
+  // grad / pixels by a 0-d CPU tensor of grad's dtype, the reduced output's (float32 or float64, so pixels is held
+  // as exactly as a Scalar would be): a Scalar operand is wrapped as a 64-bit tensor and cast first (~1 us on the
+  // CPU); a 0-d CPU operand of a CUDA op is a kernel argument.
   const at::Tensor n = at::scalar_tensor(static_cast<double>(std::max<int64_t>(1, pixels)),
                                          at::TensorOptions().dtype(grad.scalar_type()));
   return grad.div(n).expand(shape);
