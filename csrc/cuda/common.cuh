@@ -131,6 +131,12 @@ template <typename acc_t>
 UDA_HD acc_t diff0(acc_t a, acc_t b) {
   return a == b ? acc_t(0) : a - b;
 }
+// (a - ma) - (b - mb) for two logits shifted by their pixels' maxima, 0 where both are -inf: a difference of logits
+// that a per-pixel offset of either input leaves unchanged, exact near the maxima (as csrc/cpu/common.h).
+template <typename acc_t>
+UDA_HD acc_t shifted_diff(acc_t a, acc_t ma, acc_t b, acc_t mb) {
+  return diff0(a - ma, b - mb);
+}
 
 // ------------------------------------------------------------------------------------------------
 // Softmax statistics of one pixel, one pass over its classes (online max with rescaling):

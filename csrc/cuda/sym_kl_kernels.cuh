@@ -7,10 +7,10 @@
 namespace uda_ops {
 namespace cuda {
 
-// The class difference d_c of the shifted logits, (a_c - max a) - (b_c - max b): it differs from a_c - b_c by a
-// per-pixel constant, which cancels in every use below (sum_c (p_c - q_c) = 0, and d_c - sum_c p_c d_c), and it is
-// exact near the maxima, so a per-pixel offset of the logits changes nothing (the CPU and Triton kernels do the same).
-// 0 where both are -inf.
+// The class difference d_c of the shifted logits, shifted_diff (common.cuh): (a_c - max a) - (b_c - max b). It differs
+// from a_c - b_c by a per-pixel constant, which cancels in every use below (sum_c (p_c - q_c) = 0, and
+// d_c - sum_c p_c d_c), and it is exact near the maxima, so a per-pixel offset of the logits changes nothing (the CPU
+// and Triton kernels do the same). 0 where both are -inf.
 
 // d = 1/2 sum_c (p_c - q_c)(a_c - b_c) for one pixel (classes cs apart).
 template <typename acc_t, typename T, typename L = OneLane>
@@ -21,7 +21,7 @@ UDA_HD acc_t sym_kl_pixel(const T* __restrict__ a, const T* __restrict__ b, int6
   acc_t acc = acc_t(0);
   for (int64_t c = lanes.first(); c < C; c += lanes.step()) {
     const acc_t x = load<acc_t>(a + c * cs), y = load<acc_t>(b + c * cs);
-    acc += mul0(sa.p(x) - sb.p(y), diff0(x - sa.m, y - sb.m));
+    acc += mul0(sa.p(x) - sb.p(y), shifted_diff(x, sa.m, y, sb.m));
   }
   return acc_t(0.5) * lanes.sum(acc);
 }
@@ -45,7 +45,7 @@ UDA_HD void sym_kl_backward_pixel(const T* __restrict__ a, const T* __restrict__
   acc_t s_a = acc_t(0), s_b = acc_t(0);
   for (int64_t c = lanes.first(); c < C; c += lanes.step()) {
     const acc_t x = load<acc_t>(a + c * cs), y = load<acc_t>(b + c * cs);
-    const acc_t d = diff0(x - sa.m, y - sb.m);
+    const acc_t d = shifted_diff(x, sa.m, y, sb.m);
     s_a += mul0(sa.p(x), d);
     s_b -= mul0(sb.p(y), d);
   }
@@ -53,7 +53,7 @@ UDA_HD void sym_kl_backward_pixel(const T* __restrict__ a, const T* __restrict__
   s_b = lanes.sum(s_b);
   for (int64_t c = lanes.first(); c < C; c += lanes.step()) {
     const acc_t x = load<acc_t>(a + c * cs), y = load<acc_t>(b + c * cs);
-    const acc_t d = diff0(x - sa.m, y - sb.m), p = sa.p(x), q = sb.p(y);
+    const acc_t d = shifted_diff(x, sa.m, y, sb.m), p = sa.p(x), q = sb.p(y);
     store(ga + c * cs, hg * (mul0(p, d - s_a) + p - q));
     store(gb + c * cs, hg * (mul0(q, -d - s_b) + q - p));
   }
