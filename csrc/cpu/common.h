@@ -396,7 +396,7 @@ struct PixelLanes {
 // vectors), then i + 8, 4, 2, 1 (a shuffle brings lane i + w down to lane i), and lane 0 broadcast. The operands
 // and their order are the loops', so the result is the same bit for bit (but for which NaN an inf - inf gives;
 // tests/test_row_combine.py); after a step, the lanes >= w hold values that nothing reads. Forwards at (128, 345)
-// 13-23% faster than with the loops, steps 5-16%; at C = 1000 up to 16% and 15% (cpu-row-combine-2026-12-01.md).
+// 13-26% faster than with the loops, steps 5-22%; at C = 1000 up to 16% and 15% (cpu-row-combine-2026-12-01.md).
 template <int W, int... J>
 UDA_INLINE void lanes_down(const uda_v16f& a, uda_v16f& out, std::integer_sequence<int, J...>) {
   const uda_v16i idx = {(J < W ? J + W : J)...};
