@@ -77,6 +77,16 @@ def test_rows_of_many_classes_reductions_and_scalar_gradient(reduction):
     uda_ops.self_information(x).sum().backward()
     R.self_information(x64).sum().backward()
     assert_close(x.grad, x64.grad, torch.float32)
+    # clan_adversarial's rows: the reduced loss, and d's gradient alone (the logits' gradients not asked for)
+    d = torch.randn(37, generator=torch.Generator().manual_seed(3))
+    for target in (0.0, 1.0):
+        dd, dd64 = d.clone().requires_grad_(True), d.double().requires_grad_(True)
+        out = uda_ops.clan_adversarial_loss(dd, a, b, target, reduction=reduction)
+        ref = R.clan_adversarial_loss(dd64, a.double(), b.double(), target, reduction=reduction)
+        assert_close(out, ref, torch.float32, scale=10.0 if reduction == "sum" else 1.0)
+        out.backward()
+        ref.backward()
+        assert_close(dd.grad, dd64.grad, torch.float32)
 
 
 @pytest.mark.parametrize("op", OPS, ids=OP_IDS)

@@ -23,40 +23,51 @@ UDA_INLINE void bce_with_logits(acc_t d, acc_t t, acc_t* loss, acc_t* dloss) {
   *dloss = (d >= 0 ? acc_t(1) : e) / (acc_t(1) + e) - t;
 }
 
-template <typename acc_t>
-UDA_MULTIVERSION void clan_forward_tile(const acc_t* __restrict Z1, const acc_t* __restrict Z2,
+// The lanes that carry a pixel of their own: all n of a tile's, the first of a row's (RowLanes: every lane of a row is
+// its one pixel, and the per-pixel values -- d, the upstream gradient, the BCE -- are lane 0's).
+template <typename R>
+UDA_INLINE int64_t pixel_lanes(int64_t n) {
+  return std::is_same<R, RowLanes>::value ? 1 : n;
+}
+
+// Z1, Z2: class stride xs; d[i]: the discriminator logit of lane i's pixel (pixel_lanes); out: one value per pixel.
+template <typename acc_t, typename R = PixelLanes>
+UDA_MULTIVERSION void clan_forward_tile(const acc_t* __restrict Z1, const acc_t* __restrict Z2, int64_t xs,
                                         acc_t* __restrict P1, acc_t* __restrict P2, int64_t C, int64_t T,
-                                        int64_t n, const acc_t* __restrict d, acc_t target, acc_t lam,
-                                        acc_t eps, acc_t* __restrict out) {
+                                        int64_t n, const acc_t* __restrict d, acc_t target, acc_t lam, acc_t eps,
+                                        acc_t* __restrict out, R lanes = {}) {
   acc_t cos[kMaxLanes], i12[kMaxLanes], i11[kMaxLanes], i22[kMaxLanes];
-  softmax_tile(Z1, T, P1, C, T, n);
-  softmax_tile(Z2, T, P2, C, T, n);
-  cosine_stats(P1, P2, C, T, n, cos, i12, i11, i22);
-  for (int64_t i = 0; i < n; ++i) {
+  softmax_tile(Z1, xs, P1, C, T, n, lanes);
+  softmax_tile(Z2, xs, P2, C, T, n, lanes);
+  cosine_stats(P1, P2, C, T, n, cos, i12, i11, i22, lanes);
+  for (int64_t i = 0; i < pixel_lanes<R>(n); ++i) {
     acc_t l, dl;
     bce_with_logits(d[i], target, &l, &dl);
     out[i] = (eps + lam * (acc_t(1) - cos[i])) * l;
   }
 }
 
-// Writes gd[i]; when need_logits, overwrites Z1, Z2 with the gradients through the weight map.
-template <typename acc_t>
+// Writes gd[i] per pixel (pixel_lanes); when need_logits, overwrites Z1, Z2 (class stride T) with the gradients
+// through the weight map. d[i], g[i * gs]: lane i's pixel's.
+template <typename acc_t, typename R = PixelLanes>
 UDA_MULTIVERSION void clan_backward_tile(acc_t* __restrict Z1, acc_t* __restrict Z2, acc_t* __restrict P1,
                                          acc_t* __restrict P2, int64_t C, int64_t T, int64_t n,
                                          const acc_t* __restrict d, const acc_t* __restrict g, int64_t gs,
-                                         acc_t target, acc_t lam, acc_t eps, bool need_logits,
-                                         acc_t* __restrict gd) {
+                                         acc_t target, acc_t lam, acc_t eps, bool need_logits, acc_t* __restrict gd,
+                                         R lanes = {}) {
   acc_t cos[kMaxLanes], i12[kMaxLanes], i11[kMaxLanes], i22[kMaxLanes], gm[kMaxLanes];
-  softmax_tile(Z1, T, P1, C, T, n);
-  softmax_tile(Z2, T, P2, C, T, n);
-  cosine_stats(P1, P2, C, T, n, cos, i12, i11, i22);
-  for (int64_t i = 0; i < n; ++i) {
+  softmax_tile(Z1, T, P1, C, T, n, lanes);
+  softmax_tile(Z2, T, P2, C, T, n, lanes);
+  cosine_stats(P1, P2, C, T, n, cos, i12, i11, i22, lanes);
+  const int64_t np = pixel_lanes<R>(n);
+  for (int64_t i = 0; i < np; ++i) {
     acc_t l, dl;
     bce_with_logits(d[i], target, &l, &dl);
     gd[i] = g[i * gs] * (eps + lam * (acc_t(1) - cos[i])) * dl;
     gm[i] = g[i * gs] * lam * l;
   }
-  if (need_logits) cosine_grad(P1, P2, C, T, n, cos, i12, i11, i22, gm, Z1, Z2, T);
+  for (int64_t i = np; i < n; ++i) gm[i] = gm[0];  // a row: every lane is the pixel
+  if (need_logits) cosine_grad(P1, P2, C, T, n, cos, i12, i11, i22, gm, Z1, Z2, T, lanes);
 }
 
 // d: discriminator logits with the map's shape (N, *).
@@ -78,15 +89,31 @@ at::Tensor clan_adversarial_cpu(const at::Tensor& d, const at::Tensor& z1, const
     const scalar_t* pa = ac.const_data_ptr<scalar_t>();
     const scalar_t* pb = bc.const_data_ptr<scalar_t>();
     const acc_t* pd = dc.const_data_ptr<acc_t>();
+    const acc_t tg(target), lam(lambda_local), eps(epsilon);
     ForwardOut<acc_t> fo(out, g, r, L.pixels());
+    if (by_rows(g)) {  // a row of C >= 256 classes at a time, in place or padded (common.h, RowLanes)
+      const int64_t K = row_chunks(g), Cp = K * kRowLanes;
+      for_each_tile<acc_t>(g, 4, [&](const Tile& t, acc_t* buf) {
+        acc_t *A = buf, *B = A + Cp, *P = B + Cp, *Q = P + Cp;
+        acc_t lanes[kMaxLanes], v[kRowLanes];
+        acc_t* o = fo.dst(t, lanes);
+        for (int64_t i = 0; i < t.n; ++i) {
+          clan_forward_tile(row_in(pa, g, t, i, A, kNegInf<acc_t>), row_in(pb, g, t, i, B, kNegInf<acc_t>), kRowLanes,
+                            P, Q, K, kRowLanes, kRowLanes, pd + t.p0 + i, tg, lam, eps, v, RowLanes{g.C});
+          o[i] = v[0];
+        }
+        fo.done(t, o);
+      });
+      fo.finish();
+      return;
+    }
     for_each_tile<acc_t>(g, 4, [&](const Tile& t, acc_t* buf) {
       acc_t *A = buf, *B = A + g.C * g.T, *P = B + g.C * g.T, *Q = P + g.C * g.T;
       acc_t lanes[kMaxLanes];
       acc_t* o = fo.dst(t, lanes);
       load_tile(pa, g, t, A);
       load_tile(pb, g, t, B);
-      clan_forward_tile(A, B, P, Q, g.C, g.T, t.n, pd + t.p0, acc_t(target), acc_t(lambda_local),
-                        acc_t(epsilon), o);
+      clan_forward_tile(A, B, g.T, P, Q, g.C, g.T, t.n, pd + t.p0, tg, lam, eps, o);
       fo.done(t, o);
     });
     fo.finish();
@@ -119,12 +146,33 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> clan_adversarial_backward_cpu(
     acc_t* pgd = gd.mutable_data_ptr<acc_t>();
     scalar_t* pg1 = need_logit_grads ? g1.mutable_data_ptr<scalar_t>() : nullptr;
     scalar_t* pg2 = need_logit_grads ? g2.mutable_data_ptr<scalar_t>() : nullptr;
+    const acc_t tg(target), lam(lambda_local), eps(epsilon);
+    if (by_rows(g)) {  // always through buffers: the tile function overwrites its logits with their gradients
+      const int64_t K = row_chunks(g), Cp = K * kRowLanes;
+      for_each_tile<acc_t>(g, 4, [&](const Tile& t, acc_t* buf) {
+        acc_t *A = buf, *B = A + Cp, *P = B + Cp, *Q = P + Cp;
+        acc_t v[kRowLanes];
+        for (int64_t i = 0; i < t.n; ++i) {
+          const int64_t p = t.p0 + i, at = t.base + i * g.C;
+          load_row(pa + at, g.C, A, kNegInf<acc_t>);
+          load_row(pb + at, g.C, B, kNegInf<acc_t>);
+          clan_backward_tile(A, B, P, Q, K, kRowLanes, kRowLanes, pd + p, pg_ + p * pg.stride, 0, tg, lam, eps,
+                             need_logit_grads, v, RowLanes{g.C});
+          pgd[p] = v[0];
+          if (need_logit_grads) {
+            store_row(A, g.C, pg1 + at);
+            store_row(B, g.C, pg2 + at);
+          }
+        }
+      });
+      return;
+    }
     for_each_tile<acc_t>(g, 4, [&](const Tile& t, acc_t* buf) {
       acc_t *A = buf, *B = A + g.C * g.T, *P = B + g.C * g.T, *Q = P + g.C * g.T;
       load_tile(pa, g, t, A);
       load_tile(pb, g, t, B);
-      clan_backward_tile(A, B, P, Q, g.C, g.T, t.n, pd + t.p0, pg_ + t.p0 * pg.stride, pg.stride,
-                         acc_t(target), acc_t(lambda_local), acc_t(epsilon), need_logit_grads, pgd + t.p0);
+      clan_backward_tile(A, B, P, Q, g.C, g.T, t.n, pd + t.p0, pg_ + t.p0 * pg.stride, pg.stride, tg, lam, eps,
+                         need_logit_grads, pgd + t.p0);
       if (need_logit_grads) {
         store_tile(A, g, t, pg1);
         store_tile(B, g, t, pg2);

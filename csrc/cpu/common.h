@@ -311,12 +311,13 @@ void for_each_tile(const TileGrid& g, int64_t buffers, const Body& body) {
 // K = ceil(C / 64) "classes" (lane j holds classes j, 64 + j, ...), run through the same tile functions with
 // RowLanes (below), which combine each per-lane reduction across the lanes before it is used. The row and its
 // scratch stay in L1 and nothing is transposed, where [C][T] buffers of C = 1000 take 64 KiB each plus a transpose
-// in and out. Forward+backward ops at (256, 1000) fp32, tiles -> rows: entropy 252 -> 176 us, self_information
-// 376 -> 237, kl_div 573 -> 461, sym_kl 574 -> 424, cosine_discrepancy 557 -> 424. A row costs a fixed ~85 ns
-// (entropy's forward+backward: the combines, the per-lane set-up), so below C = 256 the tiles are faster (at
-// C = 150 every op took 1.2-2x longer by rows). 16 lanes were slower than 64 wherever measured; 32 within 10% of
-// 64 at C = 345-600, 5-10% slower at C = 1000 and 1.6-2x slower for the two-input ops at C = 256. The tiles
-// themselves stay as they are: the fused reductions add up the same per-tile partials.
+// in and out. Forward+backward ops at (256, 1000) fp32, tiles -> rows: entropy 252 -> 176 us, self_information 376 ->
+// 237, kl_div 573 -> 461, sym_kl 574 -> 424, cosine_discrepancy 557 -> 424 (clan_adversarial joined later:
+// cpu-clan-rows-2026-12-01.md). A row costs a fixed ~85 ns (entropy's forward+backward: the combines, the per-lane
+// set-up), so below C = 256 the tiles are faster (at C = 150 every op took 1.2-2x longer by rows). 16 lanes were slower
+// than 64 wherever measured; 32 within 10% of 64 at C = 345-600, 5-10% slower at C = 1000 and 1.6-2x slower for the
+// two-input ops at C = 256. The tiles themselves stay as they are: the fused reductions add up the same per-tile
+// partials.
 // Those figures are one run's. In later back-to-back runs of this code at (256, 1000), times were bimodal by
 // process, not by code: self_information 195-290 us in most runs and 917-1037 in some, kl_div 375-500 against
 // 1205-1347. perf puts a fifth of self_information's forward in the max pass, whose m[] goes through memory on
