@@ -11,10 +11,11 @@ seconds) and reports the medians: x official is measured within one run. The bac
 loss (the official formulas return a loss; self_information and cosine_discrepancy return maps, summed).
 
 A third step is timed in the same rounds: "one op", torch.exp of the first differentiable input, summed, forward and
-backward (torch.autograd.grad). No loss computed by an autograd op can take less: it is one cheap elementwise op, one
-reduction and one backward node, with a gradient for one input only. So official / one op ("ceiling") bounds the
-x official that any single-op implementation can reach at that shape; where the ceiling is near or below 3, per-call
-overhead (torch's, not the kernels') decides.
+backward (torch.autograd.grad): one cheap elementwise op and one reduction, a gradient for one input only. A loss that
+returns a map (self_information, cosine_discrepancy: summed here, as the one op is) cannot take less as an autograd
+op, so for them official / one op ("ceiling") bounds the x official that any such implementation can reach at that
+shape. The losses with a fused reduction need no separate sum, so for them the ceiling is a loose bound (one op and
+one backward node looser). Where it is near or below 3, per-call overhead (torch's, not the kernels') decides.
 """
 from __future__ import annotations
 
