@@ -1,6 +1,7 @@
 // CLAN's cosine-discrepancy-weighted adversarial BCE (SPEC section 3, CLAN Eq. 5):
 // loss = (epsilon + lambda_local * M) * BCEWithLogits(d, target) per pixel.
 #include "cosine.h"
+#include "pairwise.h"
 
 namespace uda_ops {
 namespace cpu {
@@ -70,55 +71,28 @@ UDA_MULTIVERSION void clan_backward_tile(acc_t* __restrict Z1, acc_t* __restrict
   if (need_logits) cosine_grad(P1, P2, C, T, n, cos, i12, i11, i22, gm, Z1, Z2, T, lanes);
 }
 
-// d: discriminator logits with the map's shape (N, *).
+// d: discriminator logits with the map's shape (N, *). The checks come first, in the order they always had; the
+// tiles and rows are pairwise.h's.
 at::Tensor clan_adversarial_cpu(const at::Tensor& d, const at::Tensor& z1, const at::Tensor& z2,
                                 double target, double lambda_local, double epsilon, int64_t dim,
                                 int64_t reduction) {
-  const Reduction r = check_reduction("clan_adversarial", reduction);
+  check_reduction("clan_adversarial", reduction);
   check_pair("clan_adversarial", z1, z2);
   const ClassLayout L = class_layout(z1, dim);
   check_classes("clan_adversarial", L);
   TORCH_CHECK(d.numel() == L.pixels(), "clan_adversarial: d has ", d.numel(), " elements, expected one per pixel (",
               L.pixels(), ")");
-  const at::Tensor ac = to_layout(z1, dim, L), bc = to_layout(z2, dim, L);
   const at::Tensor dc = d.to(acc_dtype(z1)).contiguous();
-  at::Tensor out = empty_forward_output(z1, dim, r);
-  const TileGrid g(L);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, z1.scalar_type(), "clan_adversarial_cpu", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    const scalar_t* pa = ac.const_data_ptr<scalar_t>();
-    const scalar_t* pb = bc.const_data_ptr<scalar_t>();
-    const acc_t* pd = dc.const_data_ptr<acc_t>();
-    const acc_t tg(target), lam(lambda_local), eps(epsilon);
-    ForwardOut<acc_t> fo(out, g, r, L.pixels());
-    if (by_rows(g)) {  // a row of C >= 256 classes at a time, in place or padded (common.h, RowLanes)
-      const int64_t K = row_chunks(g), Cp = K * kRowLanes;
-      for_each_tile<acc_t>(g, 4, [&](const Tile& t, acc_t* buf) {
-        acc_t *A = buf, *B = A + Cp, *P = B + Cp, *Q = P + Cp;
-        acc_t lanes[kMaxLanes], v[kRowLanes];
-        acc_t* o = fo.dst(t, lanes);
-        for (int64_t i = 0; i < t.n; ++i) {
-          clan_forward_tile(row_in(pa, g, t, i, A, kNegInf<acc_t>), row_in(pb, g, t, i, B, kNegInf<acc_t>), kRowLanes,
-                            P, Q, K, kRowLanes, kRowLanes, pd + t.p0 + i, tg, lam, eps, v, RowLanes{g.C});
-          o[i] = v[0];
-        }
-        fo.done(t, o);
-      });
-      fo.finish();
-      return;
-    }
-    for_each_tile<acc_t>(g, 4, [&](const Tile& t, acc_t* buf) {
-      acc_t *A = buf, *B = A + g.C * g.T, *P = B + g.C * g.T, *Q = P + g.C * g.T;
-      acc_t lanes[kMaxLanes];
-      acc_t* o = fo.dst(t, lanes);
-      load_tile(pa, g, t, A);
-      load_tile(pb, g, t, B);
-      clan_forward_tile(A, B, g.T, P, Q, g.C, g.T, t.n, pd + t.p0, tg, lam, eps, o);
-      fo.done(t, o);
-    });
-    fo.finish();
-  });
-  return out;
+  const void* pd = dc.const_data_ptr();  // acc_t, the tiles' type
+  return pair_map_forward(
+      "clan_adversarial", z1, z2, dim,
+      [&](auto* A, auto* B, int64_t xs, auto* P, auto* Q, int64_t C, int64_t T, int64_t n, auto* out, int64_t p0,
+          auto lanes) {
+        using acc_t = std::remove_pointer_t<decltype(out)>;
+        clan_forward_tile(A, B, xs, P, Q, C, T, n, static_cast<const acc_t*>(pd) + p0, acc_t(target),
+                          acc_t(lambda_local), acc_t(epsilon), out, lanes);
+      },
+      reduction);
 }
 
 // Returns (d/dd, d/dz1, d/dz2); the last two are empty tensors when need_logit_grads is false.

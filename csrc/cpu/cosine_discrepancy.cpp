@@ -35,7 +35,7 @@ UDA_MULTIVERSION void cosine_discrepancy_backward_tile(const acc_t* Z1, const ac
 at::Tensor cosine_discrepancy_cpu(const at::Tensor& z1, const at::Tensor& z2, int64_t dim) {
   return pair_map_forward("cosine_discrepancy", z1, z2, dim, [](auto* A, auto* B, int64_t xs, auto* P, auto* Q,
                                                                 int64_t C, int64_t T, int64_t n, auto* out,
-                                                                auto lanes) {
+                                                                int64_t, auto lanes) {
     cosine_discrepancy_forward_tile(A, B, xs, P, Q, C, T, n, out, lanes);
   });
 }

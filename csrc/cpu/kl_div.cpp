@@ -61,7 +61,8 @@ UDA_MULTIVERSION void kl_div_backward_tile(const acc_t* X, const acc_t* Y, int64
 at::Tensor kl_div_cpu(const at::Tensor& input, const at::Tensor& target, int64_t dim, int64_t reduction) {
   return pair_map_forward(
       "kl_div", input, target, dim,
-      [](auto* X, auto* Y, int64_t xs, auto* P, auto* Q, int64_t C, int64_t T, int64_t n, auto* out, auto lanes) {
+      [](auto* X, auto* Y, int64_t xs, auto* P, auto* Q, int64_t C, int64_t T, int64_t n, auto* out, int64_t,
+         auto lanes) {
         kl_div_forward_tile(X, Y, xs, P, Q, C, T, n, out, lanes);
       },
       reduction);

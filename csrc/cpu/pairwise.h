@@ -1,6 +1,6 @@
-// The host side shared by the two-input ops (sym_kl, kl_div, cosine_discrepancy): both inputs walked in
-// one canonical layout, tile by tile, read in place (fp32/fp64 NCHW) or through [C][T] buffers A and B
-// (class stride xs), with two [C][T] scratch buffers P and Q; the op supplies only its tile function.
+// The host side shared by the two-input ops (sym_kl, kl_div, cosine_discrepancy, and clan_adversarial's forward):
+// both inputs walked in one canonical layout, tile by tile, read in place (fp32/fp64 NCHW) or through [C][T] buffers
+// A and B (class stride xs), with two [C][T] scratch buffers P and Q; the op supplies only its tile function.
 #pragma once
 
 #include "common.h"
@@ -8,8 +8,8 @@
 namespace uda_ops {
 namespace cpu {
 
-// tile(A, B, xs, P, Q, C, T, n, out, lanes) writes the map of the tile's n pixels (`lanes`: PixelLanes or
-// RowLanes, common.h); returns the (N, *) map (acc_t), or its fused reduction (layout.h).
+// tile(A, B, xs, P, Q, C, T, n, out, p0, lanes) writes the map of the tile's n pixels, the first of which is pixel p0
+// (`lanes`: PixelLanes or RowLanes, common.h); returns the (N, *) map (acc_t), or its fused reduction (layout.h).
 template <typename TileFn>
 at::Tensor pair_map_forward(const char* op, const at::Tensor& a, const at::Tensor& b, int64_t dim,
                             const TileFn& tile, int64_t reduction = kReduceNone) {
@@ -34,7 +34,7 @@ at::Tensor pair_map_forward(const char* op, const at::Tensor& a, const at::Tenso
         for (int64_t i = 0; i < t.n; ++i) {
           const acc_t* a_ = row_in(pa, g, t, i, A, kNegInf<acc_t>);
           const acc_t* b_ = row_in(pb, g, t, i, B, kNegInf<acc_t>);
-          tile(a_, b_, kRowLanes, P, Q, K, kRowLanes, kRowLanes, v, RowLanes{g.C});
+          tile(a_, b_, kRowLanes, P, Q, K, kRowLanes, kRowLanes, v, t.p0 + i, RowLanes{g.C});
           o[i] = v[0];
         }
         fo.done(t, o);
@@ -49,7 +49,7 @@ at::Tensor pair_map_forward(const char* op, const at::Tensor& a, const at::Tenso
       const acc_t* a_ = tile_in(pa, g, t, A, xs);
       const acc_t* b_ = tile_in(pb, g, t, B, xs);
       acc_t* o = fo.dst(t, lanes);
-      tile(a_, b_, xs, P, Q, g.C, g.T, t.n, o, PixelLanes{});
+      tile(a_, b_, xs, P, Q, g.C, g.T, t.n, o, t.p0, PixelLanes{});
       fo.done(t, o);
     });
     fo.finish();

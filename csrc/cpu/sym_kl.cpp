@@ -74,7 +74,8 @@ at::Tensor sym_kl_cpu(const at::Tensor& a, const at::Tensor& b, int64_t dim, boo
                       int64_t reduction) {
   return pair_map_forward(
       "sym_kl", a, b, dim,
-      [](auto* A, auto* B, int64_t xs, auto* P, auto* Q, int64_t C, int64_t T, int64_t n, auto* out, auto lanes) {
+      [](auto* A, auto* B, int64_t xs, auto* P, auto* Q, int64_t C, int64_t T, int64_t n, auto* out, int64_t,
+         auto lanes) {
         sym_kl_forward_tile(A, B, xs, P, Q, C, T, n, out, lanes);
       },
       reduction);
