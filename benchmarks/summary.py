@@ -14,9 +14,11 @@ import datetime as dt
 import json
 import os
 import platform
+import resource
 import subprocess
 import sys
 import tempfile
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -31,6 +33,51 @@ def device_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+# Other processes' CPU use, in cores on average, above which the timings are not worth reading: the kernels run on
+# every core (torch's thread pool), so a thread that loses its core holds up each parallel region; on the 2-core
+# machine one busy process made entropy's forward 17x slower (0.27 -> 4.5 ms) and every ratio meaningless.
+BUSY_LIMIT = 0.25
+
+
+def busy_cpu_s() -> float | None:
+    """CPU seconds the whole machine has spent busy since boot (Linux /proc/stat; steal counts as busy: a
+    hypervisor's other guests hold the cores), or None where it cannot be read."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+    except OSError:
+        return None
+    if not fields or fields[0] != "cpu":
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in (fields[1:9] + ["0"] * 8)[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_s() -> float:
+    """CPU seconds of this process and of its children that have been waited for (the suite's subprocess)."""
+    return sum(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF),
+                                                   resource.getrusage(resource.RUSAGE_CHILDREN)))
+
+
+def other_load(fn):
+    """``(fn(), cores)``: the result of ``fn`` and how many cores other processes used on average while it ran
+    (the machine's busy time less this process tree's), or None where /proc/stat is missing."""
+    busy0, own0, t0 = busy_cpu_s(), own_cpu_s(), time.monotonic()
+    result = fn()
+    busy1, own1, wall = busy_cpu_s(), own_cpu_s(), time.monotonic() - t0
+    if busy0 is None or busy1 is None or wall <= 0:
+        return result, None
+    return result, max(0.0, (busy1 - busy0) - (own1 - own0)) / wall
+
+
+def busy_warning(cores: float | None, threads: int) -> str | None:
+    """The warning to print beside the table when other processes competed for the cores, else None."""
+    if cores is None or cores < BUSY_LIMIT:
+        return None
+    return (f"warning: other processes used {cores:.2f} of {os.cpu_count()} cores on average while the benchmarks ran "
+            f"with {threads} threads; these timings and ratios are not reliable: rerun on an idle machine")
 
 
 def run_suite(keyword: str | None, test_file: str = "test_bench_ops.py") -> dict:
@@ -111,14 +158,21 @@ def main() -> None:
             raw = json.load(f)
         raw = raw.get("raw", raw)  # a saved results/ file holds the raw run beside its summary
     else:
-        raw = run_suite(args.keyword)
+        raw, others = other_load(lambda: run_suite(args.keyword))
     import torch  # after the run: the suite runs in its own process
 
     info = {"device": device_name(), "threads": torch.get_num_threads(), "torch": torch.__version__,
             "date": dt.date.today().isoformat(), "python": platform.python_version()}
+    if not args.src:
+        info["other_cores"] = None if others is None else round(others, 3)
+        warning = busy_warning(others, info["threads"])
+        if warning:
+            info["warning"] = warning
     rows = summarise(raw)
     print(f"\n{info['device']}, {info['threads']} threads, torch {info['torch']}, {info['date']}")
     print(table(rows, args.markdown))
+    if info.get("warning"):
+        print(info["warning"])
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"machine": info, "rows": rows}, f, indent=1)

@@ -101,7 +101,8 @@ def summary(data: Dict[str, object]) -> str:
         m = b["machine"]
         parts.append(f"CPU speed (median ms of uda_ops; x = speed-up over eager / torch.compile / the official "
                      f"formulas) on {m.get('device', '?')}, {m.get('threads', '?')} thread(s), torch "
-                     f"{m.get('torch', '?')}, {m.get('date', '?')}\n" + text_table(SPEED_HEAD, speed_rows(b)))
+                     f"{m.get('torch', '?')}, {m.get('date', '?')}\n" + text_table(SPEED_HEAD, speed_rows(b))
+                     + (f"\n{m['warning']}" if m.get("warning") else ""))  # benchmarks/summary.py: busy machine
     for t in data["tasks"]:
         res = t["res"]
         what = METRIC_NAMES.get(res.get("metric"), res.get("metric", ""))
@@ -137,7 +138,9 @@ def write_html(data: Dict[str, object], path: str) -> str:
         body.append(f"<h2>CPU speed</h2><p>{html.escape(str(m.get('device', '?')))}, {m.get('threads', '?')} "
                     f"thread(s), torch {html.escape(str(m.get('torch', '?')))}, {m.get('date', '?')}. Median ms of "
                     "uda_ops; x = its speed-up over the eager reference, torch.compile of it, and the official "
-                    "repositories' formulas, measured in the same run.</p>" + _html_table(SPEED_HEAD, speed_rows(b)))
+                    "repositories' formulas, measured in the same run.</p>"
+                    + (f"<p><strong>{html.escape(m['warning'])}</strong></p>" if m.get("warning") else "")
+                    + _html_table(SPEED_HEAD, speed_rows(b)))
     for t in data["tasks"]:
         res = t["res"]
         what = METRIC_NAMES.get(res.get("metric"), res.get("metric", ""))

@@ -66,6 +66,22 @@ def test_summary_tables(tmp_path):
     assert "unrelated" not in text
 
 
+def test_busy_machine_warning_is_shown(tmp_path):
+    root = str(tmp_path / "d")
+    _demo(root)
+    path = os.path.join(root, "benchmark_summary.json")
+    bench = json.load(open(path))
+    assert "warning" not in report.summary(report.load(root))
+    bench["machine"]["warning"] = "warning: other processes used 0.97 of 2 cores <on average>"
+    _write(path, bench)
+    text = report.summary(report.load(root))
+    lines = text.splitlines()
+    assert lines.index(bench["machine"]["warning"]) == lines.index("") - 1  # right under the speed table
+    report.main([root])
+    assert "<strong>warning: other processes used 0.97 of 2 cores &lt;on average&gt;</strong>" in \
+        open(os.path.join(root, "report.html")).read()
+
+
 def test_html_is_self_contained(tmp_path):
     root = str(tmp_path / "d")
     _demo(root)
