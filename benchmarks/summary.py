@@ -14,11 +14,15 @@ import datetime as dt
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
 import time
+
+try:
+    import resource
+except ImportError:  # not on Windows: no busy-machine check there
+    resource = None
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -55,19 +59,21 @@ def busy_cpu_s() -> float | None:
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
-def own_cpu_s() -> float:
+def own_cpu_s() -> float | None:
     """CPU seconds of this process and of its children that have been waited for (the suite's subprocess)."""
+    if resource is None:
+        return None
     return sum(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF),
                                                    resource.getrusage(resource.RUSAGE_CHILDREN)))
 
 
 def other_load(fn):
     """``(fn(), cores)``: the result of ``fn`` and how many cores other processes used on average while it ran
-    (the machine's busy time less this process tree's), or None where /proc/stat is missing."""
+    (the machine's busy time less this process tree's), or None where /proc/stat or `resource` is missing."""
     busy0, own0, t0 = busy_cpu_s(), own_cpu_s(), time.monotonic()
     result = fn()
     busy1, own1, wall = busy_cpu_s(), own_cpu_s(), time.monotonic() - t0
-    if busy0 is None or busy1 is None or wall <= 0:
+    if None in (busy0, busy1, own0) or wall <= 0:
         return result, None
     return result, max(0.0, (busy1 - busy0) - (own1 - own0)) / wall
 
